@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# THE test command (README: "run the tests: `ci/test.sh`"); CI runs it via .ci/run.
+# Steps, in order: rustfmt check, clippy (-D warnings), cargo test, Autobahn|TestSuite.
+#   SKIP_AUTOBAHN=1 ci/test.sh   skip the Autobahn step locally (ignored when CI=true)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TOTAL_START=$SECONDS
+step() {
+  local name="$1"; shift
+  local t0=$SECONDS
+  printf '\n==> [%s] %s\n' "$name" "$*"
+  "$@"
+  printf '==> [%s] ok (%ds)\n' "$name" "$((SECONDS - t0))"
+}
+
+step fmt cargo fmt --all --check
+step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+step test cargo test --workspace --locked
+
+if [ "${CI:-}" = true ] || [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
+  [ "${CI:-}" = true ] && [ "${SKIP_AUTOBAHN:-0}" = 1 ] \
+    && echo "ci/test.sh: CI=true, ignoring SKIP_AUTOBAHN=1" >&2
+  step autobahn "$ROOT/ci/autobahn.sh"
+else
+  printf '\n==> [autobahn] SKIPPED (SKIP_AUTOBAHN=1)\n'
+fi
+
+printf '\n==> ci/test.sh: all steps passed (%ds total)\n' "$((SECONDS - TOTAL_START))"

@@ -1,0 +1,385 @@
+//! Gateway configuration, loaded from TOML.
+//!
+//! Every section denies unknown keys so a typo fails loudly at start-up instead
+//! of silently running with a default. [`Config::validate`] checks the
+//! relations between keys and names the offending key in its error.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was read.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or a key has the wrong type or is unknown.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file that was parsed.
+        path: String,
+        /// toml's message, which names the key and the line.
+        message: String,
+    },
+    /// A key parsed but its value is not usable.
+    #[error("invalid config: `{key}` {problem}")]
+    Invalid {
+        /// Dotted key path, e.g. `io.recv_buffers`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening socket and worker threads.
+    pub server: ServerConfig,
+    /// io_uring and buffer sizing.
+    pub io: IoConfig,
+    /// WebSocket routes and handshake policy.
+    pub websocket: WebSocketConfig,
+    /// Size limits.
+    pub limits: LimitsConfig,
+    /// Timeouts, all in milliseconds.
+    pub timeouts: TimeoutsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: where to listen and how many workers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own ring and `SO_REUSEPORT` listener; 0 = one per online core.
+    pub workers: usize,
+    /// Pin worker `i` to the `i`-th CPU the process may run on (so `taskset` still decides the set).
+    pub pin_workers: bool,
+    /// `listen(2)` backlog per worker listener.
+    pub backlog: u32,
+    /// Open WebSocket and HTTP connections allowed across all workers; beyond it new ones get 503.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            workers: 0,
+            pin_workers: true,
+            backlog: 4096,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// `[io]`: ring and buffer sizing per worker.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IoConfig {
+    /// Submission queue entries per ring (the completion queue is sized larger, see DESIGN.md).
+    pub ring_entries: u32,
+    /// Size of one provided receive buffer in bytes.
+    pub recv_buffer_size: u32,
+    /// Provided receive buffers per worker (power of two, at most 32768).
+    pub recv_buffers: u32,
+    /// Bytes queued for sending to one connection before it is closed as a slow consumer (1008).
+    pub max_send_queue_bytes: usize,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        Self {
+            ring_entries: 4096,
+            recv_buffer_size: 16 * 1024,
+            recv_buffers: 4096,
+            max_send_queue_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[websocket]`: routes and handshake policy.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Path of the echo route.
+    pub echo_path: String,
+    /// Path answering `GET` with `200 ok` (no upgrade).
+    pub health_path: String,
+    /// Subprotocols the server speaks, in preference order.
+    pub subprotocols: Vec<String>,
+    /// Allowed `Origin` values; empty allows any (and a missing `Origin`).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            echo_path: "/echo".into(),
+            health_path: "/healthz".into(),
+            subprotocols: Vec::new(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// `[limits]`: sizes the parser enforces.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message (all fragments together); larger ones are closed with 1009.
+    pub max_message_bytes: usize,
+    /// Largest single frame payload; larger ones are closed with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request head; larger ones get 431.
+    pub max_handshake_bytes: usize,
+    /// Most request headers; more get 431.
+    pub max_headers: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024 * 1024,
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_handshake_bytes: 8 * 1024,
+            max_headers: 32,
+        }
+    }
+}
+
+/// `[timeouts]`, in milliseconds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// From accept to a complete upgrade request.
+    pub handshake_ms: u64,
+    /// Nothing received for this long closes the connection (1001).
+    pub idle_ms: u64,
+    /// Send a ping after this long without receiving; 0 disables server pings.
+    pub ping_interval_ms: u64,
+    /// After our close frame, how long to wait for the peer's before dropping the TCP connection.
+    pub close_ms: u64,
+    /// On SIGTERM/SIGINT, how long to wait for connections to close before exiting.
+    pub drain_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            handshake_ms: 10_000,
+            idle_ms: 120_000,
+            ping_interval_ms: 30_000,
+            close_ms: 5_000,
+            drain_ms: 10_000,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// One of error, warn, info, debug, trace.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values and the relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            })
+        }
+        let io = &self.io;
+        if !(8..=32768).contains(&io.ring_entries) || !io.ring_entries.is_power_of_two() {
+            return bad("io.ring_entries", "must be a power of two from 8 to 32768");
+        }
+        if !(1..=32768).contains(&io.recv_buffers) || !io.recv_buffers.is_power_of_two() {
+            return bad("io.recv_buffers", "must be a power of two from 1 to 32768");
+        }
+        if !(256..=(1 << 20)).contains(&io.recv_buffer_size) {
+            return bad("io.recv_buffer_size", "must be from 256 to 1048576 bytes");
+        }
+        if io.max_send_queue_bytes < 1024 {
+            return bad("io.max_send_queue_bytes", "must be at least 1024");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        if self.server.backlog == 0 {
+            return bad("server.backlog", "must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes == 0 {
+            return bad("limits.max_frame_bytes", "must be at least 1");
+        }
+        if l.max_message_bytes < l.max_frame_bytes {
+            return bad(
+                "limits.max_message_bytes",
+                format!(
+                    "({}) must be at least limits.max_frame_bytes ({})",
+                    l.max_message_bytes, l.max_frame_bytes
+                ),
+            );
+        }
+        if l.max_handshake_bytes < 256 {
+            return bad("limits.max_handshake_bytes", "must be at least 256");
+        }
+        if !(4..=256).contains(&l.max_headers) {
+            return bad("limits.max_headers", "must be from 4 to 256");
+        }
+        let ws = &self.websocket;
+        for (key, path) in [
+            ("websocket.echo_path", &ws.echo_path),
+            ("websocket.health_path", &ws.health_path),
+        ] {
+            if !path.starts_with('/') {
+                return bad(key, format!("must start with '/', got {path:?}"));
+            }
+        }
+        if ws.echo_path == ws.health_path {
+            return bad("websocket.health_path", "must differ from websocket.echo_path");
+        }
+        for p in &ws.subprotocols {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && !b",;\"".contains(&b)) {
+                return bad("websocket.subprotocols", format!("{p:?} is not an HTTP token"));
+            }
+        }
+        let t = &self.timeouts;
+        for (key, v) in [
+            ("timeouts.handshake_ms", t.handshake_ms),
+            ("timeouts.idle_ms", t.idle_ms),
+            ("timeouts.close_ms", t.close_ms),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if t.ping_interval_ms != 0 && t.ping_interval_ms >= t.idle_ms {
+            return bad(
+                "timeouts.ping_interval_ms",
+                format!("({}) must be below timeouts.idle_ms ({}) or 0", t.ping_interval_ms, t.idle_ms),
+            );
+        }
+        if log_level(&self.log.level).is_none() {
+            return bad("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// Worker count with 0 resolved to the online CPUs this process may use.
+    pub fn effective_workers(&self) -> usize {
+        if self.server.workers > 0 {
+            self.server.workers
+        } else {
+            crate::engine::affinity::allowed_cpus().len().max(1)
+        }
+    }
+}
+
+/// Parses a log level name.
+pub fn log_level(s: &str) -> Option<log::LevelFilter> {
+    match s {
+        "error" => Some(log::LevelFilter::Error),
+        "warn" => Some(log::LevelFilter::Warn),
+        "info" => Some(log::LevelFilter::Info),
+        "debug" => Some(log::LevelFilter::Debug),
+        "trace" => Some(log::LevelFilter::Trace),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.websocket.echo_path, "/echo");
+        assert_eq!(c.io.recv_buffers, 4096);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err("[server]\nlisten = \"127.0.0.1:1\"\nworkerz = 2\n");
+        assert!(e.contains("workerz"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = err("[io]\nrecv_buffers = \"many\"\n");
+        assert!(e.contains("recv_buffers"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (text, key) in [
+            ("[io]\nrecv_buffers = 1000\n", "io.recv_buffers"),
+            ("[io]\nring_entries = 3\n", "io.ring_entries"),
+            ("[io]\nrecv_buffer_size = 10\n", "io.recv_buffer_size"),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[limits]\nmax_frame_bytes = 10\nmax_message_bytes = 5\n", "limits.max_message_bytes"),
+            ("[limits]\nmax_headers = 1000\n", "limits.max_headers"),
+            ("[websocket]\necho_path = \"echo\"\n", "websocket.echo_path"),
+            ("[websocket]\nsubprotocols = [\"a b\"]\n", "websocket.subprotocols"),
+            ("[timeouts]\nping_interval_ms = 5000\nidle_ms = 1000\n", "timeouts.ping_interval_ms"),
+            ("[timeouts]\nclose_ms = 0\n", "timeouts.close_ms"),
+            ("[log]\nlevel = \"loud\"\n", "log.level"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key), "{text:?} -> {e}");
+        }
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        for name in ["prod.toml", "dev.toml"] {
+            Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

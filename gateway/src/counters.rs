@@ -1,0 +1,179 @@
+//! Gateway counters, one set per worker: plain integers bumped on the worker
+//! thread, summed at exit and published as metrics (never a shared atomic
+//! per message).
+
+use std::fmt::Write as _;
+
+/// Why a connection ended, from the gateway's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Close handshake completed (either side started it), or an HTTP
+    /// exchange (health check, rejection) finished.
+    Normal,
+    /// Protocol error, socket error, or the peer vanished without a close frame.
+    Error,
+    /// Handshake, idle or close timeout.
+    Timeout,
+    /// The send queue went over `io.max_send_queue_bytes`.
+    SlowConsumer,
+    /// Closed because the gateway is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// All reasons, in a stable order for reports.
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::Normal,
+        CloseReason::Error,
+        CloseReason::Timeout,
+        CloseReason::SlowConsumer,
+        CloseReason::Shutdown,
+    ];
+
+    /// The label used in reports and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::Error => "error",
+            CloseReason::Timeout => "timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// HTTP statuses the gateway answers with, in a fixed table.
+pub const STATUSES: [u16; 9] = [101, 200, 400, 403, 404, 408, 426, 431, 503];
+
+/// WebSocket close codes tracked individually. `0` stands for a close frame
+/// without a code; the last entry collects every other code.
+pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 0, u16::MAX];
+
+/// Counters of one worker.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed, by [`CloseReason`] (index into `CloseReason::ALL`).
+    pub closed: [u64; 5],
+    /// HTTP responses by status (index into [`STATUSES`]).
+    pub http_responses: [u64; STATUSES.len()],
+    /// Messages received (complete, reassembled).
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Payload bytes received in messages.
+    pub bytes_in: u64,
+    /// Payload bytes sent in messages.
+    pub bytes_out: u64,
+    /// Pings received.
+    pub pings_in: u64,
+    /// Pings the server sent (idle keepalive).
+    pub pings_out: u64,
+    /// Pongs received.
+    pub pongs_in: u64,
+    /// Close frames sent, by code (index into [`CLOSE_CODES`]; last = other).
+    pub close_sent: [u64; CLOSE_CODES.len()],
+    /// Close frames received, by code (index into [`CLOSE_CODES`]; last = other).
+    pub close_received: [u64; CLOSE_CODES.len()],
+    /// WebSocket connections that ended without a close frame from the peer (1006).
+    pub abnormal_closures: u64,
+}
+
+fn code_index(code: u16) -> usize {
+    CLOSE_CODES[..CLOSE_CODES.len() - 1]
+        .iter()
+        .position(|&c| c == code)
+        .unwrap_or(CLOSE_CODES.len() - 1)
+}
+
+impl Counters {
+    /// Counts one HTTP response.
+    pub fn http(&mut self, status: u16) {
+        if let Some(i) = STATUSES.iter().position(|&s| s == status) {
+            self.http_responses[i] += 1;
+        }
+    }
+
+    /// Counts one close frame sent.
+    pub fn close_sent(&mut self, code: u16) {
+        self.close_sent[code_index(code)] += 1;
+    }
+
+    /// Counts one close frame received (`None`: empty close payload).
+    pub fn close_received(&mut self, code: Option<u16>) {
+        self.close_received[code_index(code.unwrap_or(0))] += 1;
+    }
+
+    /// Counts one closed connection.
+    pub fn closed(&mut self, reason: CloseReason) {
+        self.closed[reason as usize] += 1;
+    }
+
+    /// Count of responses with `status`.
+    pub fn http_count(&self, status: u16) -> u64 {
+        STATUSES.iter().position(|&s| s == status).map_or(0, |i| self.http_responses[i])
+    }
+
+    /// Adds another worker's counters.
+    pub fn merge(&mut self, o: &Counters) {
+        fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        self.accepted += o.accepted;
+        add(&mut self.closed, &o.closed);
+        add(&mut self.http_responses, &o.http_responses);
+        self.messages_in += o.messages_in;
+        self.messages_out += o.messages_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.pings_in += o.pings_in;
+        self.pings_out += o.pings_out;
+        self.pongs_in += o.pongs_in;
+        add(&mut self.close_sent, &o.close_sent);
+        add(&mut self.close_received, &o.close_received);
+        self.abnormal_closures += o.abnormal_closures;
+    }
+
+    /// A one-line summary for the exit log.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "accepted={} msgs_in={} msgs_out={} bytes_in={} bytes_out={} abnormal={}",
+            self.accepted, self.messages_in, self.messages_out, self.bytes_in, self.bytes_out, self.abnormal_closures
+        );
+        for r in CloseReason::ALL {
+            let _ = write!(s, " closed_{}={}", r.label(), self.closed[r as usize]);
+        }
+        for (i, st) in STATUSES.iter().enumerate() {
+            if self.http_responses[i] > 0 {
+                let _ = write!(s, " http_{st}={}", self.http_responses[i]);
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_adds_every_field() {
+        let mut a = Counters::default();
+        a.http(404);
+        a.close_sent(1009);
+        a.close_received(None);
+        a.closed(CloseReason::Timeout);
+        a.messages_in = 3;
+        let mut b = a.clone();
+        b.close_sent(4000);
+        b.merge(&a);
+        assert_eq!(b.http_count(404), 2);
+        assert_eq!(b.close_sent[code_index(1009)], 2);
+        assert_eq!(b.close_sent[CLOSE_CODES.len() - 1], 1, "unknown codes count as other");
+        assert_eq!(b.close_received[code_index(0)], 2);
+        assert_eq!(b.closed[CloseReason::Timeout as usize], 2);
+        assert_eq!(b.messages_in, 6);
+        assert!(b.summary().contains("http_404=2"));
+    }
+}

@@ -1,0 +1,144 @@
+//! A provided-buffer ring: receive buffers the kernel picks from at
+//! completion time, so a connection with nothing to read owns no buffer.
+//!
+//! One anonymous mapping holds the ring of buffer descriptors followed by the
+//! buffers themselves. A buffer id handed out in a completion belongs to us
+//! until [`BufRing::recycle`] gives it back.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+
+use super::ring::Ring;
+
+/// A registered provided-buffer ring of `count` buffers of `size` bytes.
+pub struct BufRing {
+    base: NonNull<u8>,
+    map_len: usize,
+    ring_bytes: usize,
+    count: u16,
+    size: u32,
+    bgid: u16,
+    /// Our copy of the tail; published to the kernel by [`BufRing::commit`].
+    tail: u16,
+    /// Buffers currently held by us (handed out, not yet recycled).
+    held: usize,
+}
+
+impl std::fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufRing")
+            .field("count", &self.count)
+            .field("size", &self.size)
+            .field("bgid", &self.bgid)
+            .field("held", &self.held)
+            .finish()
+    }
+}
+
+impl BufRing {
+    /// Maps, fills and registers the ring as buffer group `bgid`.
+    pub fn new(ring: &Ring, bgid: u16, count: u32, size: u32) -> io::Result<Self> {
+        if count == 0 || count > 32768 || !count.is_power_of_two() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer count must be a power of two <= 32768"));
+        }
+        let page = 4096;
+        let ring_bytes = (count as usize * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
+        let map_len = ring_bytes + count as usize * size as usize;
+        // SAFETY: anonymous private mapping with no address hint; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).expect("mmap returned non-null");
+        let mut this = Self { base, map_len, ring_bytes, count: count as u16, size, bgid, tail: 0, held: count as usize };
+        // SAFETY: the mapping is page-aligned, holds `count` entries and lives
+        // until `Drop`, which unregisters the group before unmapping.
+        unsafe {
+            ring.uring
+                .submitter()
+                .register_buf_ring_with_flags(base.as_ptr() as u64, count as u16, bgid, 0)?;
+        }
+        for bid in 0..count as u16 {
+            this.recycle(bid);
+        }
+        this.commit();
+        Ok(this)
+    }
+
+    /// The buffer group id to put in receive SQEs.
+    pub fn bgid(&self) -> u16 {
+        self.bgid
+    }
+
+    /// Buffers currently out of the ring (handed to us and not yet recycled).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion handed us.
+    pub fn get_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        assert!(bid < self.count && len <= self.size as usize, "buffer {bid}/{len} out of range");
+        // SAFETY: bid and len are in bounds of the mapping; the kernel does not
+        // write a buffer it handed out until we recycle it, and `&mut self`
+        // keeps this slice unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.base.as_ptr().add(self.ring_bytes + bid as usize * self.size as usize),
+                len,
+            )
+        }
+    }
+
+    /// Gives buffer `bid` back to the kernel (visible after [`BufRing::commit`]).
+    pub fn recycle(&mut self, bid: u16) {
+        debug_assert!(bid < self.count);
+        let mask = self.count - 1;
+        let addr = self.base.as_ptr() as u64 + self.ring_bytes as u64 + u64::from(bid) * u64::from(self.size);
+        // SAFETY: the entry index is masked into the ring; entries are plain data
+        // the kernel reads only up to the published tail, which we have not yet moved.
+        let entry = unsafe { &mut *self.base.as_ptr().cast::<BufRingEntry>().add((self.tail & mask) as usize) };
+        entry.set_addr(addr);
+        entry.set_len(self.size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        self.held -= 1;
+    }
+
+    /// Records that the kernel handed out a buffer (for the `held` count).
+    pub fn note_taken(&mut self) {
+        self.held += 1;
+    }
+
+    /// Publishes recycled buffers to the kernel.
+    pub fn commit(&mut self) {
+        // SAFETY: the tail field lives inside the first ring entry of our
+        // mapping; the kernel reads it concurrently, hence the atomic release store.
+        let tail = unsafe { &*(BufRingEntry::tail(self.base.as_ptr().cast::<BufRingEntry>()) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Unregisters the group; called before the ring is dropped.
+    pub fn unregister(&mut self, ring: &Ring) {
+        let _ = ring.uring.submitter().unregister_buf_ring(self.bgid);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `new` with this length. The ring is
+        // unregistered (or the io_uring closed) before a worker drops this.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
+    }
+}

@@ -1,0 +1,470 @@
+//! Per-connection I/O state and the operations a [`Handler`](super::Handler)
+//! may ask for: send, close, deadlines, connect.
+//!
+//! Ownership rule: a buffer, iovec or address referenced by an SQE stays in
+//! the slot (or in the slot's boxed send vector) until that SQE's completion
+//! has been reaped, and a slot is only freed once nothing is in flight for it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::time::Instant;
+
+use bytes::Bytes;
+use io_uring::{opcode, types};
+
+use super::listener;
+use super::ring::Ring;
+use super::stats::EngineStats;
+use super::timer::TimerWheel;
+use super::token::{self, Op};
+
+/// Iovecs per `sendmsg`: enough to batch a burst of small frames in one call.
+const MAX_IOV: usize = 64;
+
+/// Identifies a connection: slot index plus the slot's generation, so a
+/// stale id cannot reach a connection that reused the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub(crate) idx: u32,
+    pub(crate) gen: u32,
+}
+
+impl ConnId {
+    /// The slot index (dense, reused after close): handy for per-connection arrays.
+    pub fn index(self) -> usize {
+        self.idx as usize
+    }
+}
+
+/// How to close a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseMode {
+    /// Send everything queued, then `shutdown(SHUT_WR)`, then wait for the
+    /// peer's EOF (the caller bounds the wait with a deadline and `Abort`).
+    Graceful,
+    /// Cancel everything in flight, drop unsent data and close.
+    Abort,
+}
+
+/// How the TCP connection ended, as the engine saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// Both sides shut down in order.
+    Clean,
+    /// The peer closed (EOF) or the handler aborted before a clean close.
+    Aborted,
+    /// A socket error ended it (errno), e.g. `ECONNRESET` or `EPIPE`.
+    Error(i32),
+}
+
+/// Why a send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closing or gone.
+    #[error("connection is closed")]
+    Closed,
+}
+
+pub(crate) mod flag {
+    pub const IN_RECV: u8 = 1;
+    pub const IN_SEND: u8 = 2;
+    pub const IN_CONNECT: u8 = 4;
+    pub const TIMER_ARMED: u8 = 8;
+    pub const PEER_EOF: u8 = 16;
+    pub const WR_SHUT: u8 = 32;
+    pub const LIVE: u8 = 64;
+    pub const INFLIGHT: u8 = IN_RECV | IN_SEND | IN_CONNECT;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    No,
+    Graceful,
+    Abort,
+}
+
+/// A `sendmsg` header and its iovecs, boxed so their address is stable while
+/// the kernel reads them.
+pub(crate) struct SendVec {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; MAX_IOV],
+}
+
+/// The engine's half of a connection.
+pub(crate) struct Slot {
+    pub(crate) sendq: VecDeque<Bytes>,
+    /// Present while a `sendmsg` is in flight.
+    pub(crate) sendvec: Option<Box<SendVec>>,
+    /// Present while a connect is in flight (the kernel reads it at submission).
+    pub(crate) connect_addr: Option<Box<libc::sockaddr_storage>>,
+    /// Bytes of `sendq.front()` already sent.
+    pub(crate) send_off: usize,
+    /// Bytes queued and not yet sent.
+    pub(crate) queued: usize,
+    /// Milliseconds since the worker's epoch; 0 = no deadline.
+    pub(crate) deadline: u64,
+    pub(crate) fd: RawFd,
+    pub(crate) gen: u32,
+    pub(crate) flags: u8,
+    pub(crate) closing: Closing,
+    pub(crate) cause: Option<CloseCause>,
+}
+
+impl Slot {
+    fn new(fd: RawFd, gen: u32) -> Self {
+        Self {
+            sendq: VecDeque::new(),
+            sendvec: None,
+            connect_addr: None,
+            send_off: 0,
+            queued: 0,
+            deadline: 0,
+            fd,
+            gen,
+            flags: flag::LIVE,
+            closing: Closing::No,
+            cause: None,
+        }
+    }
+}
+
+/// The I/O side of one worker, as handlers see it.
+pub struct Io {
+    pub(crate) ring: Ring,
+    pub(crate) slots: Vec<Slot>,
+    free: Vec<u32>,
+    pub(crate) timers: TimerWheel,
+    sendvec_pool: Vec<Box<SendVec>>,
+    /// Slots whose close has completed; the worker finalizes them after the
+    /// current callback returns (a handler may be holding the connection).
+    pub(crate) finalize: Vec<u32>,
+    epoch: Instant,
+    now_ms: u64,
+    live: usize,
+    bgid: u16,
+    pub(crate) shutting_down: bool,
+    /// Counters for engine-health metrics.
+    pub stats: EngineStats,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io").field("live", &self.live).field("ring", &self.ring).finish()
+    }
+}
+
+impl Io {
+    pub(crate) fn new(ring: Ring, bgid: u16) -> Self {
+        let epoch = Instant::now();
+        Self {
+            ring,
+            slots: Vec::new(),
+            free: Vec::new(),
+            // Start at 1 so that deadline 0 can mean "none".
+            timers: TimerWheel::new(1),
+            sendvec_pool: Vec::new(),
+            finalize: Vec::new(),
+            epoch,
+            now_ms: 1,
+            live: 0,
+            bgid,
+            shutting_down: false,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub(crate) fn update_clock(&mut self) -> u64 {
+        self.now_ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.now_ms
+    }
+
+    /// Milliseconds since this worker started (read once per loop iteration).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Connections currently holding a slot on this worker.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// True once shutdown has begun on this worker.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    pub(crate) fn slot(&self, id: ConnId) -> Option<&Slot> {
+        self.slots.get(id.idx as usize).filter(|s| s.gen == id.gen && s.flags & flag::LIVE != 0)
+    }
+
+    fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
+        self.slots.get_mut(id.idx as usize).filter(|s| s.gen == id.gen && s.flags & flag::LIVE != 0)
+    }
+
+    pub(crate) fn id_of(&self, idx: u32) -> ConnId {
+        ConnId { idx, gen: self.slots[idx as usize].gen }
+    }
+
+    /// Bytes queued on a connection and not yet sent.
+    pub fn queued_bytes(&self, id: ConnId) -> usize {
+        self.slot(id).map_or(0, |s| s.queued)
+    }
+
+    pub(crate) fn alloc(&mut self, fd: RawFd) -> ConnId {
+        self.live += 1;
+        if let Some(idx) = self.free.pop() {
+            let slot = &mut self.slots[idx as usize];
+            let gen = slot.gen;
+            *slot = Slot::new(fd, gen);
+            ConnId { idx, gen }
+        } else {
+            let idx = u32::try_from(self.slots.len()).expect("fewer than 2^32 connections per worker");
+            self.slots.push(Slot::new(fd, 0));
+            ConnId { idx, gen: 0 }
+        }
+    }
+
+    /// Closes the descriptor and returns the slot to the free list.
+    pub(crate) fn release(&mut self, idx: u32) -> (ConnId, CloseCause) {
+        let slot = &mut self.slots[idx as usize];
+        debug_assert_eq!(slot.flags & flag::INFLIGHT, 0, "slot freed with an operation in flight");
+        let id = ConnId { idx, gen: slot.gen };
+        let cause = slot.cause.unwrap_or(CloseCause::Aborted);
+        // SAFETY: the slot owns `fd` and nothing is in flight on it any more.
+        unsafe { libc::close(slot.fd) };
+        slot.fd = -1;
+        slot.flags = 0;
+        slot.gen = slot.gen.wrapping_add(1) & 0xff_ffff;
+        slot.sendq = VecDeque::new();
+        slot.deadline = 0;
+        if let Some(v) = slot.sendvec.take() {
+            self.sendvec_pool.push(v);
+        }
+        self.free.push(idx);
+        self.live -= 1;
+        (id, cause)
+    }
+
+    pub(crate) fn arm_recv(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        let entry = opcode::RecvMulti::new(types::Fd(slot.fd), self.bgid)
+            .build()
+            .user_data(token::encode(Op::Recv, idx, slot.gen));
+        slot.flags |= flag::IN_RECV;
+        // SAFETY: a provided-buffer receive references no memory of ours.
+        unsafe { self.ring.push(entry) };
+    }
+
+    /// Queues `data` for sending. Returns the bytes now queued on the
+    /// connection so the caller can apply its slow-consumer policy.
+    pub fn send(&mut self, id: ConnId, data: Bytes) -> Result<usize, SendError> {
+        let slot = self.slot_mut(id).ok_or(SendError::Closed)?;
+        if slot.closing == Closing::Abort || slot.flags & flag::WR_SHUT != 0 {
+            return Err(SendError::Closed);
+        }
+        if data.is_empty() {
+            return Ok(slot.queued);
+        }
+        slot.queued += data.len();
+        slot.sendq.push_back(data);
+        let queued = slot.queued;
+        self.flush(id.idx);
+        Ok(queued)
+    }
+
+    /// Starts a send for whatever is queued, unless one is in flight.
+    fn flush(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.flags & flag::IN_SEND != 0 || slot.sendq.is_empty() || slot.closing == Closing::Abort {
+            return;
+        }
+        let user_data = token::encode(Op::Send, idx, slot.gen);
+        let entry = if slot.sendq.len() == 1 {
+            let front = &slot.sendq[0][slot.send_off..];
+            opcode::Send::new(types::Fd(slot.fd), front.as_ptr(), front.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            let mut vec = self.sendvec_pool.pop().unwrap_or_else(|| {
+                Box::new(SendVec {
+                    // SAFETY: msghdr and iovec are plain C structs; zero is valid.
+                    hdr: unsafe { std::mem::zeroed() },
+                    iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV],
+                })
+            });
+            let mut n = 0;
+            for (i, buf) in slot.sendq.iter().take(MAX_IOV).enumerate() {
+                let part = if i == 0 { &buf[slot.send_off..] } else { &buf[..] };
+                vec.iov[i] = libc::iovec { iov_base: part.as_ptr() as *mut _, iov_len: part.len() };
+                n += 1;
+            }
+            vec.hdr.msg_iov = vec.iov.as_mut_ptr();
+            vec.hdr.msg_iovlen = n;
+            let hdr: *const libc::msghdr = &vec.hdr;
+            slot.sendvec = Some(vec);
+            opcode::SendMsg::new(types::Fd(slot.fd), hdr).flags(libc::MSG_NOSIGNAL as u32).build()
+        };
+        slot.flags |= flag::IN_SEND;
+        // SAFETY: the Bytes referenced stay in `sendq` and the boxed msghdr in
+        // `slot.sendvec` until the send completion, which `complete_send` handles
+        // before anything is popped or the slot is released.
+        unsafe { self.ring.push(entry.user_data(user_data)) };
+    }
+
+    pub(crate) fn complete_send(&mut self, idx: u32, res: i32) {
+        let slot = &mut self.slots[idx as usize];
+        slot.flags &= !flag::IN_SEND;
+        if let Some(v) = slot.sendvec.take() {
+            self.sendvec_pool.push(v);
+        }
+        if res < 0 {
+            self.stats.send_errors += 1;
+            self.fail(idx, -res);
+            return;
+        }
+        let mut n = res as usize;
+        slot.queued -= n;
+        while n > 0 {
+            let left = slot.sendq[0].len() - slot.send_off;
+            if n >= left {
+                n -= left;
+                slot.sendq.pop_front();
+                slot.send_off = 0;
+            } else {
+                slot.send_off += n;
+                n = 0;
+            }
+        }
+        if slot.closing == Closing::Abort {
+            slot.sendq.clear();
+            slot.queued = 0;
+            self.maybe_finalize(idx);
+        } else if !slot.sendq.is_empty() {
+            self.flush(idx);
+        } else {
+            if slot.sendq.capacity() > 8 {
+                slot.sendq = VecDeque::new();
+            }
+            self.after_drain(idx);
+        }
+    }
+
+    /// Send queue empty: a graceful close can now shut down our side.
+    fn after_drain(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.closing == Closing::Graceful && slot.flags & flag::WR_SHUT == 0 && slot.flags & flag::IN_SEND == 0 {
+            slot.flags |= flag::WR_SHUT;
+            // SAFETY: plain syscall on a descriptor the slot owns.
+            unsafe { libc::shutdown(slot.fd, libc::SHUT_WR) };
+            self.maybe_finalize(idx);
+        }
+    }
+
+    /// Records a socket error and aborts the connection.
+    pub(crate) fn fail(&mut self, idx: u32, errno: i32) {
+        let slot = &mut self.slots[idx as usize];
+        slot.cause.get_or_insert(CloseCause::Error(errno));
+        self.abort_idx(idx);
+    }
+
+    /// Closes a connection; see [`CloseMode`]. Closing twice is harmless, and
+    /// `Abort` overrides an earlier `Graceful`.
+    pub fn close(&mut self, id: ConnId, mode: CloseMode) {
+        let Some(slot) = self.slot_mut(id) else { return };
+        match (mode, slot.closing) {
+            (_, Closing::Abort) | (CloseMode::Graceful, Closing::Graceful) => {}
+            (CloseMode::Graceful, Closing::No) => {
+                slot.closing = Closing::Graceful;
+                if slot.sendq.is_empty() {
+                    self.after_drain(id.idx);
+                }
+            }
+            (CloseMode::Abort, _) => self.abort_idx(id.idx),
+        }
+    }
+
+    fn abort_idx(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.closing == Closing::Abort {
+            return;
+        }
+        slot.closing = Closing::Abort;
+        if slot.flags & flag::IN_SEND == 0 {
+            slot.sendq.clear();
+            slot.queued = 0;
+        }
+        if slot.flags & flag::INFLIGHT != 0 {
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(slot.fd)).all())
+                .build()
+                .user_data(token::encode(Op::Cancel, idx, slot.gen));
+            // SAFETY: a cancel request references no memory of ours.
+            unsafe { self.ring.push(entry) };
+        }
+        self.maybe_finalize(idx);
+    }
+
+    /// Queues the slot for release once nothing is in flight and its close
+    /// has run its course.
+    pub(crate) fn maybe_finalize(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.flags & flag::LIVE == 0 || slot.flags & flag::INFLIGHT != 0 {
+            return;
+        }
+        let done = match slot.closing {
+            Closing::No => false,
+            Closing::Abort => true,
+            Closing::Graceful => {
+                let clean = slot.flags & flag::WR_SHUT != 0 && slot.flags & flag::PEER_EOF != 0;
+                if clean {
+                    slot.cause.get_or_insert(CloseCause::Clean);
+                }
+                clean
+            }
+        };
+        if done {
+            slot.flags &= !flag::LIVE;
+            self.finalize.push(idx);
+        }
+    }
+
+    /// Sets (or with 0 clears) the connection's deadline, in [`Io::now_ms`] time.
+    /// When it passes, the handler's `on_deadline` runs.
+    pub fn set_deadline(&mut self, id: ConnId, at_ms: u64) {
+        let Some(slot) = self.slot_mut(id) else { return };
+        slot.deadline = at_ms;
+        if at_ms != 0 && slot.flags & flag::TIMER_ARMED == 0 {
+            slot.flags |= flag::TIMER_ARMED;
+            self.timers.insert(token::encode(Op::Recv, id.idx, id.gen), at_ms);
+        }
+    }
+
+    /// Starts an outgoing connection (client role). The handler's `on_open`
+    /// runs when it is established, `on_connect_failed` if it is not.
+    pub fn connect(&mut self, addr: SocketAddr, bind: Option<SocketAddr>) -> io::Result<ConnId> {
+        let fd = listener::tcp_socket(&addr)?;
+        listener::set_int_opt(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        if let Some(local) = bind {
+            // Lets many connections share a source address before the port is picked.
+            listener::set_int_opt(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+            let (storage, len) = listener::sockaddr(&local);
+            // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+            let rc = unsafe { libc::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), (&storage as *const libc::sockaddr_storage).cast(), len) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (storage, len) = listener::sockaddr(&addr);
+        let id = self.alloc(fd.into_raw_fd());
+        let slot = &mut self.slots[id.idx as usize];
+        let storage = slot.connect_addr.insert(Box::new(storage));
+        let entry = opcode::Connect::new(types::Fd(slot.fd), (&**storage as *const libc::sockaddr_storage).cast(), len)
+            .build()
+            .user_data(token::encode(Op::Connect, id.idx, id.gen));
+        slot.flags |= flag::IN_CONNECT;
+        // SAFETY: the address stays boxed in the slot until the connect completes.
+        unsafe { self.ring.push(entry) };
+        Ok(id)
+    }
+}

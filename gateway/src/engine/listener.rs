@@ -1,0 +1,117 @@
+//! Listening sockets: one `SO_REUSEPORT` socket per worker on the same port,
+//! so the kernel spreads incoming connections over the workers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Creates `count` listeners bound to `addr`. With port 0 the first picks a
+/// free port and the others bind to that same port.
+pub fn reuseport_listeners(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    let mut fds = Vec::with_capacity(count);
+    let mut bound = addr;
+    for _ in 0..count {
+        let fd = bind_one(bound, backlog)?;
+        bound = local_addr(fd.as_raw_fd())?;
+        fds.push(fd);
+    }
+    Ok((fds, bound))
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Sets an integer socket option.
+pub fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    check(unsafe {
+        libc::setsockopt(fd, level, name, (&value as *const i32).cast(), std::mem::size_of::<i32>() as libc::socklen_t)
+    })
+    .map(drop)
+}
+
+/// Converts a socket address to its C form.
+pub fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Creates a TCP socket of `addr`'s family (close-on-exec).
+pub fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain syscall; the result is checked before use.
+    let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` is a fresh descriptor we exclusively own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(&addr)?;
+    let raw = fd.as_raw_fd();
+    set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
+    // saves a setsockopt per connection.
+    set_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    let (storage, len) = sockaddr(&addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    check(unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) })
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+    // SAFETY: plain syscall on a socket we own.
+    check(unsafe { libc::listen(raw, backlog.min(i32::MAX as u32) as i32) })?;
+    Ok(fd)
+}
+
+/// The address a socket is bound to.
+pub fn local_addr(fd: i32) -> io::Result<SocketAddr> {
+    // SAFETY: zeroed sockaddr_storage is valid; getsockname writes at most `len` bytes.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: pointers to live locals with the correct length.
+    check(unsafe { libc::getsockname(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) })?;
+    to_socket_addr(&storage)
+}
+
+fn to_socket_addr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    match storage.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Ok(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Ok(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
+        }
+        f => Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected address family {f}"))),
+    }
+}

@@ -1,0 +1,19 @@
+//! The io_uring engine shared by the gateway (accept role) and the bench
+//! client (connect role): one ring per pinned worker thread, multishot accept
+//! and receive from a provided-buffer ring, queued sends with partial-send
+//! resume, a timing wheel, and a close path that never frees a slot or buffer
+//! the kernel still references.
+
+pub mod affinity;
+pub mod bufring;
+mod io;
+pub mod listener;
+pub mod ring;
+pub mod stats;
+mod timer;
+mod token;
+mod worker;
+
+pub use io::{CloseCause, CloseMode, ConnId, Io, SendError};
+pub use stats::EngineStats;
+pub use worker::{EngineConfig, Handler, Worker};

@@ -1,0 +1,142 @@
+//! The worker's io_uring: set-up with fallbacks, and submission with a backlog.
+//!
+//! A full submission queue is not an error: entries wait in a backlog and go
+//! in after the next `io_uring_enter` has consumed the queue.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
+
+use io_uring::{squeue, types, IoUring};
+
+/// Which set-up the kernel accepted, for the start-up log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingMode {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`: completions run only when we wait.
+    DeferTaskrun,
+    /// `COOP_TASKRUN`: no IPI to interrupt the worker for task work.
+    CoopTaskrun,
+    /// No flags.
+    Plain,
+}
+
+/// One worker's ring plus its submission backlog.
+pub struct Ring {
+    pub(crate) uring: IoUring,
+    backlog: VecDeque<squeue::Entry>,
+    /// How set-up went.
+    pub mode: RingMode,
+    /// High-water mark of the backlog, for engine-health metrics.
+    pub backlog_peak: usize,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("mode", &self.mode)
+            .field("backlog", &self.backlog.len())
+            .finish()
+    }
+}
+
+impl Ring {
+    /// Creates a ring with `entries` SQEs and a completion queue large enough
+    /// that multishot operations do not overflow it in practice. Must be called
+    /// on the thread that will use it (`SINGLE_ISSUER`).
+    pub fn new(entries: u32) -> io::Result<Self> {
+        let cq = entries.saturating_mul(16).clamp(entries * 2, 65536);
+        let attempts: [(RingMode, fn(&mut io_uring::Builder)); 3] = [
+            (RingMode::DeferTaskrun, |b| {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }),
+            (RingMode::CoopTaskrun, |b| {
+                b.setup_coop_taskrun();
+            }),
+            (RingMode::Plain, |_| {}),
+        ];
+        let mut last_err = None;
+        for (mode, flags) in attempts {
+            let mut builder = IoUring::builder();
+            builder.setup_cqsize(cq).setup_submit_all();
+            flags(&mut builder);
+            match builder.build(entries) {
+                Ok(uring) => {
+                    if mode != RingMode::DeferTaskrun {
+                        log::warn!(
+                            "io_uring: SINGLE_ISSUER|DEFER_TASKRUN unavailable ({}), using {mode:?}",
+                            last_err.as_ref().map_or("?".to_string(), |e: &io::Error| e.to_string())
+                        );
+                    }
+                    return Ok(Self { uring, backlog: VecDeque::new(), mode, backlog_peak: 0 });
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// Queues an entry; if the submission queue is full it is submitted first,
+    /// and if it is still full the entry waits in the backlog.
+    ///
+    /// # Safety
+    /// Every buffer, iovec, msghdr or address the entry points to must stay
+    /// valid and unmoved until its completion has been reaped.
+    pub unsafe fn push(&mut self, entry: squeue::Entry) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(entry);
+            self.backlog_peak = self.backlog_peak.max(self.backlog.len());
+            return;
+        }
+        // SAFETY: the caller guarantees the entry's pointers outlive its completion.
+        if unsafe { self.uring.submission().push(&entry) }.is_ok() {
+            return;
+        }
+        let _ = self.uring.submit();
+        // SAFETY: as above.
+        if unsafe { self.uring.submission().push(&entry) }.is_err() {
+            self.backlog.push_back(entry);
+            self.backlog_peak = self.backlog_peak.max(self.backlog.len());
+        }
+    }
+
+    /// Entries waiting for room in the submission queue.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    fn drain_backlog(&mut self) {
+        let mut sq = self.uring.submission();
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: entries in the backlog were pushed under `push`'s contract.
+            if unsafe { sq.push(entry) }.is_err() {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    /// Submits everything queued and waits for at least one completion or the
+    /// timeout. Interrupted and timed-out waits are not errors.
+    pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        self.drain_backlog();
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        loop {
+            match self.uring.submitter().submit_with_args(1, &args) {
+                Ok(_) => break,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ETIME) | Some(libc::EINTR) => break,
+                    // The completion queue is full (overflowed): reap first.
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) => break,
+                    _ => return Err(e),
+                },
+            }
+        }
+        // Anything that did not fit before may fit now that the kernel consumed the SQ.
+        if !self.backlog.is_empty() {
+            self.drain_backlog();
+            let _ = self.uring.submit();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! Engine-health counters: plain integers owned by one worker, published
+//! elsewhere periodically (never an atomic per operation).
+
+/// Counters one worker's engine keeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Accept completions that failed (e.g. `EMFILE`).
+    pub accept_errors: u64,
+    /// Multishot receives that ended with `ENOBUFS` (buffer ring empty) and were re-armed.
+    pub recv_enobufs: u64,
+    /// Multishot receives the kernel ended for another reason and that were re-armed.
+    pub recv_rearmed: u64,
+    /// Receive completions that carried an error other than cancel/ENOBUFS.
+    pub recv_errors: u64,
+    /// Send completions that failed.
+    pub send_errors: u64,
+    /// Outgoing connects that failed.
+    pub connect_errors: u64,
+    /// Completion batches reaped.
+    pub loops: u64,
+    /// Completions reaped.
+    pub completions: u64,
+}

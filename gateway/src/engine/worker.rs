@@ -1,0 +1,381 @@
+//! The per-core event loop: reap completions, dispatch them to the handler,
+//! fire deadlines, submit, wait.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, types};
+
+use super::bufring::BufRing;
+use super::io::{flag, CloseCause, CloseMode, Closing, ConnId, Io};
+use super::ring::Ring;
+use super::timer::TICK_MS;
+use super::token::{self, Op};
+
+/// Sizing for one worker's engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Submission queue entries.
+    pub ring_entries: u32,
+    /// Provided receive buffers (power of two).
+    pub recv_buffers: u32,
+    /// Bytes per receive buffer.
+    pub recv_buffer_size: u32,
+    /// After shutdown begins, how long connections may take to close before
+    /// they are aborted.
+    pub drain_ms: u64,
+}
+
+/// What the application does with connections. All callbacks run on the
+/// worker thread; none may block.
+pub trait Handler {
+    /// Per-connection application state.
+    type Conn;
+
+    /// A connection was accepted (server role) or established (client role).
+    fn on_open(&mut self, io: &mut Io, id: ConnId) -> Self::Conn;
+
+    /// Bytes arrived. `data` is a provided buffer, valid only for this call
+    /// (it goes back to the kernel afterwards); it may be modified in place.
+    fn on_data(&mut self, io: &mut Io, id: ConnId, conn: &mut Self::Conn, data: &mut [u8]);
+
+    /// The peer shut down its sending side (EOF).
+    fn on_peer_eof(&mut self, io: &mut Io, id: ConnId, _conn: &mut Self::Conn) {
+        io.close(id, CloseMode::Graceful);
+    }
+
+    /// The connection's deadline (see [`Io::set_deadline`]) has passed.
+    fn on_deadline(&mut self, io: &mut Io, id: ConnId, conn: &mut Self::Conn);
+
+    /// The connection is gone: descriptor closed, slot free.
+    fn on_closed(&mut self, io: &mut Io, id: ConnId, conn: Self::Conn, cause: CloseCause);
+
+    /// An outgoing connect failed (client role); the slot is released after this.
+    fn on_connect_failed(&mut self, _io: &mut Io, _id: ConnId, _errno: i32) {}
+
+    /// Shutdown has begun: say goodbye to this connection.
+    fn on_shutdown(&mut self, io: &mut Io, id: ConnId, _conn: &mut Self::Conn) {
+        io.close(id, CloseMode::Abort);
+    }
+
+    /// Runs once per loop iteration, after completions and deadlines.
+    fn on_tick(&mut self, _io: &mut Io) {}
+
+    /// Client role: return true when the worker should stop (checked each tick).
+    fn finished(&self, _io: &Io) -> bool {
+        false
+    }
+}
+
+/// One worker: its ring, buffers, connections and handler.
+pub struct Worker<H: Handler> {
+    // Field order matters: the ring (inside `io`) is dropped before the
+    // buffer memory it was registered with.
+    io: Io,
+    bufs: BufRing,
+    conns: Vec<Option<H::Conn>>,
+    handler: H,
+    listener: Option<OwnedFd>,
+    accept_armed: bool,
+    accept_retry_at: u64,
+    cqes: Vec<(u64, i32, u32)>,
+    due: Vec<u64>,
+}
+
+impl<H: Handler> std::fmt::Debug for Worker<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("io", &self.io).field("bufs", &self.bufs).finish()
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    /// Sets up the ring and buffers. Call on the thread that will run it.
+    pub fn new(cfg: &EngineConfig, listener: Option<OwnedFd>, handler: H) -> io::Result<Self> {
+        let ring = Ring::new(cfg.ring_entries)?;
+        let bufs = BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        let io = Io::new(ring, bufs.bgid());
+        Ok(Self {
+            io,
+            bufs,
+            conns: Vec::new(),
+            handler,
+            listener,
+            accept_armed: false,
+            accept_retry_at: 0,
+            cqes: Vec::with_capacity(1024),
+            due: Vec::new(),
+        })
+    }
+
+    /// The handler, e.g. to read its counters.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Engine access outside the loop (e.g. to start connects before `run`).
+    pub fn io_and_handler(&mut self) -> (&mut Io, &mut H) {
+        (&mut self.io, &mut self.handler)
+    }
+
+    /// Runs until `shutdown` is set and every connection has closed (or the
+    /// drain time ran out), or until the handler says it is finished.
+    pub fn run(&mut self, cfg: &EngineConfig, shutdown: &AtomicBool) -> io::Result<()> {
+        let mut drain_deadline = None;
+        let mut aborted_all = false;
+        loop {
+            let now = self.io.update_clock();
+            if self.listener.is_some() && !self.accept_armed && !self.io.shutting_down && now >= self.accept_retry_at {
+                self.arm_accept();
+            }
+            if drain_deadline.is_none() && shutdown.load(Ordering::Relaxed) {
+                drain_deadline = Some(now + cfg.drain_ms);
+                self.begin_shutdown();
+            }
+            if let Some(deadline) = drain_deadline {
+                if self.io.live() == 0 && !self.accept_armed {
+                    break;
+                }
+                if now >= deadline && !aborted_all {
+                    aborted_all = true;
+                    log::warn!("drain time over: aborting {} connections", self.io.live());
+                    self.abort_all();
+                }
+                if now >= deadline + 2_000 {
+                    log::error!("{} connections did not finish closing; exiting anyway", self.io.live());
+                    break;
+                }
+            }
+            if self.handler.finished(&self.io) && self.io.live() == 0 {
+                break;
+            }
+            self.bufs.commit();
+            self.io.ring.submit_and_wait(Duration::from_millis(TICK_MS))?;
+            self.reap();
+            self.io.update_clock();
+            self.fire_deadlines();
+            self.handler.on_tick(&mut self.io);
+            self.finalize();
+        }
+        self.bufs.unregister(&self.io.ring);
+        Ok(())
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token::encode(Op::Accept, 0, 0));
+        // SAFETY: multishot accept without an address buffer references no memory of ours.
+        unsafe { self.io.ring.push(entry) };
+        self.accept_armed = true;
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.io.shutting_down = true;
+        if self.accept_armed {
+            let entry = opcode::AsyncCancel::new(token::encode(Op::Accept, 0, 0))
+                .build()
+                .user_data(token::encode(Op::Cancel, 0, 0));
+            // SAFETY: a cancel request references no memory of ours.
+            unsafe { self.io.ring.push(entry) };
+        } else {
+            self.listener = None;
+        }
+        for idx in 0..self.conns.len() {
+            if let Some(conn) = self.conns[idx].as_mut() {
+                let id = self.io.id_of(idx as u32);
+                self.handler.on_shutdown(&mut self.io, id, conn);
+            }
+        }
+        self.finalize();
+    }
+
+    fn abort_all(&mut self) {
+        for idx in 0..self.io.slots.len() {
+            if self.io.slots[idx].flags & flag::LIVE != 0 {
+                let id = self.io.id_of(idx as u32);
+                self.io.close(id, CloseMode::Abort);
+            }
+        }
+        self.finalize();
+    }
+
+    fn reap(&mut self) {
+        self.cqes.clear();
+        self.cqes
+            .extend(self.io.ring.uring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        self.io.stats.loops += 1;
+        self.io.stats.completions += self.cqes.len() as u64;
+        for i in 0..self.cqes.len() {
+            let (user_data, res, flags) = self.cqes[i];
+            self.dispatch(user_data, res, flags);
+            self.finalize();
+        }
+    }
+
+    fn dispatch(&mut self, user_data: u64, res: i32, flags: u32) {
+        let Some((op, idx, gen)) = token::decode(user_data) else {
+            log::error!("completion with unknown user_data {user_data:#x}");
+            return;
+        };
+        match op {
+            Op::Cancel => {}
+            Op::Accept => self.on_accept(res, flags),
+            Op::Recv => self.on_recv(idx, gen, res, flags),
+            Op::Send => {
+                debug_assert_eq!(self.io.slots[idx as usize].gen, gen);
+                self.io.complete_send(idx, res);
+            }
+            Op::Connect => self.on_connect(idx, res),
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if res < 0 {
+            let errno = -res;
+            if errno == libc::ECANCELED || self.io.shutting_down {
+                self.listener = None;
+                return;
+            }
+            self.io.stats.accept_errors += 1;
+            log::warn!("accept failed: {}", io::Error::from_raw_os_error(errno));
+            // Out of descriptors or memory: back off instead of spinning.
+            self.accept_retry_at = self.io.now_ms() + 100;
+            return;
+        }
+        if self.io.shutting_down {
+            // SAFETY: a descriptor the kernel just gave us and nobody else knows.
+            unsafe { libc::close(res) };
+            return;
+        }
+        self.io.stats.accepted += 1;
+        let id = self.io.alloc(res);
+        self.io.arm_recv(id.idx);
+        self.open(id);
+    }
+
+    fn open(&mut self, id: ConnId) {
+        let conn = self.handler.on_open(&mut self.io, id);
+        let idx = id.idx as usize;
+        if self.conns.len() <= idx {
+            self.conns.resize_with(idx + 1, || None);
+        }
+        self.conns[idx] = Some(conn);
+    }
+
+    fn on_connect(&mut self, idx: u32, res: i32) {
+        let slot = &mut self.io.slots[idx as usize];
+        slot.flags &= !flag::IN_CONNECT;
+        slot.connect_addr = None;
+        let id = ConnId { idx, gen: slot.gen };
+        if res < 0 || slot.closing != Closing::No {
+            self.io.stats.connect_errors += u64::from(res < 0);
+            slot.cause = Some(CloseCause::Error(if res < 0 { -res } else { libc::ECANCELED }));
+            slot.flags &= !flag::LIVE;
+            self.handler.on_connect_failed(&mut self.io, id, -res);
+            let _ = self.io.release(idx);
+            return;
+        }
+        self.io.arm_recv(idx);
+        self.open(id);
+    }
+
+    fn on_recv(&mut self, idx: u32, gen: u32, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        let slot = &mut self.io.slots[idx as usize];
+        debug_assert_eq!(slot.gen, gen, "completion for a released slot");
+        if !more {
+            slot.flags &= !flag::IN_RECV;
+        }
+        let aborting = slot.closing == Closing::Abort;
+        let id = ConnId { idx, gen };
+        if let Some(bid) = bid {
+            self.bufs.note_taken();
+            if res > 0 && !aborting {
+                let data = self.bufs.get_mut(bid, res as usize);
+                if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+                    self.handler.on_data(&mut self.io, id, conn, data);
+                }
+            }
+            self.bufs.recycle(bid);
+        }
+        let slot = &mut self.io.slots[idx as usize];
+        match res {
+            0 => {
+                slot.flags |= flag::PEER_EOF;
+                if !aborting {
+                    if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+                        self.handler.on_peer_eof(&mut self.io, id, conn);
+                    }
+                }
+            }
+            r if r < 0 => match -r {
+                libc::ECANCELED => {}
+                libc::ENOBUFS => {
+                    self.io.stats.recv_enobufs += 1;
+                    if !more && !aborting {
+                        self.io.arm_recv(idx);
+                    }
+                }
+                errno => {
+                    self.io.stats.recv_errors += 1;
+                    slot.flags |= flag::PEER_EOF;
+                    self.io.fail(idx, errno);
+                }
+            },
+            _ => {
+                let slot = &self.io.slots[idx as usize];
+                if !more && slot.flags & (flag::IN_RECV | flag::PEER_EOF) == 0 && slot.closing != Closing::Abort {
+                    self.io.stats.recv_rearmed += 1;
+                    self.io.arm_recv(idx);
+                }
+            }
+        }
+        self.io.maybe_finalize(idx);
+    }
+
+    fn fire_deadlines(&mut self) {
+        self.due.clear();
+        let now = self.io.now_ms();
+        self.io.timers.advance(now, &mut self.due);
+        for i in 0..self.due.len() {
+            let Some((_, idx, gen)) = token::decode(self.due[i]) else { continue };
+            let Some(slot) = self.io.slots.get_mut(idx as usize) else { continue };
+            if slot.gen != gen || slot.flags & flag::LIVE == 0 {
+                continue;
+            }
+            slot.flags &= !flag::TIMER_ARMED;
+            let deadline = slot.deadline;
+            if deadline == 0 {
+                continue;
+            }
+            let id = ConnId { idx, gen };
+            if deadline > now {
+                self.io.set_deadline(id, deadline);
+                continue;
+            }
+            slot.deadline = 0;
+            if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+                self.handler.on_deadline(&mut self.io, id, conn);
+            }
+            self.finalize();
+        }
+    }
+
+    /// Releases slots whose close completed and tells the handler.
+    fn finalize(&mut self) {
+        while let Some(idx) = self.io.finalize.pop() {
+            let (id, cause) = self.io.release(idx);
+            if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::take) {
+                self.handler.on_closed(&mut self.io, id, conn, cause);
+            }
+        }
+    }
+}
