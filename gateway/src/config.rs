@@ -197,7 +197,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into() }
+        Self {
+            level: "info".into(),
+        }
     }
 }
 
@@ -277,11 +279,21 @@ impl Config {
             }
         }
         if ws.echo_path == ws.health_path {
-            return bad("websocket.health_path", "must differ from websocket.echo_path");
+            return bad(
+                "websocket.health_path",
+                "must differ from websocket.echo_path",
+            );
         }
         for p in &ws.subprotocols {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && !b",;\"".contains(&b)) {
-                return bad("websocket.subprotocols", format!("{p:?} is not an HTTP token"));
+            if p.is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b",;\"".contains(&b))
+            {
+                return bad(
+                    "websocket.subprotocols",
+                    format!("{p:?} is not an HTTP token"),
+                );
             }
         }
         let t = &self.timeouts;
@@ -297,11 +309,20 @@ impl Config {
         if t.ping_interval_ms != 0 && t.ping_interval_ms >= t.idle_ms {
             return bad(
                 "timeouts.ping_interval_ms",
-                format!("({}) must be below timeouts.idle_ms ({}) or 0", t.ping_interval_ms, t.idle_ms),
+                format!(
+                    "({}) must be below timeouts.idle_ms ({}) or 0",
+                    t.ping_interval_ms, t.idle_ms
+                ),
             );
         }
         if log_level(&self.log.level).is_none() {
-            return bad("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level));
+            return bad(
+                "log.level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            );
         }
         Ok(())
     }
@@ -362,11 +383,20 @@ mod tests {
             ("[io]\nring_entries = 3\n", "io.ring_entries"),
             ("[io]\nrecv_buffer_size = 10\n", "io.recv_buffer_size"),
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
-            ("[limits]\nmax_frame_bytes = 10\nmax_message_bytes = 5\n", "limits.max_message_bytes"),
+            (
+                "[limits]\nmax_frame_bytes = 10\nmax_message_bytes = 5\n",
+                "limits.max_message_bytes",
+            ),
             ("[limits]\nmax_headers = 1000\n", "limits.max_headers"),
             ("[websocket]\necho_path = \"echo\"\n", "websocket.echo_path"),
-            ("[websocket]\nsubprotocols = [\"a b\"]\n", "websocket.subprotocols"),
-            ("[timeouts]\nping_interval_ms = 5000\nidle_ms = 1000\n", "timeouts.ping_interval_ms"),
+            (
+                "[websocket]\nsubprotocols = [\"a b\"]\n",
+                "websocket.subprotocols",
+            ),
+            (
+                "[timeouts]\nping_interval_ms = 5000\nidle_ms = 1000\n",
+                "timeouts.ping_interval_ms",
+            ),
             ("[timeouts]\nclose_ms = 0\n", "timeouts.close_ms"),
             ("[log]\nlevel = \"loud\"\n", "log.level"),
         ] {

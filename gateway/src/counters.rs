@@ -112,7 +112,10 @@ impl Counters {
 
     /// Count of responses with `status`.
     pub fn http_count(&self, status: u16) -> u64 {
-        STATUSES.iter().position(|&s| s == status).map_or(0, |i| self.http_responses[i])
+        STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .map_or(0, |i| self.http_responses[i])
     }
 
     /// Adds another worker's counters.
@@ -139,7 +142,12 @@ impl Counters {
     pub fn summary(&self) -> String {
         let mut s = format!(
             "accepted={} msgs_in={} msgs_out={} bytes_in={} bytes_out={} abnormal={}",
-            self.accepted, self.messages_in, self.messages_out, self.bytes_in, self.bytes_out, self.abnormal_closures
+            self.accepted,
+            self.messages_in,
+            self.messages_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.abnormal_closures
         );
         for r in CloseReason::ALL {
             let _ = write!(s, " closed_{}={}", r.label(), self.closed[r as usize]);
@@ -170,7 +178,11 @@ mod tests {
         b.merge(&a);
         assert_eq!(b.http_count(404), 2);
         assert_eq!(b.close_sent[code_index(1009)], 2);
-        assert_eq!(b.close_sent[CLOSE_CODES.len() - 1], 1, "unknown codes count as other");
+        assert_eq!(
+            b.close_sent[CLOSE_CODES.len() - 1],
+            1,
+            "unknown codes count as other"
+        );
         assert_eq!(b.close_received[code_index(0)], 2);
         assert_eq!(b.closed[CloseReason::Timeout as usize], 2);
         assert_eq!(b.messages_in, 6);

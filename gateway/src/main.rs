@@ -42,7 +42,11 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return match Config::load(file) {
             Ok(config) => {
-                println!("# {}: valid; effective configuration (workers = {} resolved)", file.display(), config.effective_workers());
+                println!(
+                    "# {}: valid; effective configuration (workers = {} resolved)",
+                    file.display(),
+                    config.effective_workers()
+                );
                 print!("{}", toml::to_string(&config).expect("config serializes"));
                 ExitCode::SUCCESS
             }
@@ -89,7 +93,11 @@ fn run(config: &Config) -> ExitCode {
         }
     };
     // Tests and scripts wait for this line (it carries the resolved port).
-    println!("gateway listening on {} with {} workers", running.local_addr, config.effective_workers());
+    println!(
+        "gateway listening on {} with {} workers",
+        running.local_addr,
+        config.effective_workers()
+    );
     log::info!(
         "echo at ws://{}{}, health at http://{}{}",
         running.local_addr,

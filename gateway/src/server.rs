@@ -62,7 +62,10 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
     let workers = config.effective_workers();
     let (listeners, local_addr) =
         listener::reuseport_listeners(config.server.listen, workers, config.server.backlog)
-            .map_err(|source| ServerError::Listen { addr: config.server.listen, source })?;
+            .map_err(|source| ServerError::Listen {
+                addr: config.server.listen,
+                source,
+            })?;
     let cpus = affinity::allowed_cpus();
     let shared = Arc::new(Shared::new(config));
     let engine = EngineConfig {
@@ -74,8 +77,17 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
-        let cpu = config.server.pin_workers.then(|| cpus.get(i % cpus.len().max(1)).copied()).flatten();
-        let (shared, engine, shutdown, ready) = (shared.clone(), engine.clone(), shutdown.clone(), ready_tx.clone());
+        let cpu = config
+            .server
+            .pin_workers
+            .then(|| cpus.get(i % cpus.len().max(1)).copied())
+            .flatten();
+        let (shared, engine, shutdown, ready) = (
+            shared.clone(),
+            engine.clone(),
+            shutdown.clone(),
+            ready_tx.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
@@ -84,13 +96,17 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
                         log::warn!("cannot pin worker {i} to cpu {cpu}: {e}");
                     }
                 }
-                let mut worker = match Worker::new(&engine, Some(listener), GatewayHandler::new(shared)) {
-                    Ok(w) => w,
-                    Err(source) => {
-                        let _ = ready.send(Err(ServerError::WorkerSetup { worker: i, source }));
-                        return Err(ServerError::WorkerSetup { worker: i, source: std::io::Error::other("see above") });
-                    }
-                };
+                let mut worker =
+                    match Worker::new(&engine, Some(listener), GatewayHandler::new(shared)) {
+                        Ok(w) => w,
+                        Err(source) => {
+                            let _ = ready.send(Err(ServerError::WorkerSetup { worker: i, source }));
+                            return Err(ServerError::WorkerSetup {
+                                worker: i,
+                                source: std::io::Error::other("see above"),
+                            });
+                        }
+                    };
                 log::debug!("worker {i} ready on cpu {cpu:?}: {worker:?}");
                 let _ = ready.send(Ok(()));
                 let result = worker.run(&engine, &shutdown);
@@ -114,7 +130,10 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
             Err(_) => break,
         }
     }
-    Ok(Running { local_addr, threads })
+    Ok(Running {
+        local_addr,
+        threads,
+    })
 }
 
 impl Running {

@@ -99,11 +99,21 @@ pub struct GatewayHandler {
 impl GatewayHandler {
     /// A handler for one worker.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared, counters: Counters::default() }
+        Self {
+            shared,
+            counters: Counters::default(),
+        }
     }
 
     /// Sends our last bytes and starts a graceful close bounded by `close_ms`.
-    fn finish(&mut self, io: &mut Io, id: ConnId, s: &mut Session, last: Option<bytes::Bytes>, reason: CloseReason) {
+    fn finish(
+        &mut self,
+        io: &mut Io,
+        id: ConnId,
+        s: &mut Session,
+        last: Option<bytes::Bytes>,
+        reason: CloseReason,
+    ) {
         if let Some(bytes) = last {
             let _ = io.send(id, bytes);
         }
@@ -115,17 +125,37 @@ impl GatewayHandler {
 
     fn http_reply(&mut self, io: &mut Io, id: ConnId, s: &mut Session, status: u16, body: Vec<u8>) {
         self.counters.http(status);
-        let reason = if status == 408 { CloseReason::Timeout } else { CloseReason::Normal };
+        let reason = if status == 408 {
+            CloseReason::Timeout
+        } else {
+            CloseReason::Normal
+        };
         self.finish(io, id, s, Some(body.into()), reason);
     }
 
-    fn close_ws(&mut self, io: &mut Io, id: ConnId, s: &mut Session, code: u16, why: &str, reason: CloseReason) {
+    fn close_ws(
+        &mut self,
+        io: &mut Io,
+        id: ConnId,
+        s: &mut Session,
+        code: u16,
+        why: &str,
+        reason: CloseReason,
+    ) {
         self.counters.close_sent(code);
-        self.finish(io, id, s, Some(codec::encode_close(code, why, None)), reason);
+        self.finish(
+            io,
+            id,
+            s,
+            Some(codec::encode_close(code, why, None)),
+            reason,
+        );
     }
 
     fn on_http(&mut self, io: &mut Io, id: ConnId, s: &mut Session, data: &mut [u8]) {
-        let Phase::Http(pending) = &mut s.phase else { unreachable!() };
+        let Phase::Http(pending) = &mut s.phase else {
+            unreachable!()
+        };
         // Parse straight from the receive buffer unless an earlier read left
         // an incomplete head behind.
         let mut owned = std::mem::take(pending);
@@ -163,7 +193,9 @@ impl GatewayHandler {
     }
 
     fn on_frames(&mut self, io: &mut Io, id: ConnId, s: &mut Session, data: &mut [u8]) {
-        let Phase::Open(codec) = &mut s.phase else { unreachable!() };
+        let Phase::Open(codec) = &mut s.phase else {
+            unreachable!()
+        };
         s.last_rx = io.now_ms();
         s.pinged = false;
         let counters = &mut self.counters;
@@ -240,7 +272,13 @@ impl Handler for GatewayHandler {
 
     fn on_open(&mut self, io: &mut Io, id: ConnId) -> Session {
         self.counters.accepted += 1;
-        let mut s = Session { phase: Phase::Http(Vec::new()), last_rx: io.now_ms(), pinged: false, admitted: false, reason: None };
+        let mut s = Session {
+            phase: Phase::Http(Vec::new()),
+            last_rx: io.now_ms(),
+            pinged: false,
+            admitted: false,
+            reason: None,
+        };
         if self.shared.active.fetch_add(1, Ordering::Relaxed) >= self.shared.max_connections {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);
             let r = handshake::service_unavailable();
@@ -291,10 +329,16 @@ impl Handler for GatewayHandler {
                 let sh = &self.shared;
                 if now >= s.last_rx + sh.idle_ms {
                     self.close_ws(io, id, s, 1001, "idle timeout", CloseReason::Timeout);
-                } else if sh.ping_interval_ms > 0 && !s.pinged && now >= s.last_rx + sh.ping_interval_ms {
+                } else if sh.ping_interval_ms > 0
+                    && !s.pinged
+                    && now >= s.last_rx + sh.ping_interval_ms
+                {
                     s.pinged = true;
                     self.counters.pings_out += 1;
-                    let _ = io.send(id, codec::encode_frame(OpCode::Control(Control::Ping), true, &[], None));
+                    let _ = io.send(
+                        id,
+                        codec::encode_frame(OpCode::Control(Control::Ping), true, &[], None),
+                    );
                     io.set_deadline(id, self.next_idle_check(s));
                 } else {
                     io.set_deadline(id, self.next_idle_check(s));
@@ -305,7 +349,14 @@ impl Handler for GatewayHandler {
 
     fn on_shutdown(&mut self, io: &mut Io, id: ConnId, s: &mut Session) {
         match s.phase {
-            Phase::Open(_) => self.close_ws(io, id, s, 1001, "server shutting down", CloseReason::Shutdown),
+            Phase::Open(_) => self.close_ws(
+                io,
+                id,
+                s,
+                1001,
+                "server shutting down",
+                CloseReason::Shutdown,
+            ),
             Phase::Http(_) => {
                 s.reason.get_or_insert(CloseReason::Shutdown);
                 io.close(id, CloseMode::Abort);

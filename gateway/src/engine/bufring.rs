@@ -42,10 +42,14 @@ impl BufRing {
     /// Maps, fills and registers the ring as buffer group `bgid`.
     pub fn new(ring: &Ring, bgid: u16, count: u32, size: u32) -> io::Result<Self> {
         if count == 0 || count > 32768 || !count.is_power_of_two() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer count must be a power of two <= 32768"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two <= 32768",
+            ));
         }
         let page = 4096;
-        let ring_bytes = (count as usize * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
+        let ring_bytes =
+            (count as usize * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
         let map_len = ring_bytes + count as usize * size as usize;
         // SAFETY: anonymous private mapping with no address hint; the result is checked.
         let ptr = unsafe {
@@ -62,13 +66,25 @@ impl BufRing {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(ptr.cast::<u8>()).expect("mmap returned non-null");
-        let mut this = Self { base, map_len, ring_bytes, count: count as u16, size, bgid, tail: 0, held: count as usize };
+        let mut this = Self {
+            base,
+            map_len,
+            ring_bytes,
+            count: count as u16,
+            size,
+            bgid,
+            tail: 0,
+            held: count as usize,
+        };
         // SAFETY: the mapping is page-aligned, holds `count` entries and lives
         // until `Drop`, which unregisters the group before unmapping.
         unsafe {
-            ring.uring
-                .submitter()
-                .register_buf_ring_with_flags(base.as_ptr() as u64, count as u16, bgid, 0)?;
+            ring.uring.submitter().register_buf_ring_with_flags(
+                base.as_ptr() as u64,
+                count as u16,
+                bgid,
+                0,
+            )?;
         }
         for bid in 0..count as u16 {
             this.recycle(bid);
@@ -89,13 +105,18 @@ impl BufRing {
 
     /// The first `len` bytes of buffer `bid`, which a completion handed us.
     pub fn get_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
-        assert!(bid < self.count && len <= self.size as usize, "buffer {bid}/{len} out of range");
+        assert!(
+            bid < self.count && len <= self.size as usize,
+            "buffer {bid}/{len} out of range"
+        );
         // SAFETY: bid and len are in bounds of the mapping; the kernel does not
         // write a buffer it handed out until we recycle it, and `&mut self`
         // keeps this slice unique.
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.base.as_ptr().add(self.ring_bytes + bid as usize * self.size as usize),
+                self.base
+                    .as_ptr()
+                    .add(self.ring_bytes + bid as usize * self.size as usize),
                 len,
             )
         }
@@ -105,10 +126,18 @@ impl BufRing {
     pub fn recycle(&mut self, bid: u16) {
         debug_assert!(bid < self.count);
         let mask = self.count - 1;
-        let addr = self.base.as_ptr() as u64 + self.ring_bytes as u64 + u64::from(bid) * u64::from(self.size);
+        let addr = self.base.as_ptr() as u64
+            + self.ring_bytes as u64
+            + u64::from(bid) * u64::from(self.size);
         // SAFETY: the entry index is masked into the ring; entries are plain data
         // the kernel reads only up to the published tail, which we have not yet moved.
-        let entry = unsafe { &mut *self.base.as_ptr().cast::<BufRingEntry>().add((self.tail & mask) as usize) };
+        let entry = unsafe {
+            &mut *self
+                .base
+                .as_ptr()
+                .cast::<BufRingEntry>()
+                .add((self.tail & mask) as usize)
+        };
         entry.set_addr(addr);
         entry.set_len(self.size);
         entry.set_bid(bid);
@@ -125,7 +154,9 @@ impl BufRing {
     pub fn commit(&mut self) {
         // SAFETY: the tail field lives inside the first ring entry of our
         // mapping; the kernel reads it concurrently, hence the atomic release store.
-        let tail = unsafe { &*(BufRingEntry::tail(self.base.as_ptr().cast::<BufRingEntry>()) as *const AtomicU16) };
+        let tail = unsafe {
+            &*(BufRingEntry::tail(self.base.as_ptr().cast::<BufRingEntry>()) as *const AtomicU16)
+        };
         tail.store(self.tail, Ordering::Release);
     }
 

@@ -136,6 +136,8 @@ pub struct Io {
     pub(crate) slots: Vec<Slot>,
     free: Vec<u32>,
     pub(crate) timers: TimerWheel,
+    /// Boxed so a vector keeps its address when it moves into a slot.
+    #[allow(clippy::vec_box)]
     sendvec_pool: Vec<Box<SendVec>>,
     /// Slots whose close has completed; the worker finalizes them after the
     /// current callback returns (a handler may be holding the connection).
@@ -151,7 +153,10 @@ pub struct Io {
 
 impl std::fmt::Debug for Io {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Io").field("live", &self.live).field("ring", &self.ring).finish()
+        f.debug_struct("Io")
+            .field("live", &self.live)
+            .field("ring", &self.ring)
+            .finish()
     }
 }
 
@@ -190,21 +195,33 @@ impl Io {
         self.live
     }
 
+    /// Entries in the timing wheel (at most one per connection).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
     /// True once shutdown has begun on this worker.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down
     }
 
     pub(crate) fn slot(&self, id: ConnId) -> Option<&Slot> {
-        self.slots.get(id.idx as usize).filter(|s| s.gen == id.gen && s.flags & flag::LIVE != 0)
+        self.slots
+            .get(id.idx as usize)
+            .filter(|s| s.gen == id.gen && s.flags & flag::LIVE != 0)
     }
 
     fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
-        self.slots.get_mut(id.idx as usize).filter(|s| s.gen == id.gen && s.flags & flag::LIVE != 0)
+        self.slots
+            .get_mut(id.idx as usize)
+            .filter(|s| s.gen == id.gen && s.flags & flag::LIVE != 0)
     }
 
     pub(crate) fn id_of(&self, idx: u32) -> ConnId {
-        ConnId { idx, gen: self.slots[idx as usize].gen }
+        ConnId {
+            idx,
+            gen: self.slots[idx as usize].gen,
+        }
     }
 
     /// Bytes queued on a connection and not yet sent.
@@ -220,7 +237,8 @@ impl Io {
             *slot = Slot::new(fd, gen);
             ConnId { idx, gen }
         } else {
-            let idx = u32::try_from(self.slots.len()).expect("fewer than 2^32 connections per worker");
+            let idx =
+                u32::try_from(self.slots.len()).expect("fewer than 2^32 connections per worker");
             self.slots.push(Slot::new(fd, 0));
             ConnId { idx, gen: 0 }
         }
@@ -229,7 +247,11 @@ impl Io {
     /// Closes the descriptor and returns the slot to the free list.
     pub(crate) fn release(&mut self, idx: u32) -> (ConnId, CloseCause) {
         let slot = &mut self.slots[idx as usize];
-        debug_assert_eq!(slot.flags & flag::INFLIGHT, 0, "slot freed with an operation in flight");
+        debug_assert_eq!(
+            slot.flags & flag::INFLIGHT,
+            0,
+            "slot freed with an operation in flight"
+        );
         let id = ConnId { idx, gen: slot.gen };
         let cause = slot.cause.unwrap_or(CloseCause::Aborted);
         // SAFETY: the slot owns `fd` and nothing is in flight on it any more.
@@ -277,7 +299,10 @@ impl Io {
     /// Starts a send for whatever is queued, unless one is in flight.
     fn flush(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        if slot.flags & flag::IN_SEND != 0 || slot.sendq.is_empty() || slot.closing == Closing::Abort {
+        if slot.flags & flag::IN_SEND != 0
+            || slot.sendq.is_empty()
+            || slot.closing == Closing::Abort
+        {
             return;
         }
         let user_data = token::encode(Op::Send, idx, slot.gen);
@@ -291,20 +316,32 @@ impl Io {
                 Box::new(SendVec {
                     // SAFETY: msghdr and iovec are plain C structs; zero is valid.
                     hdr: unsafe { std::mem::zeroed() },
-                    iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV],
+                    iov: [libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    }; MAX_IOV],
                 })
             });
             let mut n = 0;
             for (i, buf) in slot.sendq.iter().take(MAX_IOV).enumerate() {
-                let part = if i == 0 { &buf[slot.send_off..] } else { &buf[..] };
-                vec.iov[i] = libc::iovec { iov_base: part.as_ptr() as *mut _, iov_len: part.len() };
+                let part = if i == 0 {
+                    &buf[slot.send_off..]
+                } else {
+                    &buf[..]
+                };
+                vec.iov[i] = libc::iovec {
+                    iov_base: part.as_ptr() as *mut _,
+                    iov_len: part.len(),
+                };
                 n += 1;
             }
             vec.hdr.msg_iov = vec.iov.as_mut_ptr();
             vec.hdr.msg_iovlen = n;
             let hdr: *const libc::msghdr = &vec.hdr;
             slot.sendvec = Some(vec);
-            opcode::SendMsg::new(types::Fd(slot.fd), hdr).flags(libc::MSG_NOSIGNAL as u32).build()
+            opcode::SendMsg::new(types::Fd(slot.fd), hdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
         };
         slot.flags |= flag::IN_SEND;
         // SAFETY: the Bytes referenced stay in `sendq` and the boxed msghdr in
@@ -354,7 +391,10 @@ impl Io {
     /// Send queue empty: a graceful close can now shut down our side.
     fn after_drain(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        if slot.closing == Closing::Graceful && slot.flags & flag::WR_SHUT == 0 && slot.flags & flag::IN_SEND == 0 {
+        if slot.closing == Closing::Graceful
+            && slot.flags & flag::WR_SHUT == 0
+            && slot.flags & flag::IN_SEND == 0
+        {
             slot.flags |= flag::WR_SHUT;
             // SAFETY: plain syscall on a descriptor the slot owns.
             unsafe { libc::shutdown(slot.fd, libc::SHUT_WR) };
@@ -372,7 +412,9 @@ impl Io {
     /// Closes a connection; see [`CloseMode`]. Closing twice is harmless, and
     /// `Abort` overrides an earlier `Graceful`.
     pub fn close(&mut self, id: ConnId, mode: CloseMode) {
-        let Some(slot) = self.slot_mut(id) else { return };
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
         match (mode, slot.closing) {
             (_, Closing::Abort) | (CloseMode::Graceful, Closing::Graceful) => {}
             (CloseMode::Graceful, Closing::No) => {
@@ -396,9 +438,10 @@ impl Io {
             slot.queued = 0;
         }
         if slot.flags & flag::INFLIGHT != 0 {
-            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(slot.fd)).all())
-                .build()
-                .user_data(token::encode(Op::Cancel, idx, slot.gen));
+            let entry =
+                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(slot.fd)).all())
+                    .build()
+                    .user_data(token::encode(Op::Cancel, idx, slot.gen));
             // SAFETY: a cancel request references no memory of ours.
             unsafe { self.ring.push(entry) };
         }
@@ -432,11 +475,14 @@ impl Io {
     /// Sets (or with 0 clears) the connection's deadline, in [`Io::now_ms`] time.
     /// When it passes, the handler's `on_deadline` runs.
     pub fn set_deadline(&mut self, id: ConnId, at_ms: u64) {
-        let Some(slot) = self.slot_mut(id) else { return };
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
         slot.deadline = at_ms;
         if at_ms != 0 && slot.flags & flag::TIMER_ARMED == 0 {
             slot.flags |= flag::TIMER_ARMED;
-            self.timers.insert(token::encode(Op::Recv, id.idx, id.gen), at_ms);
+            self.timers
+                .insert(token::encode(Op::Recv, id.idx, id.gen), at_ms);
         }
     }
 
@@ -444,13 +490,29 @@ impl Io {
     /// runs when it is established, `on_connect_failed` if it is not.
     pub fn connect(&mut self, addr: SocketAddr, bind: Option<SocketAddr>) -> io::Result<ConnId> {
         let fd = listener::tcp_socket(&addr)?;
-        listener::set_int_opt(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        listener::set_int_opt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            1,
+        )?;
         if let Some(local) = bind {
             // Lets many connections share a source address before the port is picked.
-            listener::set_int_opt(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+            listener::set_int_opt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                1,
+            )?;
             let (storage, len) = listener::sockaddr(&local);
             // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-            let rc = unsafe { libc::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), (&storage as *const libc::sockaddr_storage).cast(), len) };
+            let rc = unsafe {
+                libc::bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    (&storage as *const libc::sockaddr_storage).cast(),
+                    len,
+                )
+            };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -459,9 +521,13 @@ impl Io {
         let id = self.alloc(fd.into_raw_fd());
         let slot = &mut self.slots[id.idx as usize];
         let storage = slot.connect_addr.insert(Box::new(storage));
-        let entry = opcode::Connect::new(types::Fd(slot.fd), (&**storage as *const libc::sockaddr_storage).cast(), len)
-            .build()
-            .user_data(token::encode(Op::Connect, id.idx, id.gen));
+        let entry = opcode::Connect::new(
+            types::Fd(slot.fd),
+            (&**storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+        .build()
+        .user_data(token::encode(Op::Connect, id.idx, id.gen));
         slot.flags |= flag::IN_CONNECT;
         // SAFETY: the address stays boxed in the slot until the connect completes.
         unsafe { self.ring.push(entry) };

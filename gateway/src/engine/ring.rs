@@ -45,7 +45,8 @@ impl Ring {
     /// on the thread that will use it (`SINGLE_ISSUER`).
     pub fn new(entries: u32) -> io::Result<Self> {
         let cq = entries.saturating_mul(16).clamp(entries * 2, 65536);
-        let attempts: [(RingMode, fn(&mut io_uring::Builder)); 3] = [
+        type SetFlags = fn(&mut io_uring::Builder);
+        let attempts: [(RingMode, SetFlags); 3] = [
             (RingMode::DeferTaskrun, |b| {
                 b.setup_single_issuer().setup_defer_taskrun();
             }),
@@ -67,7 +68,12 @@ impl Ring {
                             last_err.as_ref().map_or("?".to_string(), |e: &io::Error| e.to_string())
                         );
                     }
-                    return Ok(Self { uring, backlog: VecDeque::new(), mode, backlog_peak: 0 });
+                    return Ok(Self {
+                        uring,
+                        backlog: VecDeque::new(),
+                        mode,
+                        backlog_peak: 0,
+                    });
                 }
                 Err(e) => last_err = Some(e),
             }
@@ -121,15 +127,13 @@ impl Ring {
         self.drain_backlog();
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
-        loop {
-            match self.uring.submitter().submit_with_args(1, &args) {
-                Ok(_) => break,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::ETIME) | Some(libc::EINTR) => break,
-                    // The completion queue is full (overflowed): reap first.
-                    Some(libc::EBUSY) | Some(libc::EAGAIN) => break,
-                    _ => return Err(e),
-                },
+        if let Err(e) = self.uring.submitter().submit_with_args(1, &args) {
+            match e.raw_os_error() {
+                // Timed out or interrupted: the caller's loop runs its timers.
+                Some(libc::ETIME) | Some(libc::EINTR) => {}
+                // The completion queue is full (overflowed): reap first.
+                Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => return Err(e),
             }
         }
         // Anything that did not fit before may fit now that the kernel consumed the SQ.

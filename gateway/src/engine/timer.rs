@@ -43,7 +43,8 @@ impl TimerWheel {
     /// Schedules `key` at `deadline_ms` (clamped to the wheel's horizon; the
     /// caller re-inserts entries that come due early).
     pub fn insert(&mut self, key: u64, deadline_ms: u64) {
-        let tick = (deadline_ms.div_ceil(TICK_MS)).clamp(self.current, self.current + SLOTS as u64 - 1);
+        let tick =
+            (deadline_ms.div_ceil(TICK_MS)).clamp(self.current, self.current + SLOTS as u64 - 1);
         self.slots[(tick % SLOTS as u64) as usize].push(key);
         self.len += 1;
     }

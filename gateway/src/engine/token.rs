@@ -52,6 +52,9 @@ mod tests {
         }
         assert_eq!(decode(0), None);
         // Generations wrap at 24 bits instead of spilling into the op byte.
-        assert_eq!(decode(encode(Op::Send, 1, 0x100_0001)), Some((Op::Send, 1, 1)));
+        assert_eq!(
+            decode(encode(Op::Send, 1, 0x100_0001)),
+            Some((Op::Send, 1, 1))
+        );
     }
 }

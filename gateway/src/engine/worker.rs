@@ -86,7 +86,10 @@ pub struct Worker<H: Handler> {
 
 impl<H: Handler> std::fmt::Debug for Worker<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("io", &self.io).field("bufs", &self.bufs).finish()
+        f.debug_struct("Worker")
+            .field("io", &self.io)
+            .field("bufs", &self.bufs)
+            .finish()
     }
 }
 
@@ -126,7 +129,11 @@ impl<H: Handler> Worker<H> {
         let mut aborted_all = false;
         loop {
             let now = self.io.update_clock();
-            if self.listener.is_some() && !self.accept_armed && !self.io.shutting_down && now >= self.accept_retry_at {
+            if self.listener.is_some()
+                && !self.accept_armed
+                && !self.io.shutting_down
+                && now >= self.accept_retry_at
+            {
                 self.arm_accept();
             }
             if drain_deadline.is_none() && shutdown.load(Ordering::Relaxed) {
@@ -143,7 +150,10 @@ impl<H: Handler> Worker<H> {
                     self.abort_all();
                 }
                 if now >= deadline + 2_000 {
-                    log::error!("{} connections did not finish closing; exiting anyway", self.io.live());
+                    log::error!(
+                        "{} connections did not finish closing; exiting anyway",
+                        self.io.live()
+                    );
                     break;
                 }
             }
@@ -151,7 +161,9 @@ impl<H: Handler> Worker<H> {
                 break;
             }
             self.bufs.commit();
-            self.io.ring.submit_and_wait(Duration::from_millis(TICK_MS))?;
+            self.io
+                .ring
+                .submit_and_wait(Duration::from_millis(TICK_MS))?;
             self.reap();
             self.io.update_clock();
             self.fire_deadlines();
@@ -163,7 +175,9 @@ impl<H: Handler> Worker<H> {
     }
 
     fn arm_accept(&mut self) {
-        let Some(listener) = &self.listener else { return };
+        let Some(listener) = &self.listener else {
+            return;
+        };
         let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
@@ -205,8 +219,13 @@ impl<H: Handler> Worker<H> {
 
     fn reap(&mut self) {
         self.cqes.clear();
-        self.cqes
-            .extend(self.io.ring.uring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        self.cqes.extend(
+            self.io
+                .ring
+                .uring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         self.io.stats.loops += 1;
         self.io.stats.completions += self.cqes.len() as u64;
         for i in 0..self.cqes.len() {
@@ -276,7 +295,11 @@ impl<H: Handler> Worker<H> {
         let id = ConnId { idx, gen: slot.gen };
         if res < 0 || slot.closing != Closing::No {
             self.io.stats.connect_errors += u64::from(res < 0);
-            slot.cause = Some(CloseCause::Error(if res < 0 { -res } else { libc::ECANCELED }));
+            slot.cause = Some(CloseCause::Error(if res < 0 {
+                -res
+            } else {
+                libc::ECANCELED
+            }));
             slot.flags &= !flag::LIVE;
             self.handler.on_connect_failed(&mut self.io, id, -res);
             let _ = self.io.release(idx);
@@ -332,7 +355,10 @@ impl<H: Handler> Worker<H> {
             },
             _ => {
                 let slot = &self.io.slots[idx as usize];
-                if !more && slot.flags & (flag::IN_RECV | flag::PEER_EOF) == 0 && slot.closing != Closing::Abort {
+                if !more
+                    && slot.flags & (flag::IN_RECV | flag::PEER_EOF) == 0
+                    && slot.closing != Closing::Abort
+                {
                     self.io.stats.recv_rearmed += 1;
                     self.io.arm_recv(idx);
                 }
@@ -342,12 +368,19 @@ impl<H: Handler> Worker<H> {
     }
 
     fn fire_deadlines(&mut self) {
+        if self.io.timers.is_empty() {
+            return;
+        }
         self.due.clear();
         let now = self.io.now_ms();
         self.io.timers.advance(now, &mut self.due);
         for i in 0..self.due.len() {
-            let Some((_, idx, gen)) = token::decode(self.due[i]) else { continue };
-            let Some(slot) = self.io.slots.get_mut(idx as usize) else { continue };
+            let Some((_, idx, gen)) = token::decode(self.due[i]) else {
+                continue;
+            };
+            let Some(slot) = self.io.slots.get_mut(idx as usize) else {
+                continue;
+            };
             if slot.gen != gen || slot.flags & flag::LIVE == 0 {
                 continue;
             }
