@@ -381,9 +381,9 @@ impl Io {
         } else if !slot.sendq.is_empty() {
             self.flush(idx);
         } else {
-            if slot.sendq.capacity() > 8 {
-                slot.sendq = VecDeque::new();
-            }
+            // An idle connection holds no queue allocation (it is most of the
+            // per-connection memory otherwise); the next burst allocates anew.
+            slot.sendq = VecDeque::new();
             self.after_drain(idx);
         }
     }
