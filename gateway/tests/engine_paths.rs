@@ -1,0 +1,207 @@
+//! The engine's less common paths, with the gateway run in-process so its
+//! counters can be inspected: the connect role (what the bench client uses),
+//! buffer-ring exhaustion (ENOBUFS then re-arm) and a tiny submission queue.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use gateway::config::Config;
+use gateway::engine::{CloseCause, CloseMode, ConnId, EngineConfig, Handler, Io, Worker};
+use gateway::proto::codec::{self, Codec, Event, Limits, MessageKind, Role};
+use gateway::server;
+
+fn start(extra: &str) -> Option<(server::Running, Arc<AtomicBool>)> {
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\npin_workers = false\n[log]\nlevel = \"warn\"\n{extra}");
+    let config = Config::parse(&text, "test").expect("valid test config");
+    let shutdown = Arc::new(AtomicBool::new(false));
+    match server::start(&config, shutdown.clone()) {
+        Ok(r) => Some((r, shutdown)),
+        Err(e) if e.to_string().contains("io_uring") => {
+            eprintln!("SKIP: io_uring unavailable: {e}");
+            None
+        }
+        Err(e) => panic!("gateway failed to start: {e}"),
+    }
+}
+
+/// A client-role handler: handshake, then `messages` echoes of `size` bytes.
+struct EchoClient {
+    target: SocketAddr,
+    to_open: usize,
+    messages: usize,
+    size: usize,
+    done: usize,
+    failed: Vec<String>,
+}
+
+#[derive(Default)]
+struct ClientConn {
+    head: Vec<u8>,
+    codec: Option<Codec>,
+    sent: usize,
+}
+
+impl EchoClient {
+    fn send_next(&mut self, io: &mut Io, id: ConnId, c: &mut ClientConn) {
+        let payload = vec![(c.sent % 251) as u8; self.size];
+        c.sent += 1;
+        io.send(
+            id,
+            codec::encode_message(MessageKind::Binary, &payload, Some([9, 8, 7, 6])),
+        )
+        .unwrap();
+    }
+}
+
+impl Handler for EchoClient {
+    type Conn = ClientConn;
+
+    fn on_open(&mut self, io: &mut Io, id: ConnId) -> ClientConn {
+        let req = format!(
+            "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.target
+        );
+        io.send(id, req.into_bytes().into()).unwrap();
+        ClientConn::default()
+    }
+
+    fn on_data(&mut self, io: &mut Io, id: ConnId, c: &mut ClientConn, data: &mut [u8]) {
+        let mut rest: Vec<u8> = Vec::new();
+        if c.codec.is_none() {
+            c.head.extend_from_slice(data);
+            let Some(end) = c.head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            if !c.head.starts_with(b"HTTP/1.1 101") {
+                self.failed
+                    .push(String::from_utf8_lossy(&c.head).into_owned());
+                io.close(id, CloseMode::Abort);
+                return;
+            }
+            rest = c.head.split_off(end + 4);
+            c.codec = Some(Codec::new(
+                Role::Client,
+                Limits {
+                    max_frame_bytes: 1 << 24,
+                    max_message_bytes: 1 << 24,
+                },
+            ));
+            self.send_next(io, id, c);
+            if rest.is_empty() {
+                return;
+            }
+        }
+        let input: &mut [u8] = if rest.is_empty() { data } else { &mut rest };
+        let mut echoed = 0;
+        let mut bad = None;
+        let size = self.size;
+        c.codec
+            .as_mut()
+            .unwrap()
+            .feed(input, &mut |ev| match ev {
+                Event::Message(MessageKind::Binary, p) if p.len() == size => echoed += 1,
+                other => bad = Some(format!("{other:?}")),
+            })
+            .unwrap();
+        if let Some(b) = bad {
+            self.failed.push(b);
+        }
+        for _ in 0..echoed {
+            if c.sent < self.messages {
+                self.send_next(io, id, c);
+            } else {
+                self.done += 1;
+                io.close(id, CloseMode::Abort);
+            }
+        }
+    }
+
+    fn on_deadline(&mut self, _: &mut Io, _: ConnId, _: &mut ClientConn) {}
+
+    fn on_closed(&mut self, _: &mut Io, _: ConnId, _: ClientConn, _: CloseCause) {}
+
+    fn on_connect_failed(&mut self, _: &mut Io, _: ConnId, errno: i32) {
+        self.failed.push(format!("connect failed: errno {errno}"));
+    }
+
+    fn on_tick(&mut self, io: &mut Io) {
+        // Open connections from inside the loop, a batch per tick.
+        for _ in 0..self.to_open.min(64) {
+            io.connect(self.target, None).expect("socket");
+            self.to_open -= 1;
+        }
+    }
+
+    fn finished(&self, _: &Io) -> bool {
+        self.to_open == 0
+    }
+}
+
+fn run_clients(target: SocketAddr, conns: usize, messages: usize, size: usize) -> EchoClient {
+    let cfg = EngineConfig {
+        ring_entries: 64,
+        recv_buffers: 256,
+        recv_buffer_size: 4096,
+        drain_ms: 1000,
+    };
+    let handler = EchoClient {
+        target,
+        to_open: conns,
+        messages,
+        size,
+        done: 0,
+        failed: Vec::new(),
+    };
+    let mut worker = Worker::new(&cfg, None, handler).expect("client worker");
+    worker
+        .run(&cfg, &AtomicBool::new(false))
+        .expect("client loop");
+    let (_, h) = worker.io_and_handler();
+    EchoClient {
+        failed: std::mem::take(&mut h.failed),
+        ..*h
+    }
+}
+
+#[test]
+fn connect_role_echoes_through_the_same_engine() {
+    let Some((running, shutdown)) = start("") else {
+        return;
+    };
+    let client = run_clients(running.local_addr, 300, 20, 100);
+    shutdown.store(true, Ordering::Relaxed);
+    let summary = running.join().unwrap();
+    assert!(
+        client.failed.is_empty(),
+        "{:?}",
+        &client.failed[..client.failed.len().min(5)]
+    );
+    assert_eq!(client.done, 300);
+    assert_eq!(summary.counters.messages_in, 300 * 20);
+    assert_eq!(summary.counters.accepted, 300);
+}
+
+#[test]
+fn exhausted_buffer_ring_rearms_and_loses_nothing() {
+    // Two 256-byte buffers for 40 connections sending 4 KiB messages: the
+    // ring runs dry constantly, every multishot receive ends in ENOBUFS.
+    let Some((running, shutdown)) =
+        start("[io]\nrecv_buffers = 2\nrecv_buffer_size = 256\nring_entries = 8\n")
+    else {
+        return;
+    };
+    let client = run_clients(running.local_addr, 40, 30, 4096);
+    shutdown.store(true, Ordering::Relaxed);
+    let summary = running.join().unwrap();
+    assert!(
+        client.failed.is_empty(),
+        "{:?}",
+        &client.failed[..client.failed.len().min(5)]
+    );
+    assert_eq!(client.done, 40);
+    assert_eq!(summary.counters.messages_in, 40 * 30);
+    let enobufs: u64 = summary.engine.iter().map(|s| s.recv_enobufs).sum();
+    assert!(enobufs > 0, "expected ENOBUFS re-arms with a 2-buffer ring");
+}
