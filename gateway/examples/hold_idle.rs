@@ -27,7 +27,9 @@ fn handshake(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
         head.push(byte[0]);
     }
     if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ));
     }
     // One masked 5-byte text frame, then read its 7-byte unmasked echo.
     let mask = [1u8, 2, 3, 4];
@@ -44,8 +46,14 @@ fn handshake(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let addr: SocketAddr = args.get(1).and_then(|a| a.parse().ok()).expect("usage: hold_idle ADDR N [PATH]");
-    let n: usize = args.get(2).and_then(|a| a.parse().ok()).expect("usage: hold_idle ADDR N [PATH]");
+    let addr: SocketAddr = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .expect("usage: hold_idle ADDR N [PATH]");
+    let n: usize = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .expect("usage: hold_idle ADDR N [PATH]");
     let path = args.get(3).map_or("/echo", String::as_str);
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
@@ -61,7 +69,12 @@ fn main() {
     std::io::stdout().flush().ok();
     // Hold until stdin closes.
     let mut line = String::new();
-    while std::io::stdin().lock().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
         line.clear();
     }
 }

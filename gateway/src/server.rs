@@ -23,7 +23,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// A worker could not set up io_uring (or another resource).
-    #[error("worker {worker} failed to start: {source} (is io_uring enabled? see kernel.io_uring_disabled)")]
+    #[error("worker {worker} failed to start: {source}")]
     WorkerSetup {
         /// Worker index.
         worker: usize,

@@ -227,9 +227,13 @@ impl GatewayHandler {
                     return;
                 }
             };
-            match io.send(id, reply) {
-                Ok(queued) if queued > max_queue => slow = true,
-                _ => {}
+            // A slow consumer is one whose backlog *before* this reply is over
+            // the limit: a single large message (up to max_message_bytes)
+            // must still be echoed to a peer that reads it.
+            if io.queued_bytes(id) > max_queue {
+                slow = true;
+            } else {
+                let _ = io.send(id, reply);
             }
         });
         if let Some(code) = peer_close {

@@ -96,7 +96,10 @@ fn fragmented_message_comes_back_as_one() {
         let frame = Frame::message(Bytes::copy_from_slice(chunk), opcode, i == chunks.len() - 1);
         ws.send(Message::Frame(frame)).unwrap();
     }
-    assert_eq!(ws.read().unwrap(), Message::binary(vec![1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(
+        ws.read().unwrap(),
+        Message::binary(vec![1, 2, 3, 4, 5, 6, 7])
+    );
     ws_close(ws);
 }
 
@@ -258,4 +261,59 @@ fn custom_echo_path_is_used() {
     ws_close(ws);
     // The default path is no longer a route.
     assert_rejected(gw.addr, upgrade_request("/echo", "").as_bytes(), 404);
+}
+
+/// A frame arriving one byte per TCP segment is reassembled across reads.
+#[test]
+fn frame_trickled_byte_by_byte_is_echoed() {
+    let Some(gw) = Gateway::start("") else { return };
+    let mut s = raw_ws(gw.addr);
+    let payload: Vec<u8> = (0..300u16).map(|i| (i % 251) as u8).collect();
+    let mut wire = frame(OP_BINARY, true, &payload);
+    // A ping straddling reads as well.
+    wire.extend(frame(OP_PING, true, b"trickled ping"));
+    for byte in &wire {
+        s.write_all(std::slice::from_ref(byte)).unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(300));
+    }
+    let echo = must_read_frame(&mut s, "echo");
+    assert_eq!((echo.opcode, echo.payload), (OP_BINARY, payload));
+    let pong = must_read_frame(&mut s, "pong");
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (OP_PONG, &b"trickled ping"[..])
+    );
+}
+
+#[test]
+fn unsolicited_pong_is_ignored() {
+    let Some(gw) = Gateway::start("") else { return };
+    let mut s = raw_ws(gw.addr);
+    let mut wire = frame(OP_PONG, true, b"unsolicited");
+    wire.extend(frame(OP_TEXT, true, b"after the pong"));
+    s.write_all(&wire).unwrap();
+    let first = must_read_frame(&mut s, "echo");
+    assert_eq!(
+        (first.opcode, first.payload.as_slice()),
+        (OP_TEXT, &b"after the pong"[..]),
+        "a pong must not be answered"
+    );
+}
+
+/// Nothing after the client's close frame is processed: the message sent
+/// behind it in the same write is not echoed.
+#[test]
+fn data_after_close_is_ignored() {
+    let Some(gw) = Gateway::start("") else { return };
+    let mut s = raw_ws(gw.addr);
+    let mut wire = frame(OP_TEXT, true, b"before");
+    wire.extend(close_frame(1000, "bye"));
+    wire.extend(frame(OP_TEXT, true, b"after the close"));
+    s.write_all(&wire).unwrap();
+    let echo = must_read_frame(&mut s, "echo");
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (OP_TEXT, &b"before"[..])
+    );
+    expect_close(&mut s, 1000);
 }

@@ -17,7 +17,7 @@ fn start(extra: &str) -> Option<(server::Running, Arc<AtomicBool>)> {
     let shutdown = Arc::new(AtomicBool::new(false));
     match server::start(&config, shutdown.clone()) {
         Ok(r) => Some((r, shutdown)),
-        Err(e) if e.to_string().contains("io_uring") => {
+        Err(e) if e.to_string().contains("io_uring_setup") => {
             eprintln!("SKIP: io_uring unavailable: {e}");
             None
         }

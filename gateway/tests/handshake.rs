@@ -51,9 +51,17 @@ fn non_get_method_is_400() {
 fn garbage_request_line_is_400() {
     let Some(gw) = Gateway::start("") else { return };
     // A TLS ClientHello start (someone speaking https to us).
-    assert_rejected(gw.addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400);
+    assert_rejected(
+        gw.addr,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        400,
+    );
     assert_rejected(gw.addr, b"NOT AN HTTP REQUEST\r\n\r\n", 400);
-    assert_rejected(gw.addr, b"GET /echo HTTP/1.1\r\nBad Header Line\r\n\r\n", 400);
+    assert_rejected(
+        gw.addr,
+        b"GET /echo HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        400,
+    );
 }
 
 #[test]
@@ -90,7 +98,8 @@ fn missing_version_is_426_with_version_header() {
 #[test]
 fn version_8_is_426_with_version_header() {
     let Some(gw) = Gateway::start("") else { return };
-    let req = upgrade_request("/echo", "").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
+    let req = upgrade_request("/echo", "")
+        .replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
     let response = assert_rejected(gw.addr, req.as_bytes(), 426);
     assert_eq!(
         response.header("Sec-WebSocket-Version"),
@@ -190,7 +199,9 @@ fn endless_head_is_431_without_waiting_for_its_end() {
 #[test]
 fn origin_not_allowed_is_403_and_allowed_origin_upgrades() {
     let config = "[websocket]\nallowed_origins = [\"https://good.example\"]\n";
-    let Some(gw) = Gateway::start(config) else { return };
+    let Some(gw) = Gateway::start(config) else {
+        return;
+    };
     let evil = upgrade_request("/echo", "Origin: https://evil.example\r\n");
     assert_rejected(gw.addr, evil.as_bytes(), 403);
     // With an allow-list, a request without Origin is refused too.
@@ -221,7 +232,9 @@ const SUBPROTOCOLS: &str = "[websocket]\nsubprotocols = [\"v2.gw\", \"v1.gw\"]\n
 
 #[test]
 fn subprotocol_server_preference_wins() {
-    let Some(gw) = Gateway::start(SUBPROTOCOLS) else { return };
+    let Some(gw) = Gateway::start(SUBPROTOCOLS) else {
+        return;
+    };
     // The client prefers v1 but the server's first choice that is offered wins.
     let request = ClientRequestBuilder::new(uri(&gw))
         .with_sub_protocol("v1.gw")
@@ -251,7 +264,9 @@ fn subprotocol_server_preference_wins() {
 
 #[test]
 fn subprotocol_only_supported_one_offered_is_selected() {
-    let Some(gw) = Gateway::start(SUBPROTOCOLS) else { return };
+    let Some(gw) = Gateway::start(SUBPROTOCOLS) else {
+        return;
+    };
     let request = ClientRequestBuilder::new(uri(&gw))
         .with_sub_protocol("other")
         .with_sub_protocol("v1.gw");
@@ -268,7 +283,9 @@ fn subprotocol_only_supported_one_offered_is_selected() {
 
 #[test]
 fn subprotocol_none_offered_or_none_matching_sends_no_header() {
-    let Some(gw) = Gateway::start(SUBPROTOCOLS) else { return };
+    let Some(gw) = Gateway::start(SUBPROTOCOLS) else {
+        return;
+    };
     for extra in [
         "",
         "Sec-WebSocket-Protocol: chat, superchat\r\n",
@@ -276,7 +293,8 @@ fn subprotocol_none_offered_or_none_matching_sends_no_header() {
         "Sec-WebSocket-Protocol: V2.GW\r\n",
     ] {
         let mut s = tcp(gw.addr);
-        s.write_all(upgrade_request("/echo", extra).as_bytes()).unwrap();
+        s.write_all(upgrade_request("/echo", extra).as_bytes())
+            .unwrap();
         let head = read_http_head(&mut s).unwrap();
         assert_eq!(head.status, 101, "{extra:?}: {head:?}");
         assert_eq!(
@@ -299,4 +317,26 @@ fn rejections_do_not_stop_the_server() {
         assert_rejected(gw.addr, upgrade_request("/nope", "").as_bytes(), 404);
     }
     assert_still_serving(&gw);
+}
+
+/// The request head arriving in small pieces (several reads) still
+/// upgrades, and a frame sent right behind its last piece is echoed.
+#[test]
+fn request_head_in_small_pieces_upgrades() {
+    let Some(gw) = Gateway::start("") else { return };
+    let mut s = tcp(gw.addr);
+    let mut wire = upgrade_request("/echo", "X-Filler: some more bytes\r\n").into_bytes();
+    wire.extend(frame(OP_TEXT, true, b"behind a split head"));
+    for piece in wire.chunks(7) {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let head = read_http_head(&mut s).unwrap();
+    assert_eq!(head.status, 101, "{head:?}");
+    assert_eq!(head.header("Sec-WebSocket-Accept"), Some(ACCEPT));
+    let echo = must_read_frame(&mut s, "echo");
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (OP_TEXT, &b"behind a split head"[..])
+    );
 }

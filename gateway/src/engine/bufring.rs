@@ -77,14 +77,18 @@ impl BufRing {
             held: count as usize,
         };
         // SAFETY: the mapping is page-aligned, holds `count` entries and lives
-        // until `Drop`, which unregisters the group before unmapping.
+        // until `Drop`; its owner (`Worker`) unregisters the group or drops the
+        // ring before this is dropped.
         unsafe {
-            ring.uring.submitter().register_buf_ring_with_flags(
-                base.as_ptr() as u64,
-                count as u16,
-                bgid,
-                0,
-            )?;
+            ring.uring
+                .submitter()
+                .register_buf_ring_with_flags(base.as_ptr() as u64, count as u16, bgid, 0)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("registering the provided-buffer ring: {e}"),
+                    )
+                })?;
         }
         for bid in 0..count as u16 {
             this.recycle(bid);

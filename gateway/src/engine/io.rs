@@ -71,7 +71,6 @@ pub(crate) mod flag {
     pub const IN_RECV: u8 = 1;
     pub const IN_SEND: u8 = 2;
     pub const IN_CONNECT: u8 = 4;
-    pub const TIMER_ARMED: u8 = 8;
     pub const PEER_EOF: u8 = 16;
     pub const WR_SHUT: u8 = 32;
     pub const LIVE: u8 = 64;
@@ -105,6 +104,10 @@ pub(crate) struct Slot {
     pub(crate) queued: usize,
     /// Milliseconds since the worker's epoch; 0 = no deadline.
     pub(crate) deadline: u64,
+    /// Scheduled time of the wheel entry that speaks for this slot; 0 = none.
+    /// Other entries for the slot (superseded by an earlier deadline) are
+    /// dropped when they come due.
+    pub(crate) timer_at: u64,
     pub(crate) fd: RawFd,
     pub(crate) gen: u32,
     pub(crate) flags: u8,
@@ -121,6 +124,7 @@ impl Slot {
             send_off: 0,
             queued: 0,
             deadline: 0,
+            timer_at: 0,
             fd,
             gen,
             flags: flag::LIVE,
@@ -261,6 +265,7 @@ impl Io {
         slot.gen = slot.gen.wrapping_add(1) & 0xff_ffff;
         slot.sendq = VecDeque::new();
         slot.deadline = 0;
+        slot.timer_at = 0;
         if let Some(v) = slot.sendvec.take() {
             self.sendvec_pool.push(v);
         }
@@ -473,14 +478,15 @@ impl Io {
     }
 
     /// Sets (or with 0 clears) the connection's deadline, in [`Io::now_ms`] time.
-    /// When it passes, the handler's `on_deadline` runs.
+    /// When it passes, the handler's `on_deadline` runs. Moving a deadline
+    /// later is a store; moving it earlier adds a wheel entry.
     pub fn set_deadline(&mut self, id: ConnId, at_ms: u64) {
         let Some(slot) = self.slot_mut(id) else {
             return;
         };
         slot.deadline = at_ms;
-        if at_ms != 0 && slot.flags & flag::TIMER_ARMED == 0 {
-            slot.flags |= flag::TIMER_ARMED;
+        if at_ms != 0 && (slot.timer_at == 0 || at_ms < slot.timer_at) {
+            slot.timer_at = at_ms;
             self.timers
                 .insert(token::encode(Op::Recv, id.idx, id.gen), at_ms);
         }

@@ -78,7 +78,11 @@ impl Ring {
                 Err(e) => last_err = Some(e),
             }
         }
-        Err(last_err.expect("at least one attempt"))
+        let e = last_err.expect("at least one attempt");
+        Err(io::Error::new(
+            e.kind(),
+            format!("io_uring_setup failed: {e} (is io_uring enabled? see sysctl kernel.io_uring_disabled)"),
+        ))
     }
 
     /// Queues an entry; if the submission queue is full it is submitted first,

@@ -81,7 +81,7 @@ pub struct Worker<H: Handler> {
     accept_armed: bool,
     accept_retry_at: u64,
     cqes: Vec<(u64, i32, u32)>,
-    due: Vec<u64>,
+    due: Vec<(u64, u64)>,
 }
 
 impl<H: Handler> std::fmt::Debug for Worker<H> {
@@ -375,21 +375,28 @@ impl<H: Handler> Worker<H> {
         let now = self.io.now_ms();
         self.io.timers.advance(now, &mut self.due);
         for i in 0..self.due.len() {
-            let Some((_, idx, gen)) = token::decode(self.due[i]) else {
+            let (key, at) = self.due[i];
+            let Some((_, idx, gen)) = token::decode(key) else {
                 continue;
             };
             let Some(slot) = self.io.slots.get_mut(idx as usize) else {
                 continue;
             };
-            if slot.gen != gen || slot.flags & flag::LIVE == 0 {
+            if slot.gen != gen || slot.flags & flag::LIVE == 0 || slot.timer_at != at {
+                // A released slot, or an entry superseded by an earlier deadline.
                 continue;
             }
-            slot.flags &= !flag::TIMER_ARMED;
+            let id = ConnId { idx, gen };
+            if at > now {
+                // Beyond the wheel's horizon: back in for another lap.
+                self.io.timers.insert(key, at);
+                continue;
+            }
+            slot.timer_at = 0;
             let deadline = slot.deadline;
             if deadline == 0 {
                 continue;
             }
-            let id = ConnId { idx, gen };
             if deadline > now {
                 self.io.set_deadline(id, deadline);
                 continue;

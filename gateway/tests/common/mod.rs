@@ -3,7 +3,7 @@
 //! * [`Gateway::start`] runs the real `gateway` binary with a base
 //!   configuration plus TOML overrides, on `127.0.0.1:0`, and kills it on drop.
 //!   It returns `None` (after printing `SKIP: io_uring unavailable: ...`) only
-//!   when the gateway exits at start-up with a message mentioning io_uring.
+//!   when the gateway exits at start-up with `io_uring_setup failed` (the ring itself is unavailable).
 //! * Plain HTTP exchanges over raw TCP ([`http_exchange`], [`read_http_head`]).
 //! * Raw WebSocket frames: [`frame`] / [`encode_frame`] build masked (or
 //!   deliberately broken) client frames, [`read_frame`] reads one server frame,
@@ -118,7 +118,7 @@ impl Gateway {
                 let status = child.wait().expect("wait for gateway");
                 let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
                 let _ = std::fs::remove_dir_all(&dir);
-                if !status.success() && log.contains("io_uring") {
+                if !status.success() && log.contains("io_uring_setup") {
                     eprintln!("SKIP: io_uring unavailable: {}", log.trim());
                     return None;
                 }
@@ -129,7 +129,9 @@ impl Gateway {
                 let _ = child.wait();
                 let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
                 let _ = std::fs::remove_dir_all(&dir);
-                panic!("gateway printed no listening line within {START_TIMEOUT:?}; stderr:\n{log}");
+                panic!(
+                    "gateway printed no listening line within {START_TIMEOUT:?}; stderr:\n{log}"
+                );
             }
         };
         let (addr, workers) = parse_listening_line(&line)
@@ -412,7 +414,11 @@ pub fn raw_ws_with(addr: SocketAddr, request: &str) -> TcpStream {
     stream.write_all(request.as_bytes()).expect("send upgrade");
     let head = read_http_head(&mut stream).expect("upgrade response");
     assert_eq!(head.status, 101, "upgrade refused: {head:?}");
-    assert_eq!(head.header("Sec-WebSocket-Accept"), Some(ACCEPT), "{head:?}");
+    assert_eq!(
+        head.header("Sec-WebSocket-Accept"),
+        Some(ACCEPT),
+        "{head:?}"
+    );
     stream
 }
 
@@ -537,7 +543,9 @@ pub fn read_frame(stream: &mut TcpStream) -> io::Result<RawFrame> {
         stream.read_exact(&mut mask)?;
     }
     if len > 64 << 20 {
-        return Err(io::Error::other(format!("server announced a {len}-byte frame")));
+        return Err(io::Error::other(format!(
+            "server announced a {len}-byte frame"
+        )));
     }
     let mut payload = vec![0u8; len as usize];
     stream.read_exact(&mut payload)?;
@@ -583,7 +591,10 @@ pub fn expect_eof(stream: &mut TcpStream) {
 #[track_caller]
 pub fn expect_close(stream: &mut TcpStream, code: u16) -> RawFrame {
     let frame = must_read_frame(stream, &format!("close frame {code}"));
-    assert_eq!(frame.opcode, OP_CLOSE, "expected a close frame, got {frame:?}");
+    assert_eq!(
+        frame.opcode, OP_CLOSE,
+        "expected a close frame, got {frame:?}"
+    );
     assert!(frame.fin && !frame.masked && frame.rsv == 0, "{frame:?}");
     assert_eq!(
         frame.close_code(),
