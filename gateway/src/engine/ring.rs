@@ -148,3 +148,36 @@ impl Ring {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use io_uring::opcode;
+
+    #[test]
+    fn more_entries_than_the_queue_holds_all_complete() {
+        let mut ring = match Ring::new(8) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("SKIP: {e}");
+                return;
+            }
+        };
+        let total = 1000u64;
+        for i in 0..total {
+            // SAFETY: a NOP references no memory.
+            unsafe { ring.push(opcode::Nop::new().build().user_data(i)) };
+        }
+        let mut seen = vec![false; total as usize];
+        let mut count = 0;
+        while count < total {
+            ring.submit_and_wait(Duration::from_millis(100)).unwrap();
+            for cqe in ring.uring.completion() {
+                assert_eq!(cqe.result(), 0);
+                assert!(!std::mem::replace(&mut seen[cqe.user_data() as usize], true), "duplicate");
+                count += 1;
+            }
+        }
+        assert_eq!(ring.backlog_len(), 0);
+    }
+}
