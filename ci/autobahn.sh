@@ -33,6 +33,21 @@ if [ -z "${AUTOBAHN_SERVER_CMD:-}" ]; then
   AUTOBAHN_SERVER_CMD="$(printf 'exec %q --config %q' "$GATEWAY" "$CONFIG")"
 fi
 export AUTOBAHN_SERVER_CMD
+
+# autobahn.sh only waits for *something* to accept on the port: make sure that is not
+# a stale/dev server (config/dev.toml also uses 9001), or we would test the wrong one.
+if python3 - "$URL" <<'PY'
+import socket, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+try:
+    socket.create_connection((u.hostname, u.port or 80), 1).close()
+except OSError:
+    sys.exit(1)
+PY
+then
+  echo "ci/autobahn.sh: something already listens at $URL; stop it first" >&2
+  exit 2
+fi
 export AUTOBAHN_OUTDIR="$OUTDIR"
 
 rc=0

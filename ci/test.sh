@@ -10,9 +10,14 @@ cd "$ROOT"
 TOTAL_START=$SECONDS
 step() {
   local name="$1"; shift
-  local t0=$SECONDS
+  local t0=$SECONDS rc=0
   printf '\n==> [%s] %s\n' "$name" "$*"
-  "$@"
+  "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    printf '==> [%s] FAILED (exit %d, %ds)\n' "$name" "$rc" "$((SECONDS - t0))"
+    printf '\n==> ci/test.sh: FAILED at step %s (%ds total)\n' "$name" "$((SECONDS - TOTAL_START))"
+    exit "$rc"
+  fi
   printf '==> [%s] ok (%ds)\n' "$name" "$((SECONDS - t0))"
 }
 

@@ -174,7 +174,10 @@ mod tests {
             ring.submit_and_wait(Duration::from_millis(100)).unwrap();
             for cqe in ring.uring.completion() {
                 assert_eq!(cqe.result(), 0);
-                assert!(!std::mem::replace(&mut seen[cqe.user_data() as usize], true), "duplicate");
+                assert!(
+                    !std::mem::replace(&mut seen[cqe.user_data() as usize], true),
+                    "duplicate"
+                );
                 count += 1;
             }
         }
