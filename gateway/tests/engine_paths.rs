@@ -165,43 +165,40 @@ fn run_clients(target: SocketAddr, conns: usize, messages: usize, size: usize) -
     }
 }
 
-#[test]
-fn connect_role_echoes_through_the_same_engine() {
-    let Some((running, shutdown)) = start("") else {
-        return;
-    };
-    let client = run_clients(running.local_addr, 300, 20, 100);
+/// Runs `conns` client-role connections of `messages` echoes each against a
+/// gateway configured with `extra`, checks every echo, and returns the
+/// gateway's summary (None when io_uring is unavailable).
+fn echo_scenario(
+    extra: &str,
+    conns: usize,
+    messages: usize,
+    size: usize,
+) -> Option<server::Summary> {
+    let (running, shutdown) = start(extra)?;
+    let client = run_clients(running.local_addr, conns, messages, size);
     shutdown.store(true, Ordering::Relaxed);
     let summary = running.join().unwrap();
-    assert!(
-        client.failed.is_empty(),
-        "{:?}",
-        &client.failed[..client.failed.len().min(5)]
-    );
-    assert_eq!(client.done, 300);
-    assert_eq!(summary.counters.messages_in, 300 * 20);
-    assert_eq!(summary.counters.accepted, 300);
+    let failed = &client.failed[..client.failed.len().min(5)];
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(client.done, conns);
+    assert_eq!(summary.counters.messages_in, (conns * messages) as u64);
+    assert_eq!(summary.counters.accepted, conns as u64);
+    Some(summary)
+}
+
+#[test]
+fn connect_role_echoes_through_the_same_engine() {
+    echo_scenario("", 300, 20, 100);
 }
 
 #[test]
 fn exhausted_buffer_ring_rearms_and_loses_nothing() {
     // Two 256-byte buffers for 40 connections sending 4 KiB messages: the
     // ring runs dry constantly, every multishot receive ends in ENOBUFS.
-    let Some((running, shutdown)) =
-        start("[io]\nrecv_buffers = 2\nrecv_buffer_size = 256\nring_entries = 8\n")
-    else {
+    let extra = "[io]\nrecv_buffers = 2\nrecv_buffer_size = 256\nring_entries = 8\n";
+    let Some(summary) = echo_scenario(extra, 40, 30, 4096) else {
         return;
     };
-    let client = run_clients(running.local_addr, 40, 30, 4096);
-    shutdown.store(true, Ordering::Relaxed);
-    let summary = running.join().unwrap();
-    assert!(
-        client.failed.is_empty(),
-        "{:?}",
-        &client.failed[..client.failed.len().min(5)]
-    );
-    assert_eq!(client.done, 40);
-    assert_eq!(summary.counters.messages_in, 40 * 30);
     let enobufs: u64 = summary.engine.iter().map(|s| s.recv_enobufs).sum();
     assert!(enobufs > 0, "expected ENOBUFS re-arms with a 2-buffer ring");
 }
