@@ -97,7 +97,7 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
                     }
                 }
                 let mut worker =
-                    match Worker::new(&engine, Some(listener), GatewayHandler::new(shared)) {
+                    match Worker::new(&engine, vec![listener], GatewayHandler::new(shared)) {
                         Ok(w) => w,
                         Err(source) => {
                             let _ = ready.send(Err(ServerError::WorkerSetup { worker: i, source }));

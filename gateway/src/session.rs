@@ -12,7 +12,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::config::Config;
 use crate::counters::{CloseReason, Counters};
-use crate::engine::{CloseCause, CloseMode, ConnId, Handler, Io};
+use crate::engine::{CloseCause, CloseMode, ConnId, Handler, Io, Origin};
 use crate::proto::codec::{self, Codec, Event, Limits, Role};
 use crate::proto::handshake::{self, HandshakePolicy, Parsed};
 
@@ -274,7 +274,7 @@ impl GatewayHandler {
 impl Handler for GatewayHandler {
     type Conn = Session;
 
-    fn on_open(&mut self, io: &mut Io, id: ConnId) -> Session {
+    fn on_open(&mut self, io: &mut Io, id: ConnId, _origin: Origin) -> Session {
         self.counters.accepted += 1;
         let mut s = Session {
             phase: Phase::Http(Vec::new()),

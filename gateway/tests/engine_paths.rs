@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use gateway::config::Config;
-use gateway::engine::{CloseCause, CloseMode, ConnId, EngineConfig, Handler, Io, Worker};
+use gateway::engine::{CloseCause, CloseMode, ConnId, EngineConfig, Handler, Io, Origin, Worker};
 use gateway::proto::codec::{self, Codec, Event, Limits, MessageKind, Role};
 use gateway::server;
 
@@ -57,7 +57,7 @@ impl EchoClient {
 impl Handler for EchoClient {
     type Conn = ClientConn;
 
-    fn on_open(&mut self, io: &mut Io, id: ConnId) -> ClientConn {
+    fn on_open(&mut self, io: &mut Io, id: ConnId, _: Origin) -> ClientConn {
         let req = format!(
             "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -154,7 +154,7 @@ fn run_clients(target: SocketAddr, conns: usize, messages: usize, size: usize) -
         done: 0,
         failed: Vec::new(),
     };
-    let mut worker = Worker::new(&cfg, None, handler).expect("client worker");
+    let mut worker = Worker::new(&cfg, Vec::new(), handler).expect("client worker");
     worker
         .run(&cfg, &AtomicBool::new(false))
         .expect("client loop");

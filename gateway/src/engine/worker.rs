@@ -28,6 +28,23 @@ pub struct EngineConfig {
     pub drain_ms: u64,
 }
 
+/// How a connection came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Accepted on the worker's listener with this index (the order given to [`Worker::new`]).
+    Accepted(usize),
+    /// Established by [`Io::connect`].
+    Connected,
+}
+
+/// A listening socket and the state of its multishot accept.
+#[derive(Debug)]
+struct Listener {
+    fd: Option<OwnedFd>,
+    armed: bool,
+    retry_at: u64,
+}
+
 /// What the application does with connections. All callbacks run on the
 /// worker thread; none may block.
 pub trait Handler {
@@ -35,7 +52,7 @@ pub trait Handler {
     type Conn;
 
     /// A connection was accepted (server role) or established (client role).
-    fn on_open(&mut self, io: &mut Io, id: ConnId) -> Self::Conn;
+    fn on_open(&mut self, io: &mut Io, id: ConnId, origin: Origin) -> Self::Conn;
 
     /// Bytes arrived. `data` is a provided buffer, valid only for this call
     /// (it goes back to the kernel afterwards); it may be modified in place.
@@ -77,9 +94,7 @@ pub struct Worker<H: Handler> {
     bufs: BufRing,
     conns: Vec<Option<H::Conn>>,
     handler: H,
-    listener: Option<OwnedFd>,
-    accept_armed: bool,
-    accept_retry_at: u64,
+    listeners: Vec<Listener>,
     cqes: Vec<(u64, i32, u32)>,
     due: Vec<(u64, u64)>,
 }
@@ -95,7 +110,8 @@ impl<H: Handler> std::fmt::Debug for Worker<H> {
 
 impl<H: Handler> Worker<H> {
     /// Sets up the ring and buffers. Call on the thread that will run it.
-    pub fn new(cfg: &EngineConfig, listener: Option<OwnedFd>, handler: H) -> io::Result<Self> {
+    /// `listeners` may be empty (client role); each gets a multishot accept.
+    pub fn new(cfg: &EngineConfig, listeners: Vec<OwnedFd>, handler: H) -> io::Result<Self> {
         let ring = Ring::new(cfg.ring_entries)?;
         let bufs = BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)?;
         let io = Io::new(ring, bufs.bgid());
@@ -104,9 +120,14 @@ impl<H: Handler> Worker<H> {
             bufs,
             conns: Vec::new(),
             handler,
-            listener,
-            accept_armed: false,
-            accept_retry_at: 0,
+            listeners: listeners
+                .into_iter()
+                .map(|fd| Listener {
+                    fd: Some(fd),
+                    armed: false,
+                    retry_at: 0,
+                })
+                .collect(),
             cqes: Vec::with_capacity(1024),
             due: Vec::new(),
         })
@@ -129,19 +150,15 @@ impl<H: Handler> Worker<H> {
         let mut aborted_all = false;
         loop {
             let now = self.io.update_clock();
-            if self.listener.is_some()
-                && !self.accept_armed
-                && !self.io.shutting_down
-                && now >= self.accept_retry_at
-            {
-                self.arm_accept();
+            if !self.io.shutting_down {
+                self.arm_accepts(now);
             }
             if drain_deadline.is_none() && shutdown.load(Ordering::Relaxed) {
                 drain_deadline = Some(now + cfg.drain_ms);
                 self.begin_shutdown();
             }
             if let Some(deadline) = drain_deadline {
-                if self.io.live() == 0 && !self.accept_armed {
+                if self.io.live() == 0 && self.listeners.iter().all(|l| !l.armed) {
                     break;
                 }
                 if now >= deadline && !aborted_all {
@@ -174,29 +191,34 @@ impl<H: Handler> Worker<H> {
         Ok(())
     }
 
-    fn arm_accept(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(token::encode(Op::Accept, 0, 0));
-        // SAFETY: multishot accept without an address buffer references no memory of ours.
-        unsafe { self.io.ring.push(entry) };
-        self.accept_armed = true;
+    fn arm_accepts(&mut self, now: u64) {
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            let Some(fd) = &l.fd else { continue };
+            if l.armed || now < l.retry_at {
+                continue;
+            }
+            let entry = opcode::AcceptMulti::new(types::Fd(fd.as_raw_fd()))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(token::encode(Op::Accept, i as u32, 0));
+            // SAFETY: multishot accept without an address buffer references no memory of ours.
+            unsafe { self.io.ring.push(entry) };
+            l.armed = true;
+        }
     }
 
     fn begin_shutdown(&mut self) {
         self.io.shutting_down = true;
-        if self.accept_armed {
-            let entry = opcode::AsyncCancel::new(token::encode(Op::Accept, 0, 0))
-                .build()
-                .user_data(token::encode(Op::Cancel, 0, 0));
-            // SAFETY: a cancel request references no memory of ours.
-            unsafe { self.io.ring.push(entry) };
-        } else {
-            self.listener = None;
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if l.armed {
+                let entry = opcode::AsyncCancel::new(token::encode(Op::Accept, i as u32, 0))
+                    .build()
+                    .user_data(token::encode(Op::Cancel, 0, 0));
+                // SAFETY: a cancel request references no memory of ours.
+                unsafe { self.io.ring.push(entry) };
+            } else {
+                l.fd = None;
+            }
         }
         for idx in 0..self.conns.len() {
             if let Some(conn) = self.conns[idx].as_mut() {
@@ -242,7 +264,7 @@ impl<H: Handler> Worker<H> {
         };
         match op {
             Op::Cancel => {}
-            Op::Accept => self.on_accept(res, flags),
+            Op::Accept => self.on_accept(idx as usize, res, flags),
             Op::Recv => self.on_recv(idx, gen, res, flags),
             Op::Send => {
                 debug_assert_eq!(self.io.slots[idx as usize].gen, gen);
@@ -252,20 +274,21 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn on_accept(&mut self, res: i32, flags: u32) {
+    fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+        let l = &mut self.listeners[listener];
         if !cqueue::more(flags) {
-            self.accept_armed = false;
+            l.armed = false;
         }
         if res < 0 {
             let errno = -res;
             if errno == libc::ECANCELED || self.io.shutting_down {
-                self.listener = None;
+                l.fd = None;
                 return;
             }
             self.io.stats.accept_errors += 1;
             log::warn!("accept failed: {}", io::Error::from_raw_os_error(errno));
             // Out of descriptors or memory: back off instead of spinning.
-            self.accept_retry_at = self.io.now_ms() + 100;
+            l.retry_at = self.io.now_ms() + 100;
             return;
         }
         if self.io.shutting_down {
@@ -276,11 +299,11 @@ impl<H: Handler> Worker<H> {
         self.io.stats.accepted += 1;
         let id = self.io.alloc(res);
         self.io.arm_recv(id.idx);
-        self.open(id);
+        self.open(id, Origin::Accepted(listener));
     }
 
-    fn open(&mut self, id: ConnId) {
-        let conn = self.handler.on_open(&mut self.io, id);
+    fn open(&mut self, id: ConnId, origin: Origin) {
+        let conn = self.handler.on_open(&mut self.io, id, origin);
         let idx = id.idx as usize;
         if self.conns.len() <= idx {
             self.conns.resize_with(idx + 1, || None);
@@ -294,19 +317,17 @@ impl<H: Handler> Worker<H> {
         slot.connect_addr = None;
         let id = ConnId { idx, gen: slot.gen };
         if res < 0 || slot.closing != Closing::No {
+            // Failed, or aborted by the handler while connecting.
+            let errno = if res < 0 { -res } else { libc::ECANCELED };
             self.io.stats.connect_errors += u64::from(res < 0);
-            slot.cause = Some(CloseCause::Error(if res < 0 {
-                -res
-            } else {
-                libc::ECANCELED
-            }));
+            slot.cause = Some(CloseCause::Error(errno));
             slot.flags &= !flag::LIVE;
-            self.handler.on_connect_failed(&mut self.io, id, -res);
+            self.handler.on_connect_failed(&mut self.io, id, errno);
             let _ = self.io.release(idx);
             return;
         }
         self.io.arm_recv(idx);
-        self.open(id);
+        self.open(id, Origin::Connected);
     }
 
     fn on_recv(&mut self, idx: u32, gen: u32, res: i32, flags: u32) {
