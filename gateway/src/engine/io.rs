@@ -493,7 +493,9 @@ impl Io {
     }
 
     /// Starts an outgoing connection (client role). The handler's `on_open`
-    /// runs when it is established, `on_connect_failed` if it is not.
+    /// runs when it is established, `on_connect_failed` if it is not. A
+    /// deadline set on the returned id before it is established is a connect
+    /// timeout: `on_connect_failed` then gets `ETIMEDOUT`.
     pub fn connect(&mut self, addr: SocketAddr, bind: Option<SocketAddr>) -> io::Result<ConnId> {
         let fd = listener::tcp_socket(&addr)?;
         listener::set_int_opt(

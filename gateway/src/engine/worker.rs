@@ -80,6 +80,13 @@ pub trait Handler {
     /// Runs once per loop iteration, after completions and deadlines.
     fn on_tick(&mut self, _io: &mut Io) {}
 
+    /// How long the loop may sleep at most before `on_tick` must run again
+    /// (e.g. the next scheduled send of an open-loop load generator). `None`
+    /// (the default) means the timing wheel's 10 ms tick is fine.
+    fn poll_timeout(&self, _io: &Io) -> Option<Duration> {
+        None
+    }
+
     /// Client role: return true when the worker should stop (checked each tick).
     fn finished(&self, _io: &Io) -> bool {
         false
@@ -180,7 +187,7 @@ impl<H: Handler> Worker<H> {
             self.bufs.commit();
             self.io
                 .ring
-                .submit_and_wait(Duration::from_millis(TICK_MS))?;
+                .submit_and_wait(self.wait_time())?;
             self.reap();
             self.io.update_clock();
             self.fire_deadlines();
@@ -189,6 +196,11 @@ impl<H: Handler> Worker<H> {
         }
         self.bufs.unregister(&self.io.ring);
         Ok(())
+    }
+
+    fn wait_time(&self) -> Duration {
+        let tick = Duration::from_millis(TICK_MS);
+        self.handler.poll_timeout(&self.io).map_or(tick, |d| d.min(tick))
     }
 
     fn arm_accepts(&mut self, now: u64) {
@@ -317,8 +329,12 @@ impl<H: Handler> Worker<H> {
         slot.connect_addr = None;
         let id = ConnId { idx, gen: slot.gen };
         if res < 0 || slot.closing != Closing::No {
-            // Failed, or aborted by the handler while connecting.
-            let errno = if res < 0 { -res } else { libc::ECANCELED };
+            // Failed, timed out (see fire_deadlines) or aborted while connecting.
+            let errno = match slot.cause {
+                Some(CloseCause::Error(e)) => e,
+                _ if res < 0 => -res,
+                _ => libc::ECANCELED,
+            };
             self.io.stats.connect_errors += u64::from(res < 0);
             slot.cause = Some(CloseCause::Error(errno));
             slot.flags &= !flag::LIVE;
@@ -425,6 +441,10 @@ impl<H: Handler> Worker<H> {
             slot.deadline = 0;
             if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
                 self.handler.on_deadline(&mut self.io, id, conn);
+            } else if slot.flags & flag::IN_CONNECT != 0 {
+                // A deadline on a connect still in flight is a connect timeout.
+                slot.cause = Some(CloseCause::Error(libc::ETIMEDOUT));
+                self.io.close(id, CloseMode::Abort);
             }
             self.finalize();
         }
