@@ -1,0 +1,723 @@
+//! The load generator's connection handler, running on the gateway's engine
+//! in the connect role. One per worker thread; no locks on the message path.
+//!
+//! Time is in microseconds since the process's epoch. Each worker runs the
+//! same phases: ramp (open its share of connections on schedule), warm-up
+//! (traffic, not measured), window (measured), cool-down (no new sends;
+//! replies to window messages still count), then close everything.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gateway::engine::{CloseCause, CloseMode, ConnId, Conns, Handler, Io, Origin};
+use gateway::proto::codec::{self, Codec, Event, Limits, MessageKind, Role};
+use hdrhistogram::Histogram;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::frame::coding::{Control, OpCode};
+
+use crate::scenario::{self, Mode};
+use crate::stats::{new_histogram, Measurements};
+use crate::target_url::WsUrl;
+
+/// A send more than this late (rate mode) is counted as late.
+const LATE_US: u64 = 1_000;
+/// Connects started per loop iteration at most, so a burst does not starve replies.
+const CONNECTS_PER_TICK: u64 = 512;
+
+/// Everything a worker needs to know about the run, shared read-only.
+#[derive(Debug)]
+pub struct Plan {
+    /// Targets, path override applied.
+    pub urls: Vec<WsUrl>,
+    /// Source addresses to bind round-robin (empty: kernel's choice).
+    pub sources: Vec<IpAddr>,
+    /// Mode.
+    pub mode: Mode,
+    /// Message payload.
+    pub payload: Bytes,
+    /// Text or binary frames.
+    pub kind: MessageKind,
+    /// Echo mode: outstanding messages per connection.
+    pub in_flight: usize,
+    /// Rate mode: µs between sends on one connection; ping mode: between pings.
+    pub interval_us: u64,
+    /// Reply timeout, µs.
+    pub message_timeout_us: u64,
+    /// Connect + handshake timeout, ms.
+    pub handshake_timeout_ms: u64,
+    /// Connections this process opens, over all its workers.
+    pub connections: u64,
+    /// Added to a connection's number before picking its URL and source
+    /// address, so processes spread over different ones.
+    pub conn_offset: u64,
+    /// Processes sharing the run.
+    pub processes: u64,
+    /// µs between connection starts (0 = all at once).
+    pub connect_interval_us: f64,
+    /// Phase lengths, µs.
+    pub warmup_us: u64,
+    /// Measured window, µs.
+    pub duration_us: u64,
+    /// Cool-down, µs.
+    pub cooldown_us: u64,
+    /// Process epoch.
+    pub epoch: Instant,
+    /// Set (by SIGINT or the parent) to end the run early.
+    pub abort: Arc<AtomicBool>,
+}
+
+impl Plan {
+    /// Builds the plan of process `process` of `processes`, which opens
+    /// `connections` of the scenario's total, from a scenario cell.
+    pub fn new(
+        s: &scenario::Scenario,
+        connections: u64,
+        process: u64,
+        processes: u64,
+        abort: Arc<AtomicBool>,
+    ) -> Result<Self, String> {
+        let urls = s
+            .target
+            .urls
+            .iter()
+            .map(|u| {
+                let mut url = crate::target_url::parse(u)?;
+                if let Some(p) = &s.target.path {
+                    url.path = p.clone();
+                }
+                Ok(url)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let l = &s.load;
+        let payload: Bytes = match l.message_kind {
+            scenario::MessageKind::Text => {
+                (0..l.message_size).map(|i| b'a' + (i % 26) as u8).collect()
+            }
+            scenario::MessageKind::Binary => (0..l.message_size).map(|i| (i % 251) as u8).collect(),
+        };
+        // Each process opens its share at its share of the rate.
+        let total = l.connections.max(1) as f64;
+        let connect_interval_us = processes as f64
+            * if l.ramp_secs > 0.0 {
+                l.ramp_secs * 1e6 / total
+            } else if l.connect_rate > 0.0 {
+                1e6 / l.connect_rate
+            } else {
+                0.0
+            };
+        let secs = |s: f64| (s * 1e6) as u64;
+        Ok(Self {
+            urls,
+            sources: s.source_addrs(),
+            mode: l.mode,
+            payload,
+            kind: match l.message_kind {
+                scenario::MessageKind::Text => MessageKind::Text,
+                scenario::MessageKind::Binary => MessageKind::Binary,
+            },
+            in_flight: l.in_flight as usize,
+            interval_us: match l.mode {
+                Mode::Rate => (1e6 / l.rate) as u64,
+                Mode::Ping => (l.ping_interval_ms * 1e3) as u64,
+                _ => 0,
+            }
+            .max(1),
+            message_timeout_us: l.message_timeout_ms * 1000,
+            handshake_timeout_ms: l.handshake_timeout_ms,
+            connections,
+            conn_offset: process,
+            processes,
+            connect_interval_us,
+            warmup_us: secs(l.warmup_secs),
+            duration_us: secs(l.duration_secs),
+            cooldown_us: secs(l.cooldown_secs),
+            epoch: Instant::now(),
+            abort,
+        })
+    }
+
+    /// µs since the epoch.
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+/// Where a worker is in the run.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Phase {
+    /// Opening connections.
+    Ramp,
+    /// Traffic, not measured.
+    Warmup,
+    /// Measured.
+    Window,
+    /// Waiting for replies to window messages.
+    Cooldown,
+    /// Closing connections.
+    Closing,
+    /// Finished.
+    Done,
+}
+
+/// What a worker publishes about itself once a second.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Worker phase.
+    pub phase: Phase,
+    /// Connections currently open (handshake done).
+    pub conns_up: u64,
+    /// Counters so far.
+    pub counts: crate::stats::Counts,
+    /// Latencies recorded since the reader last took them (for the live line).
+    pub interval: Histogram<u64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Ramp,
+            conns_up: 0,
+            counts: Default::default(),
+            interval: new_histogram(),
+        }
+    }
+}
+
+/// One message waiting for its reply.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// When it should have been sent (rate mode) or was sent.
+    scheduled_us: u64,
+    /// When it was sent.
+    sent_us: u64,
+    /// Sent inside the measured window.
+    measured: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the 101; holds the response bytes so far.
+    Handshake { key: String, head: Vec<u8> },
+    /// Open WebSocket.
+    Open(Codec),
+    /// We sent close (end of run) and wait for the server.
+    Closing,
+}
+
+/// Per-connection state.
+#[derive(Debug)]
+pub struct Conn {
+    state: State,
+    pending: VecDeque<Pending>,
+}
+
+/// The per-worker handler.
+#[derive(Debug)]
+pub struct BenchHandler {
+    plan: Arc<Plan>,
+    workers: u64,
+    /// Next connection number (of this process) this worker will open.
+    next_conn: u64,
+    /// When each slot's connect started (µs) and which URL it targets, by slot index.
+    connect_started: Vec<(u64, u32)>,
+    phase: Phase,
+    phase_until: u64,
+    /// Connections not yet resolved (neither established nor failed).
+    unresolved: u64,
+    conns_up: u64,
+    measured: Measurements,
+    interval: Histogram<u64>,
+    /// Rate and ping mode: next send per connection, earliest first.
+    schedule: BinaryHeap<Reverse<(u64, ConnId)>>,
+    progress: Arc<Mutex<Progress>>,
+    next_publish_us: u64,
+    shutdown: Arc<AtomicBool>,
+    rng: u64,
+}
+
+impl BenchHandler {
+    /// Worker `worker` of `workers`; `shutdown` is the worker loop's flag,
+    /// which the handler raises itself when the run is over.
+    pub fn new(
+        plan: Arc<Plan>,
+        worker: u64,
+        workers: u64,
+        progress: Arc<Mutex<Progress>>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
+        let mine = (plan.connections + workers - 1 - worker) / workers;
+        Self {
+            plan,
+            workers,
+            next_conn: worker,
+            connect_started: Vec::new(),
+            phase: Phase::Ramp,
+            phase_until: 0,
+            unresolved: mine,
+            conns_up: 0,
+            measured: Measurements::default(),
+            interval: new_histogram(),
+            schedule: BinaryHeap::new(),
+            progress,
+            next_publish_us: 0,
+            shutdown,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ (worker + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+        }
+    }
+
+    /// Everything this worker measured.
+    pub fn measured(&self) -> &Measurements {
+        &self.measured
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: masks and schedule jitter need spread, not secrecy.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn mask(&mut self) -> Option<[u8; 4]> {
+        Some((self.random() as u32).to_ne_bytes())
+    }
+
+    fn sending_allowed(&self) -> bool {
+        matches!(self.phase, Phase::Ramp | Phase::Warmup | Phase::Window)
+    }
+
+    fn open_due_connections(&mut self, io: &mut Io, now: u64) {
+        let plan = self.plan.clone();
+        for _ in 0..CONNECTS_PER_TICK {
+            let k = self.next_conn;
+            if k >= plan.connections
+                || self.phase != Phase::Ramp
+                || (k as f64 * plan.connect_interval_us) as u64 > now
+            {
+                return;
+            }
+            self.next_conn += self.workers;
+            // Processes interleave: process p of P takes global numbers p, p+P, ...
+            let global = (k * plan.processes + plan.conn_offset) as usize;
+            let url_index = global % plan.urls.len();
+            let url = &plan.urls[url_index];
+            let bind = (!plan.sources.is_empty())
+                .then(|| SocketAddr::new(plan.sources[global % plan.sources.len()], 0));
+            self.measured.counts.conn_attempted += 1;
+            match io.connect(url.addr, bind) {
+                Ok(id) => {
+                    if self.connect_started.len() <= id.index() {
+                        self.connect_started.resize(id.index() + 1, (0, 0));
+                    }
+                    self.connect_started[id.index()] = (now, url_index as u32);
+                    io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
+                }
+                Err(e) => {
+                    // No socket or no source port: counted, not fatal.
+                    log::debug!("connect {}: {e}", url.addr);
+                    self.measured
+                        .counts
+                        .connect_failed(e.raw_os_error().unwrap_or(0));
+                    self.unresolved -= 1;
+                }
+            }
+        }
+    }
+
+    fn advance_phase(&mut self, now: u64) {
+        let plan = &self.plan;
+        if plan.abort.load(Ordering::Relaxed) && self.phase < Phase::Closing {
+            self.phase = Phase::Closing;
+        }
+        loop {
+            let next = match self.phase {
+                Phase::Ramp if self.unresolved == 0 => Some((Phase::Warmup, plan.warmup_us)),
+                Phase::Warmup | Phase::Window | Phase::Cooldown if now >= self.phase_until => {
+                    Some(match self.phase {
+                        Phase::Warmup => (Phase::Window, plan.duration_us),
+                        Phase::Window => (Phase::Cooldown, plan.cooldown_us),
+                        _ => (Phase::Closing, 0),
+                    })
+                }
+                _ => None,
+            };
+            let Some((phase, len)) = next else { break };
+            self.phase = phase;
+            self.phase_until = now + len;
+        }
+        if self.phase == Phase::Closing && !self.shutdown.load(Ordering::Relaxed) {
+            // The engine now calls on_shutdown for every connection.
+            self.shutdown.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn send_message(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, scheduled_us: u64, now: u64) {
+        let measured = self.phase == Phase::Window;
+        let mask = self.mask();
+        let frame = codec::encode_message(self.plan.kind, &self.plan.payload, mask);
+        if io.send(id, frame).is_err() {
+            return;
+        }
+        if measured {
+            let counts = &mut self.measured.counts;
+            counts.msgs_sent += 1;
+            counts.bytes_sent += self.plan.payload.len() as u64;
+            if now > scheduled_us + LATE_US {
+                counts.msgs_late += 1;
+            }
+        }
+        c.pending.push_back(Pending {
+            scheduled_us,
+            sent_us: now,
+            measured,
+        });
+    }
+
+    fn send_ping(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, now: u64) {
+        let measured = self.phase == Phase::Window;
+        let mask = self.mask();
+        let frame = codec::encode_frame(
+            OpCode::Control(Control::Ping),
+            true,
+            &now.to_be_bytes(),
+            mask,
+        );
+        if io.send(id, frame).is_ok() {
+            if measured {
+                self.measured.counts.pings_sent += 1;
+            }
+            c.pending.push_back(Pending {
+                scheduled_us: now,
+                sent_us: now,
+                measured,
+            });
+        }
+    }
+
+    fn on_reply(&mut self, now: u64, p: Pending, bytes: usize) {
+        self.measured.counts.replies_all += 1;
+        if !p.measured {
+            return;
+        }
+        let latency = now.saturating_sub(p.scheduled_us).max(1);
+        let counts = &mut self.measured.counts;
+        if latency > self.plan.message_timeout_us {
+            counts.msgs_timed_out += 1;
+        } else {
+            counts.msgs_ok += 1;
+        }
+        counts.bytes_received += bytes as u64;
+        let _ = self.measured.latency.record(latency);
+        let _ = self.interval.record(latency);
+        if self.plan.mode == Mode::Rate {
+            let _ = self
+                .measured
+                .raw_latency
+                .record(now.saturating_sub(p.sent_us).max(1));
+        }
+    }
+
+    fn on_handshake(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
+        let State::Handshake { key, head } = &mut c.state else {
+            unreachable!()
+        };
+        head.extend_from_slice(data);
+        let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if head.len() > 16 * 1024 {
+                self.fail_handshake(io, id, |k| k.fail_bad_status += 1);
+            }
+            return;
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        let ok_status = matches!(
+            resp.parse(&head[..end + 4]),
+            Ok(httparse::Status::Complete(_))
+        ) && resp.code == Some(101);
+        if !ok_status {
+            log::debug!(
+                "handshake refused: {:?}",
+                String::from_utf8_lossy(&head[..end.min(200)])
+            );
+            self.fail_handshake(io, id, |k| k.fail_bad_status += 1);
+            return;
+        }
+        let expected = derive_accept_key(key.as_bytes());
+        let accept_ok = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == expected.as_bytes()
+        });
+        if !accept_ok {
+            self.fail_handshake(io, id, |k| k.fail_bad_accept += 1);
+            return;
+        }
+        let mut rest = head.split_off(end + 4);
+        let now = self.plan.now_us();
+        let started = self.connect_started.get(id.index()).map_or(now, |s| s.0);
+        let _ = self
+            .measured
+            .handshake
+            .record(now.saturating_sub(started).max(1));
+        self.measured.counts.conn_established += 1;
+        self.unresolved -= 1;
+        self.conns_up += 1;
+        io.set_deadline(id, 0);
+        c.state = State::Open(Codec::new(
+            Role::Client,
+            Limits {
+                max_frame_bytes: 1 << 27,
+                max_message_bytes: 1 << 27,
+            },
+        ));
+        match self.plan.mode {
+            Mode::Echo if self.sending_allowed() => {
+                for _ in 0..self.plan.in_flight {
+                    self.send_message(io, id, c, now, now);
+                }
+            }
+            Mode::Rate | Mode::Ping => {
+                // Random phase so connections do not send in lockstep.
+                let first = now + self.random() % self.plan.interval_us;
+                self.schedule.push(Reverse((first, id)));
+            }
+            _ => {}
+        }
+        if !rest.is_empty() {
+            self.on_frames(io, id, c, &mut rest);
+        }
+    }
+
+    fn fail_handshake(
+        &mut self,
+        io: &mut Io,
+        id: ConnId,
+        count: impl FnOnce(&mut crate::stats::Counts),
+    ) {
+        count(&mut self.measured.counts);
+        self.unresolved -= 1;
+        io.close(id, CloseMode::Abort);
+    }
+
+    fn on_frames(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
+        let State::Open(codec) = &mut c.state else {
+            return;
+        };
+        let now = self.plan.now_us();
+        let expect_len = self.plan.payload.len();
+        let expect_kind = self.plan.kind;
+        let mut replies = 0usize;
+        let mut pongs: Vec<u64> = Vec::new();
+        let mut server_ping: Option<Vec<u8>> = None;
+        let mut server_close: Option<Option<u16>> = None;
+        let mut bad = 0u64;
+        let result = codec.feed(data, &mut |ev| match ev {
+            Event::Message(kind, p) if kind == expect_kind && p.len() == expect_len => replies += 1,
+            Event::Message(..) => bad += 1,
+            Event::Pong(p) => match <[u8; 8]>::try_from(p) {
+                Ok(ts) => pongs.push(u64::from_be_bytes(ts)),
+                Err(_) => bad += 1,
+            },
+            Event::Ping(p) => server_ping = Some(p.to_vec()),
+            Event::Close { code, .. } => server_close = Some(code),
+        });
+        self.measured.counts.protocol_errors += bad;
+        for _ in 0..replies {
+            let Some(p) = c.pending.pop_front() else {
+                self.measured.counts.protocol_errors += 1;
+                break;
+            };
+            self.on_reply(now, p, expect_len);
+            if self.plan.mode == Mode::Echo && self.sending_allowed() {
+                self.send_message(io, id, c, now, now);
+            }
+        }
+        for ts in pongs {
+            if let Some(pos) = c.pending.iter().position(|p| p.sent_us == ts) {
+                let p = c.pending.remove(pos).expect("position is in range");
+                if p.measured {
+                    self.measured.counts.pongs_received += 1;
+                }
+                self.on_reply(now, p, 0);
+            }
+        }
+        if let Some(payload) = server_ping {
+            let mask = self.mask();
+            let _ = io.send(
+                id,
+                codec::encode_frame(OpCode::Control(Control::Pong), true, &payload, mask),
+            );
+        }
+        if let Err(e) = result {
+            log::debug!("protocol error from server: {e}");
+            self.measured.counts.protocol_errors += 1;
+            io.close(id, CloseMode::Abort);
+        } else if let Some(code) = server_close {
+            // The server closed first: answer, and the connection counts as dropped in on_closed.
+            log::debug!("server closed connection with {code:?}");
+            let mask = self.mask();
+            let _ = io.send(id, codec::encode_close(code.unwrap_or(1000), "", mask));
+            io.close(id, CloseMode::Graceful);
+        }
+    }
+
+    fn publish(&mut self, now: u64, force: bool) {
+        if !force && now < self.next_publish_us {
+            return;
+        }
+        self.next_publish_us = now + 1_000_000;
+        let mut p = self.progress.lock().expect("progress lock");
+        p.phase = self.phase;
+        p.conns_up = self.conns_up;
+        p.counts = self.measured.counts.clone();
+        // The reader takes the interval histogram and leaves an empty one.
+        p.interval.add(&self.interval).expect("same bounds");
+        self.interval.reset();
+    }
+
+    /// Messages still waiting when a connection ends or the run ends.
+    fn settle_pending(&mut self, c: &mut Conn, connection_died: bool) {
+        for p in c.pending.drain(..) {
+            if p.measured {
+                if connection_died {
+                    self.measured.counts.msgs_lost += 1;
+                } else {
+                    self.measured.counts.msgs_timed_out += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Handler for BenchHandler {
+    type Conn = Conn;
+
+    fn on_open(&mut self, io: &mut Io, id: ConnId, _: Origin) -> Conn {
+        let key = tungstenite::handshake::client::generate_key();
+        let url_index = self
+            .connect_started
+            .get(id.index())
+            .map_or(0, |s| s.1 as usize);
+        let host = &self.plan.urls[url_index];
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            host.path, host.host
+        );
+        let _ = io.send(id, Bytes::from(req));
+        Conn {
+            state: State::Handshake {
+                key,
+                head: Vec::new(),
+            },
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn on_data(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
+        match c.state {
+            State::Handshake { .. } => self.on_handshake(io, id, c, data),
+            State::Open(_) => self.on_frames(io, id, c, data),
+            State::Closing => {}
+        }
+    }
+
+    fn on_peer_eof(&mut self, io: &mut Io, id: ConnId, _: &mut Conn) {
+        io.close(id, CloseMode::Graceful);
+    }
+
+    fn on_deadline(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
+        match c.state {
+            State::Handshake { .. } => self.fail_handshake(io, id, |k| k.fail_timeout += 1),
+            State::Open(_) | State::Closing => io.close(id, CloseMode::Abort),
+        }
+    }
+
+    fn on_closed(&mut self, _: &mut Io, _: ConnId, mut c: Conn, cause: CloseCause) {
+        match c.state {
+            State::Handshake { .. } => {
+                // Closed before the 101 (the handshake paths above count their own failures).
+                if !matches!(cause, CloseCause::Aborted) {
+                    self.measured.counts.fail_reset += 1;
+                    self.unresolved -= 1;
+                }
+            }
+            State::Open(_) => {
+                self.conns_up -= 1;
+                self.measured.counts.conn_dropped += 1;
+                self.settle_pending(&mut c, true);
+            }
+            State::Closing => {
+                self.conns_up -= 1;
+            }
+        }
+    }
+
+    fn on_connect_failed(&mut self, _: &mut Io, _: ConnId, errno: i32) {
+        self.measured.counts.connect_failed(errno);
+        self.unresolved -= 1;
+    }
+
+    fn on_shutdown(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
+        if let State::Open(_) = c.state {
+            self.measured.counts.conn_up_at_end += 1;
+            self.settle_pending(c, false);
+            c.state = State::Closing;
+            let mask = self.mask();
+            let _ = io.send(id, codec::encode_close(1000, "", mask));
+            io.close(id, CloseMode::Graceful);
+        } else {
+            io.close(id, CloseMode::Abort);
+        }
+    }
+
+    fn on_tick(&mut self, io: &mut Io) {
+        let now = self.plan.now_us();
+        self.advance_phase(now);
+        if self.phase == Phase::Ramp {
+            self.open_due_connections(io, now);
+        }
+        self.publish(now, false);
+    }
+
+    fn on_schedule(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
+        let now = self.plan.now_us();
+        while let Some(&Reverse((due, id))) = self.schedule.peek() {
+            if due > now {
+                break;
+            }
+            self.schedule.pop();
+            if !self.sending_allowed() {
+                self.schedule.clear();
+                break;
+            }
+            let Some(c) = conns.get_mut(io, id) else {
+                continue;
+            };
+            if !matches!(c.state, State::Open(_)) {
+                continue;
+            }
+            if self.plan.mode == Mode::Ping {
+                self.send_ping(io, id, c, now);
+            } else {
+                self.send_message(io, id, c, due, now);
+            }
+            self.schedule
+                .push(Reverse((due + self.plan.interval_us, id)));
+        }
+    }
+
+    fn poll_timeout(&self, _: &Io) -> Option<Duration> {
+        let now = self.plan.now_us();
+        let next_conn = (self.phase == Phase::Ramp && self.next_conn < self.plan.connections)
+            .then(|| (self.next_conn as f64 * self.plan.connect_interval_us) as u64);
+        let next_send = self.schedule.peek().map(|Reverse((due, _))| *due);
+        let next = [next_conn, next_send].into_iter().flatten().min()?;
+        Some(Duration::from_micros(next.saturating_sub(now)))
+    }
+}

@@ -1,0 +1,703 @@
+//! Scenarios: what load to generate, read from TOML.
+//!
+//! Any numeric key given as a list expands into a matrix: the cartesian
+//! product of all lists, run cell by cell in order (the first list varies
+//! slowest). `--set key=value` overrides a key before expansion. Unknown
+//! keys and bad values fail with the key's name.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+use crate::target_url;
+
+/// Why a scenario cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type or an unknown key (toml's message names it).
+    #[error("invalid scenario {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What toml said.
+        message: String,
+    },
+    /// A value that parsed but cannot be used.
+    #[error("invalid scenario: `{key}` {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `load.in_flight`.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A `--set` argument that is not `key=value`.
+    #[error("invalid --set {arg:?}: {problem}")]
+    Set {
+        /// The argument as given.
+        arg: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// One run's parameters (one matrix cell).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name used in reports and the default output directory (defaults to the file stem).
+    #[serde(default)]
+    pub name: String,
+    /// Free text for the report.
+    #[serde(default)]
+    pub description: String,
+    /// What to load.
+    pub target: Target,
+    /// How to load it.
+    pub load: Load,
+    /// How the client itself runs.
+    #[serde(default)]
+    pub client: ClientOpts,
+    /// Pass/fail criteria; any failing one makes the exit status 1.
+    #[serde(default)]
+    pub thresholds: Thresholds,
+}
+
+/// `[target]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `ws://` URLs; connections are spread over them round-robin.
+    pub urls: Vec<String>,
+    /// Replaces the path of every URL (e.g. to point one scenario at `/echo`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The server's Prometheus endpoint; `process_cpu_seconds_total` and
+    /// `process_resident_memory_bytes` are sampled before and after.
+    #[serde(default)]
+    pub metrics_url: Option<String>,
+    /// The server's PID (same machine); CPU and RSS are read from /proc.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+/// What each connection does once open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Ramp up, hold, report handshake latency and how many stayed up.
+    ConnectOnly,
+    /// Closed loop: `in_flight` messages outstanding per connection, RTT per message.
+    Echo,
+    /// Open loop at `rate` messages per second per connection; latency from
+    /// the scheduled send time (coordinated-omission corrected) and raw.
+    Rate,
+    /// Heartbeat pings every `ping_interval_ms`; pong RTT and ratio.
+    Ping,
+}
+
+impl Mode {
+    /// The name used in scenario files and reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::ConnectOnly => "connect-only",
+            Mode::Echo => "echo",
+            Mode::Rate => "rate",
+            Mode::Ping => "ping",
+        }
+    }
+}
+
+/// Text or binary messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    /// Opcode 1; the payload is ASCII.
+    Text,
+    /// Opcode 2.
+    Binary,
+}
+
+/// `[load]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Load {
+    /// What connections do.
+    pub mode: Mode,
+    /// Connections to open.
+    pub connections: u64,
+    /// New connections per second; 0 = as fast as the machine goes.
+    pub connect_rate: f64,
+    /// Alternative to `connect_rate`: open all connections evenly over this many seconds.
+    pub ramp_secs: f64,
+    /// After the ramp, seconds of traffic that are not measured.
+    pub warmup_secs: f64,
+    /// Seconds measured (connect-only: seconds the connections are held).
+    pub duration_secs: f64,
+    /// After the measured window, seconds to wait for outstanding replies.
+    pub cooldown_secs: f64,
+    /// Payload bytes per message.
+    pub message_size: u64,
+    /// Text or binary.
+    pub message_kind: MessageKind,
+    /// Echo mode: messages outstanding per connection.
+    pub in_flight: u64,
+    /// Rate mode: messages per second per connection.
+    pub rate: f64,
+    /// Ping mode: milliseconds between pings per connection.
+    pub ping_interval_ms: f64,
+    /// A reply not received within this many milliseconds counts as timed out.
+    pub message_timeout_ms: u64,
+    /// TCP connect plus HTTP upgrade must finish within this many milliseconds.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Echo,
+            connections: 100,
+            connect_rate: 0.0,
+            ramp_secs: 0.0,
+            warmup_secs: 1.0,
+            duration_secs: 10.0,
+            cooldown_secs: 1.0,
+            message_size: 100,
+            message_kind: MessageKind::Binary,
+            in_flight: 1,
+            rate: 1.0,
+            ping_interval_ms: 1000.0,
+            message_timeout_ms: 5000,
+            handshake_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[client]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientOpts {
+    /// Worker threads per process, each with its own ring.
+    pub workers: u64,
+    /// CPUs to pin workers to (worker i → cpus[i % len]); empty = no pinning.
+    pub cpus: Vec<usize>,
+    /// Source addresses to bind, round-robin (each has its own ~28k ephemeral ports).
+    pub source_addrs: Vec<IpAddr>,
+    /// Or a CIDR inside 127.0.0.0/8 whose addresses are used round-robin.
+    pub source_cidr: Option<String>,
+    /// Connections per process; larger runs are spread over child processes
+    /// (the open-files limit is per process) and their histograms merged.
+    pub max_conns_per_process: u64,
+    /// io_uring submission queue entries per worker.
+    pub ring_entries: u32,
+    /// Provided receive buffers per worker (power of two).
+    pub recv_buffers: u32,
+    /// Bytes per receive buffer.
+    pub recv_buffer_size: u32,
+}
+
+impl Default for ClientOpts {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            cpus: Vec::new(),
+            source_addrs: Vec::new(),
+            source_cidr: None,
+            max_conns_per_process: 15_000,
+            ring_entries: 4096,
+            recv_buffers: 4096,
+            recv_buffer_size: 16 * 1024,
+        }
+    }
+}
+
+/// `[thresholds]`: all optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// Highest acceptable p99 latency (echo/rate: corrected message latency;
+    /// ping: pong RTT; connect-only: handshake latency), milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Lowest acceptable success rate, 0..=1 (messages answered / sent; connect-only: connections up / attempted).
+    pub min_success_rate: Option<f64>,
+    /// Lowest acceptable throughput, transactions (answered messages) per second.
+    pub min_tps: Option<f64>,
+}
+
+/// Keys whose list values are lists, not matrix dimensions.
+const LIST_KEYS: &[&str] = &["target.urls", "client.cpus", "client.source_addrs"];
+
+/// One cell of the matrix.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Position in run order, from 0.
+    pub index: usize,
+    /// The values of the varied keys for this cell, as `(dotted key, value)`.
+    pub params: Vec<(String, String)>,
+    /// The scenario with every list replaced by this cell's value.
+    pub scenario: Scenario,
+}
+
+/// A scenario file after overrides, with its matrix expanded.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    /// Scenario name.
+    pub name: String,
+    /// The varied keys, in expansion order.
+    pub varied: Vec<String>,
+    /// The cells, in run order.
+    pub cells: Vec<Cell>,
+}
+
+/// Reads a scenario file, applies `--set` overrides and expands the matrix.
+pub fn load(path: &Path, sets: &[String]) -> Result<Matrix, ScenarioError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("scenario");
+    parse(&text, &origin, stem, sets)
+}
+
+/// Parses scenario text; `origin` names it in errors and `default_name` is
+/// used when the file has no `name`.
+pub fn parse(
+    text: &str,
+    origin: &str,
+    default_name: &str,
+    sets: &[String],
+) -> Result<Matrix, ScenarioError> {
+    let mut table: Table = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+        path: origin.to_string(),
+        message: e.to_string(),
+    })?;
+    for arg in sets {
+        apply_set(&mut table, arg)?;
+    }
+    let mut dims = Vec::new();
+    find_dimensions(&table, "", &mut dims)?;
+    let mut cells = Vec::new();
+    let total: usize = dims
+        .iter()
+        .map(|(_, v): &(String, Vec<Value>)| v.len())
+        .product();
+    for index in 0..total {
+        let mut cell_table = table.clone();
+        let mut params = Vec::new();
+        let mut rem = index;
+        // The first dimension varies slowest.
+        let mut picks = vec![0; dims.len()];
+        for (d, (_, values)) in dims.iter().enumerate().rev() {
+            picks[d] = rem % values.len();
+            rem /= values.len();
+        }
+        for (d, (key, values)) in dims.iter().enumerate() {
+            let v = values[picks[d]].clone();
+            params.push((key.clone(), v.to_string()));
+            set_path(&mut cell_table, key, v);
+        }
+        let mut scenario: Scenario =
+            Value::Table(cell_table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ScenarioError::Parse {
+                    path: origin.to_string(),
+                    message: e.to_string(),
+                })?;
+        if scenario.name.is_empty() {
+            scenario.name = default_name.to_string();
+        }
+        validate(&scenario)?;
+        cells.push(Cell {
+            index,
+            params,
+            scenario,
+        });
+    }
+    let name = cells
+        .first()
+        .map_or_else(|| default_name.to_string(), |c| c.scenario.name.clone());
+    Ok(Matrix {
+        name,
+        varied: dims.into_iter().map(|(k, _)| k).collect(),
+        cells,
+    })
+}
+
+fn apply_set(table: &mut Table, arg: &str) -> Result<(), ScenarioError> {
+    let set_err = |problem: &str| ScenarioError::Set {
+        arg: arg.to_string(),
+        problem: problem.to_string(),
+    };
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| set_err("expected key=value"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(set_err("expected a dotted key such as load.connections"));
+    }
+    // A TOML value if it parses as one (numbers, lists, booleans, quoted
+    // strings), otherwise the raw text as a string (URLs, modes).
+    let value = toml::from_str::<Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_string()));
+    set_path(table, key, value);
+    Ok(())
+}
+
+fn set_path(table: &mut Table, key: &str, value: Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut t = table;
+    for p in parts {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        t = entry.as_table_mut().expect("just made a table");
+    }
+    t.insert(last.to_string(), value);
+}
+
+fn find_dimensions(
+    table: &Table,
+    prefix: &str,
+    dims: &mut Vec<(String, Vec<Value>)>,
+) -> Result<(), ScenarioError> {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Table(t) => find_dimensions(t, &key, dims)?,
+            Value::Array(items) if !LIST_KEYS.contains(&key.as_str()) => {
+                if items.is_empty() {
+                    return Err(invalid(
+                        &key,
+                        "is an empty list (a list expands into a matrix; give at least one value)",
+                    ));
+                }
+                if !items.iter().all(|i| i.is_integer() || i.is_float()) {
+                    return Err(invalid(
+                        &key,
+                        "only numeric keys may be given as a list (matrix)",
+                    ));
+                }
+                dims.push((key, items.clone()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks values and their relations; the error names the key.
+pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
+    if s.target.urls.is_empty() {
+        return Err(invalid("target.urls", "needs at least one ws:// URL"));
+    }
+    for u in &s.target.urls {
+        target_url::parse(u).map_err(|e| invalid("target.urls", format!("{u:?}: {e}")))?;
+    }
+    if let Some(p) = &s.target.path {
+        if !p.starts_with('/') {
+            return Err(invalid("target.path", "must start with '/'"));
+        }
+    }
+    if let Some(m) = &s.target.metrics_url {
+        if !m.starts_with("http://") {
+            return Err(invalid("target.metrics_url", "must be an http:// URL"));
+        }
+    }
+    let l = &s.load;
+    let positive = |key: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(invalid(key, format!("must be > 0, got {v}")))
+        }
+    };
+    let non_negative = |key: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(invalid(key, format!("must be >= 0, got {v}")))
+        }
+    };
+    if l.connections == 0 {
+        return Err(invalid("load.connections", "must be at least 1"));
+    }
+    non_negative("load.connect_rate", l.connect_rate)?;
+    non_negative("load.ramp_secs", l.ramp_secs)?;
+    if l.connect_rate > 0.0 && l.ramp_secs > 0.0 {
+        return Err(invalid(
+            "load.ramp_secs",
+            "set either load.connect_rate or load.ramp_secs, not both",
+        ));
+    }
+    non_negative("load.warmup_secs", l.warmup_secs)?;
+    positive("load.duration_secs", l.duration_secs)?;
+    non_negative("load.cooldown_secs", l.cooldown_secs)?;
+    if l.message_size > 64 << 20 {
+        return Err(invalid("load.message_size", "must be at most 64 MiB"));
+    }
+    if l.in_flight == 0 || l.in_flight > 1024 {
+        return Err(invalid("load.in_flight", "must be from 1 to 1024"));
+    }
+    match l.mode {
+        Mode::Rate => positive("load.rate", l.rate)?,
+        Mode::Ping => positive("load.ping_interval_ms", l.ping_interval_ms)?,
+        Mode::ConnectOnly | Mode::Echo => {}
+    }
+    if l.message_timeout_ms == 0 {
+        return Err(invalid("load.message_timeout_ms", "must be at least 1"));
+    }
+    if l.handshake_timeout_ms == 0 {
+        return Err(invalid("load.handshake_timeout_ms", "must be at least 1"));
+    }
+    let c = &s.client;
+    if c.workers == 0 || c.workers > 256 {
+        return Err(invalid("client.workers", "must be from 1 to 256"));
+    }
+    if c.max_conns_per_process == 0 {
+        return Err(invalid(
+            "client.max_conns_per_process",
+            "must be at least 1",
+        ));
+    }
+    if !c.recv_buffers.is_power_of_two() || c.recv_buffers > 32768 {
+        return Err(invalid(
+            "client.recv_buffers",
+            "must be a power of two up to 32768",
+        ));
+    }
+    if !(256..=(1 << 20)).contains(&c.recv_buffer_size) {
+        return Err(invalid(
+            "client.recv_buffer_size",
+            "must be from 256 to 1048576",
+        ));
+    }
+    if !c.ring_entries.is_power_of_two() || !(8..=32768).contains(&c.ring_entries) {
+        return Err(invalid(
+            "client.ring_entries",
+            "must be a power of two from 8 to 32768",
+        ));
+    }
+    if let Some(cidr) = &c.source_cidr {
+        if !c.source_addrs.is_empty() {
+            return Err(invalid(
+                "client.source_cidr",
+                "set either client.source_addrs or client.source_cidr, not both",
+            ));
+        }
+        expand_cidr(cidr).map_err(|e| invalid("client.source_cidr", e))?;
+    }
+    let t = &s.thresholds;
+    if let Some(p) = t.p99_ms {
+        positive("thresholds.p99_ms", p)?;
+    }
+    if let Some(r) = t.min_success_rate {
+        if !(0.0..=1.0).contains(&r) {
+            return Err(invalid(
+                "thresholds.min_success_rate",
+                "must be between 0 and 1",
+            ));
+        }
+    }
+    if let Some(tps) = t.min_tps {
+        non_negative("thresholds.min_tps", tps)?;
+    }
+    Ok(())
+}
+
+/// The addresses of a CIDR inside 127.0.0.0/8 (network and broadcast
+/// addresses excluded for prefixes shorter than /31).
+pub fn expand_cidr(cidr: &str) -> Result<Vec<IpAddr>, String> {
+    let (addr, bits) = cidr.split_once('/').ok_or("expected a.b.c.d/prefix")?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let bits: u32 = bits
+        .parse()
+        .map_err(|_| format!("{bits:?} is not a prefix length"))?;
+    if !(8..=32).contains(&bits) {
+        return Err("prefix must be from /8 to /32".into());
+    }
+    if addr.octets()[0] != 127 {
+        return Err("must lie inside 127.0.0.0/8 (load tests stay on loopback)".into());
+    }
+    let mask = if bits == 32 {
+        u32::MAX
+    } else {
+        !(u32::MAX >> bits)
+    };
+    let base = u32::from(addr) & mask;
+    let size = 1u64 << (32 - bits);
+    let (first, count) = if size > 2 {
+        (base + 1, size - 2)
+    } else {
+        (base, size)
+    };
+    Ok((0..count.min(1 << 16))
+        .map(|i| IpAddr::V4(Ipv4Addr::from(first + i as u32)))
+        .collect())
+}
+
+impl Scenario {
+    /// Source addresses to bind, from `source_addrs` or `source_cidr` (empty = let the kernel pick).
+    pub fn source_addrs(&self) -> Vec<IpAddr> {
+        match &self.client.source_cidr {
+            Some(c) => expand_cidr(c).unwrap_or_default(),
+            None => self.client.source_addrs.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[target]\nurls = [\"ws://127.0.0.1:9/echo\"]\n[load]\nmode = \"echo\"\n";
+
+    fn parse_ok(extra: &str, sets: &[&str]) -> Matrix {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        parse(&format!("{BASE}{extra}"), "t.toml", "t", &sets).unwrap()
+    }
+
+    fn parse_err(extra: &str, sets: &[&str]) -> String {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        parse(&format!("{BASE}{extra}"), "t.toml", "t", &sets)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn single_cell_without_lists() {
+        let m = parse_ok("connections = 7\n", &[]);
+        assert_eq!(m.cells.len(), 1);
+        assert!(m.varied.is_empty());
+        assert_eq!(m.cells[0].scenario.load.connections, 7);
+        assert_eq!(m.name, "t");
+    }
+
+    #[test]
+    fn lists_expand_into_the_cartesian_product_first_key_slowest() {
+        let m = parse_ok("connections = [10, 20]\nmessage_size = [1, 2, 3]\n", &[]);
+        assert_eq!(m.varied, vec!["load.connections", "load.message_size"]);
+        let got: Vec<(u64, u64)> = m
+            .cells
+            .iter()
+            .map(|c| (c.scenario.load.connections, c.scenario.load.message_size))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(10, 1), (10, 2), (10, 3), (20, 1), (20, 2), (20, 3)]
+        );
+        assert_eq!(
+            m.cells[4].params,
+            vec![
+                ("load.connections".into(), "20".into()),
+                ("load.message_size".into(), "2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn url_and_cpu_lists_are_not_dimensions() {
+        let m = parse_ok("[client]\ncpus = [1, 0]\n", &[]);
+        assert_eq!(m.cells.len(), 1);
+        assert_eq!(m.cells[0].scenario.client.cpus, vec![1, 0]);
+    }
+
+    #[test]
+    fn set_overrides_scalars_lists_and_strings() {
+        let m = parse_ok(
+            "connections = 5\n",
+            &[
+                "load.connections=[1,2]",
+                "load.mode=rate",
+                "thresholds.p99_ms=2.5",
+            ],
+        );
+        assert_eq!(m.cells.len(), 2);
+        assert_eq!(m.cells[0].scenario.load.mode, Mode::Rate);
+        assert_eq!(m.cells[1].scenario.thresholds.p99_ms, Some(2.5));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (extra, sets, key) in [
+            ("conections = 5\n", vec![], "conections"),
+            ("connections = 0\n", vec![], "load.connections"),
+            ("in_flight = 0\n", vec![], "load.in_flight"),
+            ("rate = 0\n", vec!["load.mode=rate"], "load.rate"),
+            (
+                "connect_rate = 10\nramp_secs = 5\n",
+                vec![],
+                "load.ramp_secs",
+            ),
+            ("duration_secs = [1, \"x\"]\n", vec![], "load.duration_secs"),
+            ("connections = []\n", vec![], "load.connections"),
+            (
+                "[client]\nsource_cidr = \"10.0.0.0/24\"\n",
+                vec![],
+                "client.source_cidr",
+            ),
+            (
+                "[client]\nrecv_buffers = 100\n",
+                vec![],
+                "client.recv_buffers",
+            ),
+            (
+                "[thresholds]\nmin_success_rate = 2\n",
+                vec![],
+                "thresholds.min_success_rate",
+            ),
+            ("", vec!["target.urls=[\"wss://x/\"]"], "target.urls"),
+            ("", vec!["load.mode=fast"], "mode"),
+        ] {
+            let e = parse_err(extra, &sets);
+            assert!(e.contains(key), "{extra:?} {sets:?} -> {e}");
+        }
+        assert!(parse_err("", &["noequals"]).contains("key=value"));
+    }
+
+    #[test]
+    fn cidr_expansion_stays_on_loopback() {
+        let a = expand_cidr("127.1.0.0/30").unwrap();
+        assert_eq!(
+            a,
+            vec![
+                "127.1.0.1".parse::<IpAddr>().unwrap(),
+                "127.1.0.2".parse().unwrap()
+            ]
+        );
+        assert_eq!(expand_cidr("127.0.0.9/32").unwrap().len(), 1);
+        assert!(expand_cidr("192.168.0.0/24").is_err());
+        assert!(expand_cidr("127.0.0.0/4").is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! What a run measured: counters and latency histograms, mergeable across
+//! workers and processes, and serializable so child processes can hand them
+//! to the parent losslessly.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Latency histograms cover 1 µs to 100 s at 3 significant figures.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Counters of one worker, process or run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// TCP connects started.
+    pub conn_attempted: u64,
+    /// Handshakes completed with a valid 101.
+    pub conn_established: u64,
+    /// Connect refused (ECONNREFUSED).
+    pub fail_refused: u64,
+    /// Connect plus handshake not done within `handshake_timeout_ms`.
+    pub fail_timeout: u64,
+    /// Reset or closed by the peer before the handshake finished.
+    pub fail_reset: u64,
+    /// The server answered with a status other than 101.
+    pub fail_bad_status: u64,
+    /// 101 with a wrong or missing `Sec-WebSocket-Accept`.
+    pub fail_bad_accept: u64,
+    /// Any other connect error (e.g. EADDRNOTAVAIL: out of ephemeral ports).
+    pub fail_other: u64,
+    /// Established connections that the server closed or reset before we did.
+    pub conn_dropped: u64,
+    /// Established connections still up when the run ended.
+    pub conn_up_at_end: u64,
+    /// Messages sent inside the measured window.
+    pub msgs_sent: u64,
+    /// Replies to those received within `message_timeout_ms`.
+    pub msgs_ok: u64,
+    /// Replies later than `message_timeout_ms`, or none by the end on a live connection.
+    pub msgs_timed_out: u64,
+    /// No reply because the connection closed or failed first.
+    pub msgs_lost: u64,
+    /// Rate mode: sends that left more than 1 ms after their scheduled time.
+    pub msgs_late: u64,
+    /// Payload bytes sent in the window.
+    pub bytes_sent: u64,
+    /// Payload bytes received for window messages.
+    pub bytes_received: u64,
+    /// Ping mode: pings sent in the window.
+    pub pings_sent: u64,
+    /// Ping mode: matching pongs received.
+    pub pongs_received: u64,
+    /// Frames from the server that broke the protocol (wrong echo, bad frame).
+    pub protocol_errors: u64,
+    /// Replies received in any phase (warm-up included): the denominator of
+    /// CPU time per message, since the server works on those too.
+    pub replies_all: u64,
+}
+
+impl Counts {
+    /// Adds another set.
+    pub fn merge(&mut self, o: &Counts) {
+        macro_rules! add {
+            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+        }
+        add!(
+            conn_attempted,
+            conn_established,
+            fail_refused,
+            fail_timeout,
+            fail_reset,
+            fail_bad_status,
+            fail_bad_accept,
+            fail_other,
+            conn_dropped,
+            conn_up_at_end,
+            msgs_sent,
+            msgs_ok,
+            msgs_timed_out,
+            msgs_lost,
+            msgs_late,
+            bytes_sent,
+            bytes_received,
+            pings_sent,
+            pongs_received,
+            protocol_errors,
+            replies_all
+        );
+    }
+
+    /// Connections that failed to establish, for any reason.
+    pub fn conn_failed(&self) -> u64 {
+        self.fail_refused
+            + self.fail_timeout
+            + self.fail_reset
+            + self.fail_bad_status
+            + self.fail_bad_accept
+            + self.fail_other
+    }
+
+    /// Records a failed connect by errno.
+    pub fn connect_failed(&mut self, errno: i32) {
+        match errno {
+            libc::ECONNREFUSED => self.fail_refused += 1,
+            libc::ETIMEDOUT => self.fail_timeout += 1,
+            libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => self.fail_reset += 1,
+            _ => self.fail_other += 1,
+        }
+    }
+}
+
+/// Counters plus histograms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurements {
+    /// Counters.
+    pub counts: Counts,
+    /// Connect-to-101 latency, µs.
+    #[serde(with = "hist_serde")]
+    pub handshake: Histogram<u64>,
+    /// Message latency, µs: echo RTT; rate mode from the scheduled send time
+    /// (coordinated-omission corrected); ping mode pong RTT.
+    #[serde(with = "hist_serde")]
+    pub latency: Histogram<u64>,
+    /// Rate mode: latency from the actual send time (uncorrected), µs.
+    #[serde(with = "hist_serde")]
+    pub raw_latency: Histogram<u64>,
+}
+
+impl Default for Measurements {
+    fn default() -> Self {
+        Self {
+            counts: Counts::default(),
+            handshake: new_histogram(),
+            latency: new_histogram(),
+            raw_latency: new_histogram(),
+        }
+    }
+}
+
+impl Measurements {
+    /// Adds another worker's or process's measurements.
+    pub fn merge(&mut self, o: &Measurements) {
+        self.counts.merge(&o.counts);
+        // Same bounds everywhere, so adding cannot fail.
+        self.handshake
+            .add(&o.handshake)
+            .expect("same histogram bounds");
+        self.latency.add(&o.latency).expect("same histogram bounds");
+        self.raw_latency
+            .add(&o.raw_latency)
+            .expect("same histogram bounds");
+    }
+}
+
+/// Latency summary of one histogram, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Samples.
+    pub count: u64,
+    /// Minimum.
+    pub min_ms: f64,
+    /// Mean.
+    pub avg_ms: f64,
+    /// Percentiles.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// Standard deviation.
+    pub stddev_ms: f64,
+}
+
+impl LatencySummary {
+    /// Summarises a µs histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            min_ms: ms(h.min()),
+            avg_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+            stddev_ms: h.stdev() / 1000.0,
+        }
+    }
+}
+
+/// Histograms travel as `[[value, count], ...]` of their recorded buckets:
+/// lossless at the histogram's precision and plain JSON.
+pub mod hist_serde {
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes the recorded buckets.
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(u64, u64)> = h
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        serde::Serialize::serialize(&pairs, s)
+    }
+
+    /// Rebuilds a histogram from its buckets.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let pairs: Vec<(u64, u64)> = Vec::deserialize(d)?;
+        let mut h = super::new_histogram();
+        for (v, n) in pairs {
+            h.record_n(v, n).map_err(serde::de::Error::custom)?;
+        }
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_adds_counts_and_samples() {
+        let mut a = Measurements::default();
+        a.counts.msgs_ok = 3;
+        a.counts.connect_failed(libc::ECONNREFUSED);
+        a.latency.record(100).unwrap();
+        let mut b = Measurements::default();
+        b.counts.msgs_ok = 4;
+        b.counts.connect_failed(libc::ETIMEDOUT);
+        b.counts.connect_failed(libc::EADDRNOTAVAIL);
+        for v in [200, 300, 400] {
+            b.latency.record(v).unwrap();
+        }
+        a.merge(&b);
+        assert_eq!(a.counts.msgs_ok, 7);
+        assert_eq!(a.counts.conn_failed(), 3);
+        assert_eq!(
+            (
+                a.counts.fail_refused,
+                a.counts.fail_timeout,
+                a.counts.fail_other
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(a.latency.len(), 4);
+        assert_eq!(a.latency.max(), 400);
+    }
+
+    #[test]
+    fn histograms_survive_json_round_trip_and_merge_like_the_originals() {
+        let mut m = Measurements::default();
+        for v in 1..5000u64 {
+            m.latency.record(v * 7).unwrap();
+        }
+        m.handshake.record(12_345).unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Measurements = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.latency.len(), m.latency.len());
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            assert_eq!(
+                back.latency.value_at_quantile(q),
+                m.latency.value_at_quantile(q)
+            );
+        }
+        assert_eq!(
+            LatencySummary::of(&back.handshake),
+            LatencySummary::of(&m.handshake)
+        );
+        // Merging a split set equals recording everything in one histogram.
+        let (mut x, mut y, mut all) = (new_histogram(), new_histogram(), new_histogram());
+        for v in 1..1000u64 {
+            if v % 3 == 0 {
+                x.record(v).unwrap()
+            } else {
+                y.record(v).unwrap()
+            }
+            all.record(v).unwrap();
+        }
+        x.add(&y).unwrap();
+        assert_eq!(LatencySummary::of(&x), LatencySummary::of(&all));
+    }
+
+    #[test]
+    fn summary_of_known_values() {
+        let mut h = new_histogram();
+        for v in 1..=100u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let s = LatencySummary::of(&h);
+        assert_eq!(s.count, 100);
+        assert!((s.p50_ms - 50.0).abs() < 0.1, "{s:?}");
+        assert!((s.p99_ms - 99.0).abs() < 0.1, "{s:?}");
+        assert!((s.max_ms - 100.0).abs() < 0.1, "{s:?}");
+        assert_eq!(
+            LatencySummary::of(&new_histogram()),
+            LatencySummary::default()
+        );
+    }
+}
