@@ -3,7 +3,7 @@
 //! Exit status: 0 all thresholds passed, 1 a threshold failed, 2 the
 //! scenario or the run itself failed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(file: &PathBuf, sets: &[String]) -> ExitCode {
+fn validate(file: &Path, sets: &[String]) -> ExitCode {
     match scenario::load(file, sets) {
         Ok(m) => {
             println!(
@@ -118,7 +118,7 @@ fn validate(file: &PathBuf, sets: &[String]) -> ExitCode {
     }
 }
 
-fn run(cli: &Cli, file: &PathBuf, abort: Arc<AtomicBool>) -> ExitCode {
+fn run(cli: &Cli, file: &Path, abort: Arc<AtomicBool>) -> ExitCode {
     let matrix = match scenario::load(file, &cli.sets) {
         Ok(m) => m,
         Err(e) => {
