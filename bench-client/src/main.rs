@@ -52,6 +52,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A CLI piped into `head` should end quietly, not panic on EPIPE. The
+    // engine's socket sends use MSG_NOSIGNAL, so this does not affect them.
+    // SAFETY: installing the default disposition for SIGPIPE at start-up.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     gateway::logger::init(gateway::config::log_level(&cli.log).unwrap_or(log::LevelFilter::Warn));
     raise_nofile_limit();

@@ -627,6 +627,12 @@ mod tests {
     }
 
     #[test]
+    fn matrix_order_follows_the_file() {
+        let m = parse_ok("rate = [1, 2]\nmessage_size = [10, 20]\n", &[]);
+        assert_eq!(m.varied, vec!["load.rate", "load.message_size"]);
+    }
+
+    #[test]
     fn url_and_cpu_lists_are_not_dimensions() {
         let m = parse_ok("[client]\ncpus = [1, 0]\n", &[]);
         assert_eq!(m.cells.len(), 1);

@@ -1,0 +1,310 @@
+//! bench-client end to end: the real binary against a gateway started
+//! in-process on an ephemeral port, and against targets that fail.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway::config::Config;
+use gateway::server;
+
+struct Gateway {
+    running: Option<server::Running>,
+    shutdown: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl Gateway {
+    fn start() -> Option<Gateway> {
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\npin_workers = false\n\
+                    [io]\nrecv_buffers = 256\nrecv_buffer_size = 4096\n[log]\nlevel = \"warn\"\n";
+        let config = Config::parse(text, "test").unwrap();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        match server::start(&config, shutdown.clone()) {
+            Ok(running) => Some(Gateway {
+                addr: running.local_addr,
+                running: Some(running),
+                shutdown,
+            }),
+            Err(e) if e.to_string().contains("io_uring_setup") => {
+                eprintln!("SKIP: io_uring unavailable: {e}");
+                None
+            }
+            Err(e) => panic!("gateway: {e}"),
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(r) = self.running.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/scenarios")
+        .join(name)
+}
+
+fn out_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bench-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn bench(args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-client"))
+        .args(args)
+        .output()
+        .expect("run bench-client");
+    (out, start.elapsed())
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn quick_scenario_against_the_gateway_succeeds_fully() {
+    let Some(gw) = Gateway::start() else { return };
+    let out = out_dir("quick");
+    let url = format!("target.urls=[\"ws://{}/echo\"]", gw.addr);
+    let (o, _) = bench(&[
+        "-q",
+        "--scenario",
+        scenario("quick.toml").to_str().unwrap(),
+        "--set",
+        &url,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s = summary(&out);
+    let cell = &s["cells"][0];
+    assert_eq!(cell["success_rate"], 1.0, "{cell}");
+    assert!(cell["tps"].as_f64().unwrap() > 0.0);
+    assert_eq!(cell["counts"]["conn_established"], 50);
+    assert_eq!(cell["counts"]["msgs_lost"], 0);
+    assert!(cell["latency"]["count"].as_u64().unwrap() > 0);
+    for f in ["results.csv", "report.md"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    assert!(
+        stdout.contains("echo RTT") && stdout.contains("PASS"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_mode_runs_and_a_matrix_writes_plots() {
+    let Some(gw) = Gateway::start() else { return };
+    let url = format!("target.urls=[\"ws://{}/echo\"]", gw.addr);
+    for (mode, extra) in [
+        ("rate", "load.rate=[50,100]"),
+        ("ping", "load.ping_interval_ms=50"),
+        ("connect-only", "load.connections=[10,20]"),
+    ] {
+        let out = out_dir(mode);
+        let (o, _) = bench(&[
+            "-q",
+            "--scenario",
+            scenario("quick.toml").to_str().unwrap(),
+            "--set",
+            &url,
+            "--set",
+            &format!("load.mode={mode}"),
+            "--set",
+            extra,
+            "--set",
+            "load.duration_secs=1",
+            "--set",
+            "thresholds.min_tps=0",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{mode}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let s = summary(&out);
+        for cell in s["cells"].as_array().unwrap() {
+            assert_eq!(cell["success_rate"], 1.0, "{mode}: {cell}");
+        }
+        if mode != "ping" {
+            assert!(
+                out.join("throughput.svg").exists() && out.join("p99.svg").exists(),
+                "{mode}: plots for a matrix"
+            );
+        }
+        if mode == "rate" {
+            let raw = &s["cells"][1]["raw_latency"];
+            assert!(
+                raw["count"].as_u64().unwrap() > 0,
+                "rate mode reports raw latency"
+            );
+        }
+    }
+}
+
+#[test]
+fn connections_past_the_process_cap_are_spread_and_merged() {
+    let Some(gw) = Gateway::start() else { return };
+    let out = out_dir("multi");
+    let url = format!("target.urls=[\"ws://{}/echo\"]", gw.addr);
+    let (o, _) = bench(&[
+        "-q",
+        "--scenario",
+        scenario("quick.toml").to_str().unwrap(),
+        "--set",
+        &url,
+        "--set",
+        "load.connections=30",
+        "--set",
+        "client.max_conns_per_process=8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cell = &summary(&out)["cells"][0];
+    assert_eq!(cell["processes"], 4);
+    assert_eq!(cell["counts"]["conn_established"], 30);
+    assert_eq!(cell["counts"]["conn_up_at_end"], 30);
+    let (sent, ok) = (
+        cell["counts"]["msgs_sent"].as_u64().unwrap(),
+        cell["counts"]["msgs_ok"].as_u64().unwrap(),
+    );
+    assert!(sent > 0 && sent == ok, "merged counts: sent {sent} ok {ok}");
+    assert_eq!(
+        cell["latency"]["count"].as_u64().unwrap(),
+        ok,
+        "merged histogram holds every sample"
+    );
+}
+
+#[test]
+fn a_dead_target_yields_refused_connections_not_a_hang() {
+    // A port nobody listens on: bind, note it, close.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = out_dir("dead");
+    let (o, took) = bench(&[
+        "-q",
+        "--scenario",
+        scenario("quick.toml").to_str().unwrap(),
+        "--set",
+        &format!("target.urls=[\"ws://127.0.0.1:{port}/echo\"]"),
+        "--set",
+        "load.connections=20",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "thresholds fail: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let c = &summary(&out)["cells"][0]["counts"];
+    assert_eq!(c["fail_refused"], 20, "{c}");
+    assert_eq!(c["conn_established"], 0);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("refused 20"));
+}
+
+#[test]
+fn a_silent_target_yields_handshake_timeouts() {
+    // Accepts TCP (the kernel does, into the backlog) but never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = out_dir("silent");
+    let (o, took) = bench(&[
+        "-q",
+        "--scenario",
+        scenario("quick.toml").to_str().unwrap(),
+        "--set",
+        &format!("target.urls=[\"ws://127.0.0.1:{port}/echo\"]"),
+        "--set",
+        "load.connections=10",
+        "--set",
+        "load.handshake_timeout_ms=300",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    drop(listener);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let c = &summary(&out)["cells"][0]["counts"];
+    assert_eq!(c["fail_timeout"], 10, "{c}");
+}
+
+#[test]
+fn a_non_websocket_server_yields_bad_status() {
+    // Answers every request with a 404, like a plain web server.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let mut s = s;
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                std::thread::sleep(Duration::from_millis(200));
+            });
+        }
+    });
+    let out = out_dir("404");
+    let (o, _) = bench(&[
+        "-q",
+        "--scenario",
+        scenario("quick.toml").to_str().unwrap(),
+        "--set",
+        &format!("target.urls=[\"ws://127.0.0.1:{port}/echo\"]"),
+        "--set",
+        "load.connections=5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(summary(&out)["cells"][0]["counts"]["fail_bad_status"], 5);
+}
+
+#[test]
+fn bad_scenarios_exit_2_naming_the_key() {
+    let dir = out_dir("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "[target]\nurls = [\"ws://127.0.0.1:1/\"]\n[load]\nin_flight = 0\n",
+    )
+    .unwrap();
+    let (o, _) = bench(&["--scenario", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("load.in_flight"));
+    let (o, _) = bench(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let (o, _) = bench(&["validate", scenario("seed000.toml").to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("12 cell(s)"));
+}
