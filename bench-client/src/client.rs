@@ -141,10 +141,33 @@ impl Plan {
         })
     }
 
+    /// Decides whether a message from the server answers one of ours.
+    ///
+    /// This is the seam for gateway-protocol modes: echo expects its own
+    /// payload back; an `ack` mode would parse the gateway's ack (and match
+    /// it by id instead of by order), a `subscribe` mode would read the
+    /// publish timestamp carried in a broadcast. Everything else — pending
+    /// bookkeeping, timeouts, windows, histograms — stays as it is.
+    pub fn classify(&self, kind: MessageKind, payload: &[u8]) -> Reply {
+        match self.mode {
+            Mode::Echo | Mode::Rate if kind == self.kind && payload.len() == self.payload.len() => Reply::Answer,
+            _ => Reply::Unexpected,
+        }
+    }
+
     /// µs since the epoch.
     pub fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
+}
+
+/// What a server message means for the workload (see [`Plan::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Answers the oldest outstanding message.
+    Answer,
+    /// Not something this mode expects: counted as a protocol error.
+    Unexpected,
 }
 
 /// Where a worker is in the run.
@@ -510,15 +533,17 @@ impl BenchHandler {
         };
         let now = self.plan.now_us();
         let expect_len = self.plan.payload.len();
-        let expect_kind = self.plan.kind;
+        let plan = &self.plan;
         let mut replies = 0usize;
         let mut pongs: Vec<u64> = Vec::new();
         let mut server_ping: Option<Vec<u8>> = None;
         let mut server_close: Option<Option<u16>> = None;
         let mut bad = 0u64;
         let result = codec.feed(data, &mut |ev| match ev {
-            Event::Message(kind, p) if kind == expect_kind && p.len() == expect_len => replies += 1,
-            Event::Message(..) => bad += 1,
+            Event::Message(kind, p) => match plan.classify(kind, p) {
+                Reply::Answer => replies += 1,
+                Reply::Unexpected => bad += 1,
+            },
             Event::Pong(p) => match <[u8; 8]>::try_from(p) {
                 Ok(ts) => pongs.push(u64::from_be_bytes(ts)),
                 Err(_) => bad += 1,
