@@ -150,7 +150,9 @@ impl Plan {
     /// bookkeeping, timeouts, windows, histograms — stays as it is.
     pub fn classify(&self, kind: MessageKind, payload: &[u8]) -> Reply {
         match self.mode {
-            Mode::Echo | Mode::Rate if kind == self.kind && payload.len() == self.payload.len() => Reply::Answer,
+            Mode::Echo | Mode::Rate if kind == self.kind && payload.len() == self.payload.len() => {
+                Reply::Answer
+            }
             _ => Reply::Unexpected,
         }
     }

@@ -54,6 +54,8 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Admin listener and metrics.
+    pub admin: AdminConfig,
 }
 
 /// `[server]`: where to listen and how many workers.
@@ -187,6 +189,41 @@ impl Default for TimeoutsConfig {
     }
 }
 
+/// `[admin]`: the admin HTTP listener (`GET /metrics`) and metrics collection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener, served by worker 0's ring; absent = none.
+    /// Keep it off the public interface: it is unauthenticated.
+    pub listen: Option<SocketAddr>,
+    /// Collect metrics. `false` (or no `listen`) skips all metric work: no
+    /// recorder, no publishing, no per-message latency bookkeeping; the admin
+    /// listener then answers `/metrics` with 404. For measuring the cost of
+    /// metrics, and for setups that do not scrape.
+    pub metrics: bool,
+    /// How often each worker copies its counters into the recorder (ms).
+    /// A scrape sees values at most this old (worker 0's are always fresh).
+    pub publish_ms: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            metrics: true,
+            publish_ms: 1000,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Whether metrics are collected: an admin listener exists to serve them
+    /// and `metrics` is on.
+    pub fn metrics_enabled(&self) -> bool {
+        self.listen.is_some() && self.metrics
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -315,6 +352,24 @@ impl Config {
                 ),
             );
         }
+        let admin = &self.admin;
+        if !(10..=60_000).contains(&admin.publish_ms) {
+            return bad("admin.publish_ms", "must be from 10 to 60000");
+        }
+        if let Some(addr) = admin.listen {
+            let server = self.server.listen;
+            if addr.port() != 0
+                && addr.port() == server.port()
+                && (addr.ip() == server.ip()
+                    || addr.ip().is_unspecified()
+                    || server.ip().is_unspecified())
+            {
+                return bad(
+                    "admin.listen",
+                    format!("({addr}) must differ from server.listen ({server})"),
+                );
+            }
+        }
         if log_level(&self.log.level).is_none() {
             return bad(
                 "log.level",
@@ -362,6 +417,27 @@ mod tests {
         let c = Config::parse("", "t.toml").unwrap();
         assert_eq!(c.websocket.echo_path, "/echo");
         assert_eq!(c.io.recv_buffers, 4096);
+        assert_eq!(c.admin.listen, None, "no admin listener unless configured");
+        assert!(!c.admin.metrics_enabled());
+    }
+
+    #[test]
+    fn admin_section() {
+        let c = Config::parse(
+            "[admin]\nlisten = \"127.0.0.1:9100\"\npublish_ms = 250\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.admin.listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(c.admin.metrics_enabled());
+        assert_eq!(c.admin.publish_ms, 250);
+        let off =
+            Config::parse("[admin]\nlisten = \"127.0.0.1:0\"\nmetrics = false\n", "t").unwrap();
+        assert!(!off.admin.metrics_enabled());
+        // check-config prints the admin section back in a form that parses.
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("[admin]"), "{text}");
+        Config::parse(&text, "printed").unwrap();
     }
 
     #[test]
@@ -399,6 +475,12 @@ mod tests {
             ),
             ("[timeouts]\nclose_ms = 0\n", "timeouts.close_ms"),
             ("[log]\nlevel = \"loud\"\n", "log.level"),
+            ("[admin]\npublish_ms = 5\n", "admin.publish_ms"),
+            (
+                "[server]\nlisten = \"0.0.0.0:80\"\n[admin]\nlisten = \"127.0.0.1:80\"\n",
+                "admin.listen",
+            ),
+            ("[admin]\nlisten = \"nowhere\"\n", "listen"),
         ] {
             let e = err(text);
             assert!(e.contains(key), "{text:?} -> {e}");

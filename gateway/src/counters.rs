@@ -1,8 +1,11 @@
 //! Gateway counters, one set per worker: plain integers bumped on the worker
-//! thread, summed at exit and published as metrics (never a shared atomic
-//! per message).
+//! thread, published to the metrics recorder periodically
+//! ([`crate::telemetry`]) and summed at exit (never a shared atomic per
+//! message).
 
 use std::fmt::Write as _;
+
+use crate::proto::codec::FrameCounts;
 
 /// Why a connection ended, from the gateway's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,15 @@ pub const STATUSES: [u16; 9] = [101, 200, 400, 403, 404, 408, 426, 431, 503];
 /// without a code; the last entry collects every other code.
 pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 0, u16::MAX];
 
+/// The metric label for `CLOSE_CODES[i]`: the code, `none` for a close frame
+/// without one, `other` for the catch-all.
+pub fn close_code_label(i: usize) -> &'static str {
+    const LABELS: [&str; CLOSE_CODES.len()] = [
+        "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "none", "other",
+    ];
+    LABELS[i]
+}
+
 /// Counters of one worker.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -78,6 +90,10 @@ pub struct Counters {
     pub close_received: [u64; CLOSE_CODES.len()],
     /// WebSocket connections that ended without a close frame from the peer (1006).
     pub abnormal_closures: u64,
+    /// WebSocket frames received, by class (counted by the codec).
+    pub frames_in: FrameCounts,
+    /// WebSocket frames sent, by class.
+    pub frames_out: FrameCounts,
 }
 
 fn code_index(code: u16) -> usize {
@@ -110,6 +126,11 @@ impl Counters {
         self.closed[reason as usize] += 1;
     }
 
+    /// Connections accepted and not yet closed.
+    pub fn open(&self) -> u64 {
+        self.accepted.saturating_sub(self.closed.iter().sum())
+    }
+
     /// Count of responses with `status`.
     pub fn http_count(&self, status: u16) -> u64 {
         STATUSES
@@ -136,6 +157,8 @@ impl Counters {
         add(&mut self.close_sent, &o.close_sent);
         add(&mut self.close_received, &o.close_received);
         self.abnormal_closures += o.abnormal_closures;
+        self.frames_in.merge(&o.frames_in);
+        self.frames_out.merge(&o.frames_out);
     }
 
     /// A one-line summary for the exit log.
@@ -164,6 +187,7 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::codec::FrameClass;
 
     #[test]
     fn merge_adds_every_field() {
@@ -173,6 +197,9 @@ mod tests {
         a.close_received(None);
         a.closed(CloseReason::Timeout);
         a.messages_in = 3;
+        a.accepted = 4;
+        a.frames_in.add(FrameClass::Continuation);
+        a.frames_out.add(FrameClass::Pong);
         let mut b = a.clone();
         b.close_sent(4000);
         b.merge(&a);
@@ -186,6 +213,12 @@ mod tests {
         assert_eq!(b.close_received[code_index(0)], 2);
         assert_eq!(b.closed[CloseReason::Timeout as usize], 2);
         assert_eq!(b.messages_in, 6);
+        assert_eq!(b.open(), 6, "8 accepted, 2 closed");
+        assert_eq!(b.frames_in.get(FrameClass::Continuation), 2);
+        assert_eq!(b.frames_out.get(FrameClass::Pong), 2);
+        assert_eq!(close_code_label(code_index(1009)), "1009");
+        assert_eq!(close_code_label(code_index(0)), "none");
+        assert_eq!(close_code_label(code_index(4000)), "other");
         assert!(b.summary().contains("http_404=2"));
     }
 }

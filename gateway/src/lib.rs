@@ -11,3 +11,4 @@ pub mod logger;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod telemetry;

@@ -23,6 +23,9 @@ struct Cli {
     /// Override `server.workers` (0 = one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Override `admin.listen` (the `/metrics` address), e.g. 127.0.0.1:0.
+    #[arg(long)]
+    admin_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -73,6 +76,14 @@ fn main() -> ExitCode {
     if let Some(workers) = cli.workers {
         config.server.workers = workers;
     }
+    if let Some(admin) = cli.admin_listen {
+        config.admin.listen = Some(admin);
+    }
+    // The overrides bypassed validation (e.g. admin.listen == server.listen).
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     logger::init(log_level(&config.log.level).unwrap_or(log::LevelFilter::Info));
     run(&config)
 }
@@ -98,6 +109,19 @@ fn run(config: &Config) -> ExitCode {
         running.local_addr,
         config.effective_workers()
     );
+    // A second line, after the one scripts wait for; tests read it too.
+    if let Some(admin) = running.admin_addr {
+        println!("admin listening on {admin}");
+        log::info!(
+            "metrics at http://{admin}{}{}",
+            gateway::session::METRICS_PATH,
+            if config.admin.metrics_enabled() {
+                ""
+            } else {
+                " (disabled: admin.metrics = false)"
+            }
+        );
+    }
     log::info!(
         "echo at ws://{}{}, health at http://{}{}",
         running.local_addr,

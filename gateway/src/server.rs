@@ -1,7 +1,10 @@
 //! Starts the workers: one pinned thread per core, each with its own ring,
 //! `SO_REUSEPORT` listener and [`GatewayHandler`], and waits for them.
+//! Worker 0 also owns the admin listener (`[admin] listen`), so `/metrics`
+//! is served from a ring like everything else: no extra thread.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -9,7 +12,7 @@ use std::thread::JoinHandle;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::engine::{affinity, listener, EngineConfig, EngineStats, Worker};
-use crate::session::{GatewayHandler, Shared};
+use crate::session::{GatewayHandler, Shared, ADMIN_LISTENER};
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +20,14 @@ pub enum ServerError {
     /// Binding the listening sockets failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Binding the admin listener failed.
+    #[error("cannot listen on {addr} (admin.listen): {source}")]
+    AdminListen {
         /// The configured address.
         addr: SocketAddr,
         /// The OS error.
@@ -54,6 +65,8 @@ pub struct Summary {
 pub struct Running {
     /// The address actually bound (port 0 resolved).
     pub local_addr: SocketAddr,
+    /// The admin listener's address, if there is one (port 0 resolved).
+    pub admin_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<Result<(Counters, EngineStats), ServerError>>>,
 }
 
@@ -66,8 +79,22 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
                 addr: config.server.listen,
                 source,
             })?;
+    // A plain listener (no SO_REUSEPORT: a second process must not share it).
+    let mut admin = match config.admin.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .map_err(|source| ServerError::AdminListen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServerError::AdminListen { addr, source })?;
+            Some((OwnedFd::from(listener), bound))
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|(_, a)| *a);
     let cpus = affinity::allowed_cpus();
     let shared = Arc::new(Shared::new(config));
+    let metrics = shared.telemetry.is_some();
     let engine = EngineConfig {
         ring_entries: config.io.ring_entries,
         recv_buffers: config.io.recv_buffers,
@@ -77,6 +104,13 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
+        let mut fds = vec![listener];
+        if i == 0 {
+            if let Some((fd, _)) = admin.take() {
+                fds.push(fd);
+                debug_assert_eq!(fds.len() - 1, ADMIN_LISTENER);
+            }
+        }
         let cpu = config
             .server
             .pin_workers
@@ -96,17 +130,20 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
                         log::warn!("cannot pin worker {i} to cpu {cpu}: {e}");
                     }
                 }
-                let mut worker =
-                    match Worker::new(&engine, vec![listener], GatewayHandler::new(shared)) {
-                        Ok(w) => w,
-                        Err(source) => {
-                            let _ = ready.send(Err(ServerError::WorkerSetup { worker: i, source }));
-                            return Err(ServerError::WorkerSetup {
-                                worker: i,
-                                source: std::io::Error::other("see above"),
-                            });
-                        }
-                    };
+                let mut worker = match Worker::new(&engine, fds, GatewayHandler::new(shared, i)) {
+                    Ok(w) => w,
+                    Err(source) => {
+                        let _ = ready.send(Err(ServerError::WorkerSetup { worker: i, source }));
+                        return Err(ServerError::WorkerSetup {
+                            worker: i,
+                            source: std::io::Error::other("see above"),
+                        });
+                    }
+                };
+                if metrics {
+                    // Arrival stamps for the message latency histogram.
+                    worker.io_and_handler().0.enable_fine_clock();
+                }
                 log::debug!("worker {i} ready on cpu {cpu:?}: {worker:?}");
                 let _ = ready.send(Ok(()));
                 let result = worker.run(&engine, &shutdown);
@@ -132,6 +169,7 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
     }
     Ok(Running {
         local_addr,
+        admin_addr,
         threads,
     })
 }

@@ -4,6 +4,12 @@
 //!
 //! Everything protocol-shaped is delegated to the sans-IO [`crate::proto`]
 //! layer; this module only decides what to do with its events and errors.
+//!
+//! On worker 0 the same handler also serves the admin listener (listener
+//! index [`ADMIN_LISTENER`]): one plain `GET /metrics` per connection,
+//! rendered on the ring thread. Admin connections are not client
+//! connections: they are not counted, not admitted against
+//! `max_connections`, and never become WebSockets.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,8 +19,16 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use crate::config::Config;
 use crate::counters::{CloseReason, Counters};
 use crate::engine::{CloseCause, CloseMode, ConnId, Handler, Io, Origin};
-use crate::proto::codec::{self, Codec, Event, Limits, Role};
-use crate::proto::handshake::{self, HandshakePolicy, Parsed};
+use crate::proto::codec::{self, Codec, Event, FrameClass, FrameCounts, Limits, MessageKind, Role};
+use crate::proto::handshake::{self, HandshakePolicy, Parsed, PlainRequest, Reject};
+use crate::telemetry::{self, latency, Telemetry, WorkerMetrics};
+
+/// Index of the admin listener among worker 0's listeners (the client
+/// listener is 0).
+pub const ADMIN_LISTENER: usize = 1;
+
+/// Path of the metrics exposition on the admin listener.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Settings shared (read-only) by every worker, plus the one shared counter
 /// that `max_connections` needs.
@@ -28,8 +42,11 @@ pub struct Shared {
     idle_ms: u64,
     ping_interval_ms: u64,
     close_ms: u64,
+    publish_ms: u64,
     /// Connections admitted across all workers (touched once per accept and close).
     pub active: AtomicUsize,
+    /// The metrics recorder, when metrics are enabled (`[admin]`).
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Shared {
@@ -55,7 +72,14 @@ impl Shared {
             idle_ms: config.timeouts.idle_ms,
             ping_interval_ms: config.timeouts.ping_interval_ms,
             close_ms: config.timeouts.close_ms,
+            publish_ms: config.admin.publish_ms,
             active: AtomicUsize::new(0),
+            telemetry: config.admin.metrics_enabled().then(|| {
+                Arc::new(Telemetry::new(
+                    config.effective_workers(),
+                    config.server.max_connections,
+                ))
+            }),
         }
     }
 }
@@ -63,9 +87,16 @@ impl Shared {
 /// Where a connection is in its life.
 #[derive(Debug)]
 enum Phase {
-    /// Reading the HTTP request head; holds the bytes of an incomplete head
-    /// (empty, and unallocated, in the common case of a head in one read).
-    Http(Vec<u8>),
+    /// Reading the HTTP request head.
+    Http {
+        /// The bytes of an incomplete head (empty, and unallocated, in the
+        /// common case of a head in one read).
+        head: Vec<u8>,
+        /// Accept time ([`Io::now_us`], wrapping), for the handshake histogram.
+        since_us: u32,
+    },
+    /// An admin connection reading its request head (bytes as in `Http`).
+    Admin(Vec<u8>),
     /// An open WebSocket.
     Open(Codec),
     /// Our last bytes (close frame or HTTP response) are queued and our side
@@ -86,6 +117,11 @@ pub struct Session {
     admitted: bool,
     /// How the connection is going to end, once decided.
     reason: Option<CloseReason>,
+    /// Accepted on the admin listener: not a client connection.
+    admin: bool,
+    /// Handle of this connection's replies in flight in the worker's latency
+    /// tracker ([`latency::NONE`] while none are). Lives in what was padding.
+    track: u32,
 }
 
 /// The per-worker handler.
@@ -94,15 +130,81 @@ pub struct GatewayHandler {
     shared: Arc<Shared>,
     /// This worker's counters.
     pub counters: Counters,
+    /// Index of this worker (the `worker` metric label).
+    worker: usize,
+    /// Metric handles and latency accounting; `None` with metrics off.
+    metrics: Option<Box<WorkerMetrics>>,
 }
 
 impl GatewayHandler {
-    /// A handler for one worker.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    /// A handler for worker `worker`.
+    pub fn new(shared: Arc<Shared>, worker: usize) -> Self {
+        let metrics = shared
+            .telemetry
+            .as_ref()
+            .map(|t| Box::new(WorkerMetrics::new(t.clone(), worker)));
         Self {
             shared,
             counters: Counters::default(),
+            worker,
+            metrics,
         }
+    }
+
+    /// Publishes this worker's counters now and reschedules the next publish.
+    fn publish(&mut self, io: &mut Io) {
+        if let Some(m) = self.metrics.as_deref_mut() {
+            m.next_publish_ms = io.now_ms() + self.shared.publish_ms;
+            m.publish(&self.counters, io);
+            if self.worker == 0 {
+                m.telemetry().upkeep();
+            }
+        }
+    }
+
+    /// Answers one admin request: `GET /metrics`, or an HTTP error.
+    fn on_admin(&mut self, io: &mut Io, id: ConnId, s: &mut Session, data: &mut [u8]) {
+        let Phase::Admin(pending) = &mut s.phase else {
+            unreachable!()
+        };
+        let mut owned = std::mem::take(pending);
+        let buffered = !owned.is_empty();
+        let head: &mut [u8] = if buffered {
+            owned.extend_from_slice(data);
+            &mut owned
+        } else {
+            data
+        };
+        let limits = &self.shared.policy;
+        let response =
+            match handshake::parse_get(head, limits.max_request_bytes, limits.max_headers) {
+                PlainRequest::Incomplete => {
+                    let keep = if buffered { owned } else { head.to_vec() };
+                    s.phase = Phase::Admin(keep);
+                    return;
+                }
+                PlainRequest::Get { path, .. } if path == METRICS_PATH => {
+                    match self.shared.telemetry.clone() {
+                        Some(t) => {
+                            // This worker's own numbers are as fresh as the request.
+                            self.publish(io);
+                            handshake::ok_response(telemetry::CONTENT_TYPE, t.render().as_bytes())
+                        }
+                        None => Reject {
+                            status: 404,
+                            reason: "metrics are disabled (admin.metrics = false)",
+                        }
+                        .response(),
+                    }
+                }
+                PlainRequest::Get { .. } => Reject {
+                    status: 404,
+                    reason: "no such path; try /metrics",
+                }
+                .response(),
+                PlainRequest::Reject(r) => r.response(),
+            };
+        self.finish(io, id, s, Some(response.into()), CloseReason::Normal);
     }
 
     /// Sends our last bytes and starts a graceful close bounded by `close_ms`.
@@ -143,6 +245,7 @@ impl GatewayHandler {
         reason: CloseReason,
     ) {
         self.counters.close_sent(code);
+        self.counters.frames_out.add(FrameClass::Close);
         self.finish(
             io,
             id,
@@ -153,9 +256,14 @@ impl GatewayHandler {
     }
 
     fn on_http(&mut self, io: &mut Io, id: ConnId, s: &mut Session, data: &mut [u8]) {
-        let Phase::Http(pending) = &mut s.phase else {
+        let Phase::Http {
+            head: pending,
+            since_us,
+        } = &mut s.phase
+        else {
             unreachable!()
         };
+        let since_us = *since_us;
         // Parse straight from the receive buffer unless an earlier read left
         // an incomplete head behind.
         let mut owned = std::mem::take(pending);
@@ -169,7 +277,10 @@ impl GatewayHandler {
         match handshake::parse_request(head, &self.shared.policy) {
             Parsed::Incomplete => {
                 let keep = if buffered { owned } else { head.to_vec() };
-                s.phase = Phase::Http(keep);
+                s.phase = Phase::Http {
+                    head: keep,
+                    since_us,
+                };
             }
             Parsed::Health { .. } => {
                 self.http_reply(io, id, s, 200, handshake::health_response().to_vec());
@@ -180,6 +291,10 @@ impl GatewayHandler {
             }
             Parsed::Upgrade(up) => {
                 self.counters.http(101);
+                if let Some(m) = &self.metrics {
+                    let took_us = (io.now_us() as u32).wrapping_sub(since_us);
+                    m.handshake.record(f64::from(took_us) / 1e6);
+                }
                 let _ = io.send(id, up.response(&self.shared.policy).into());
                 s.phase = Phase::Open(Codec::new(Role::Server, self.shared.limits));
                 s.last_rx = io.now_ms();
@@ -193,30 +308,41 @@ impl GatewayHandler {
     }
 
     fn on_frames(&mut self, io: &mut Io, id: ConnId, s: &mut Session, data: &mut [u8]) {
-        let Phase::Open(codec) = &mut s.phase else {
-            unreachable!()
-        };
         s.last_rx = io.now_ms();
         s.pinged = false;
+        let Session { phase, track, .. } = s;
+        let Phase::Open(codec) = phase else {
+            unreachable!()
+        };
+        // Everything in this read arrived in this loop iteration.
+        let arrival_us = io.now_us() as u32;
         let counters = &mut self.counters;
+        // Replies queued in this read, and the queue length after the last.
+        let (mut replies, mut queued_after) = (0u32, 0usize);
         let max_queue = self.shared.max_send_queue_bytes;
+        let mut frames = FrameCounts::default();
         let mut peer_close = None;
         let mut slow = false;
-        let result = codec.feed(data, &mut |event| {
+        let result = codec.feed_counted(data, &mut frames, &mut |event| {
             if peer_close.is_some() || slow {
                 return;
             }
-            let reply = match event {
+            let (reply, class, message_len) = match event {
                 Event::Message(kind, payload) => {
                     counters.messages_in += 1;
                     counters.bytes_in += payload.len() as u64;
-                    counters.messages_out += 1;
-                    counters.bytes_out += payload.len() as u64;
-                    codec::encode_message(kind, payload, None)
+                    let class = match kind {
+                        MessageKind::Text => FrameClass::Text,
+                        MessageKind::Binary => FrameClass::Binary,
+                    };
+                    let reply = codec::encode_message(kind, payload, None);
+                    (reply, class, Some(payload.len()))
                 }
                 Event::Ping(payload) => {
                     counters.pings_in += 1;
-                    codec::encode_frame(OpCode::Control(Control::Pong), true, payload, None)
+                    let reply =
+                        codec::encode_frame(OpCode::Control(Control::Pong), true, payload, None);
+                    (reply, FrameClass::Pong, None)
                 }
                 Event::Pong(_) => {
                     counters.pongs_in += 1;
@@ -232,10 +358,24 @@ impl GatewayHandler {
             // must still be echoed to a peer that reads it.
             if io.queued_bytes(id) > max_queue {
                 slow = true;
-            } else {
-                let _ = io.send(id, reply);
+                return;
+            }
+            let Ok(queued) = io.send(id, reply) else {
+                return;
+            };
+            counters.frames_out.add(class);
+            if let Some(len) = message_len {
+                counters.messages_out += 1;
+                counters.bytes_out += len as u64;
+                replies += 1;
+                queued_after = queued;
             }
         });
+        self.counters.frames_in.merge(&frames);
+        if let Some(m) = self.metrics.as_deref_mut() {
+            // One call per read: its replies share the arrival time.
+            m.tracker.queued(track, arrival_us, replies, queued_after);
+        }
         if let Some(code) = peer_close {
             self.counters.close_received(code);
             // Echo the peer's code (RFC 6455 §5.5.1); an empty close gets an empty reply.
@@ -249,6 +389,7 @@ impl GatewayHandler {
                     codec::encode_frame(OpCode::Control(Control::Close), true, &[], None)
                 }
             };
+            self.counters.frames_out.add(FrameClass::Close);
             self.finish(io, id, s, Some(reply), CloseReason::Normal);
         } else if slow {
             self.close_ws(io, id, s, 1008, "slow consumer", CloseReason::SlowConsumer);
@@ -274,15 +415,26 @@ impl GatewayHandler {
 impl Handler for GatewayHandler {
     type Conn = Session;
 
-    fn on_open(&mut self, io: &mut Io, id: ConnId, _origin: Origin) -> Session {
-        self.counters.accepted += 1;
+    fn on_open(&mut self, io: &mut Io, id: ConnId, origin: Origin) -> Session {
         let mut s = Session {
-            phase: Phase::Http(Vec::new()),
+            phase: Phase::Http {
+                head: Vec::new(),
+                since_us: io.now_us() as u32,
+            },
             last_rx: io.now_ms(),
             pinged: false,
             admitted: false,
             reason: None,
+            admin: false,
+            track: latency::NONE,
         };
+        if origin == Origin::Accepted(ADMIN_LISTENER) {
+            s.phase = Phase::Admin(Vec::new());
+            s.admin = true;
+            io.set_deadline(id, io.now_ms() + self.shared.handshake_ms);
+            return s;
+        }
+        self.counters.accepted += 1;
         if self.shared.active.fetch_add(1, Ordering::Relaxed) >= self.shared.max_connections {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);
             let r = handshake::service_unavailable();
@@ -296,8 +448,9 @@ impl Handler for GatewayHandler {
 
     fn on_data(&mut self, io: &mut Io, id: ConnId, s: &mut Session, data: &mut [u8]) {
         match s.phase {
-            Phase::Http(_) => self.on_http(io, id, s, data),
+            Phase::Http { .. } => self.on_http(io, id, s, data),
             Phase::Open(_) => self.on_frames(io, id, s, data),
+            Phase::Admin(_) => self.on_admin(io, id, s, data),
             Phase::Closing => {}
         }
     }
@@ -310,7 +463,7 @@ impl Handler for GatewayHandler {
                 s.reason.get_or_insert(CloseReason::Error);
                 io.close(id, CloseMode::Abort);
             }
-            Phase::Http(_) => {
+            Phase::Http { .. } | Phase::Admin(_) => {
                 s.reason.get_or_insert(CloseReason::Error);
                 io.close(id, CloseMode::Abort);
             }
@@ -321,10 +474,11 @@ impl Handler for GatewayHandler {
     fn on_deadline(&mut self, io: &mut Io, id: ConnId, s: &mut Session) {
         let now = io.now_ms();
         match &s.phase {
-            Phase::Http(_) => {
+            Phase::Http { .. } => {
                 let body = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec();
                 self.http_reply(io, id, s, 408, body);
             }
+            Phase::Admin(_) => io.close(id, CloseMode::Abort),
             Phase::Closing => {
                 s.reason.get_or_insert(CloseReason::Timeout);
                 io.close(id, CloseMode::Abort);
@@ -339,10 +493,10 @@ impl Handler for GatewayHandler {
                 {
                     s.pinged = true;
                     self.counters.pings_out += 1;
-                    let _ = io.send(
-                        id,
-                        codec::encode_frame(OpCode::Control(Control::Ping), true, &[], None),
-                    );
+                    let ping = codec::encode_frame(OpCode::Control(Control::Ping), true, &[], None);
+                    if io.send(id, ping).is_ok() {
+                        self.counters.frames_out.add(FrameClass::Ping);
+                    }
                     io.set_deadline(id, self.next_idle_check(s));
                 } else {
                     io.set_deadline(id, self.next_idle_check(s));
@@ -361,7 +515,7 @@ impl Handler for GatewayHandler {
                 "server shutting down",
                 CloseReason::Shutdown,
             ),
-            Phase::Http(_) => {
+            Phase::Http { .. } | Phase::Admin(_) => {
                 s.reason.get_or_insert(CloseReason::Shutdown);
                 io.close(id, CloseMode::Abort);
             }
@@ -369,7 +523,30 @@ impl Handler for GatewayHandler {
         }
     }
 
-    fn on_closed(&mut self, _io: &mut Io, _id: ConnId, s: Session, cause: CloseCause) {
+    fn on_sent(&mut self, io: &mut Io, _id: ConnId, s: &mut Session, bytes: usize) {
+        if let Some(m) = self.metrics.as_deref_mut() {
+            m.tracker
+                .sent(&mut s.track, bytes, io.now_us() as u32, &mut m.latency);
+        }
+    }
+
+    fn on_tick(&mut self, io: &mut Io) {
+        if self
+            .metrics
+            .as_ref()
+            .is_some_and(|m| io.now_ms() >= m.next_publish_ms)
+        {
+            self.publish(io);
+        }
+    }
+
+    fn on_closed(&mut self, _io: &mut Io, _id: ConnId, mut s: Session, cause: CloseCause) {
+        if let Some(m) = self.metrics.as_deref_mut() {
+            m.tracker.forget(&mut s.track);
+        }
+        if s.admin {
+            return;
+        }
         if s.admitted {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);
         }
@@ -389,8 +566,9 @@ mod tests {
     #[test]
     fn session_stays_small() {
         // The idle-connection memory budget (512 B, see results/) is mostly this
-        // plus the engine's slot; keep an eye on it.
+        // plus the engine's slot. 80 B: the metrics fields (`admin`,
+        // `track`) live in what was padding; keep it that way.
         let size = std::mem::size_of::<Option<Session>>();
-        assert!(size <= 112, "Session grew to {size} bytes");
+        assert!(size <= 80, "Session grew to {size} bytes");
     }
 }

@@ -16,4 +16,4 @@ mod worker;
 
 pub use io::{CloseCause, CloseMode, ConnId, Io, SendError};
 pub use stats::EngineStats;
-pub use worker::{EngineConfig, Handler, Origin, Worker};
+pub use worker::{Conns, EngineConfig, Handler, Origin, Worker};

@@ -22,4 +22,8 @@ pub struct EngineStats {
     pub loops: u64,
     /// Completions reaped.
     pub completions: u64,
+    /// Loop iterations that found the kernel holding completions in its
+    /// overflow list (the CQ was full; `FEAT_NODROP` kept them, but the ring
+    /// is undersized for the load).
+    pub cq_overflow_seen: u64,
 }

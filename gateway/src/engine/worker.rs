@@ -37,6 +37,20 @@ pub enum Origin {
     Connected,
 }
 
+/// The handler's connections, looked up by id (see [`Handler::on_schedule`]).
+#[derive(Debug)]
+pub struct Conns<'a, C> {
+    conns: &'a mut Vec<Option<C>>,
+}
+
+impl<C> Conns<'_, C> {
+    /// The state of a live connection; `None` once it has closed (a stale id).
+    pub fn get_mut(&mut self, io: &Io, id: ConnId) -> Option<&mut C> {
+        io.slot(id)?;
+        self.conns.get_mut(id.index())?.as_mut()
+    }
+}
+
 /// A listening socket and the state of its multishot accept.
 #[derive(Debug)]
 struct Listener {
@@ -77,8 +91,17 @@ pub trait Handler {
         io.close(id, CloseMode::Abort);
     }
 
+    /// A send completed: `bytes` more bytes of the connection's queue reached
+    /// the kernel ([`Io::queued_bytes`] tells what is left). For accounting
+    /// such as send-completion latency; the engine needs nothing from it.
+    fn on_sent(&mut self, _io: &mut Io, _id: ConnId, _conn: &mut Self::Conn, _bytes: usize) {}
+
     /// Runs once per loop iteration, after completions and deadlines.
     fn on_tick(&mut self, _io: &mut Io) {}
+
+    /// Runs after `on_tick` with access to every connection's state, for work
+    /// no single connection's I/O triggers (e.g. sends on a schedule).
+    fn on_schedule(&mut self, _io: &mut Io, _conns: &mut Conns<'_, Self::Conn>) {}
 
     /// How long the loop may sleep at most before `on_tick` must run again
     /// (e.g. the next scheduled send of an open-loop load generator). `None`
@@ -185,13 +208,18 @@ impl<H: Handler> Worker<H> {
                 break;
             }
             self.bufs.commit();
-            self.io
-                .ring
-                .submit_and_wait(self.wait_time())?;
+            self.io.ring.submit_and_wait(self.wait_time())?;
+            self.io.update_fine_clock();
             self.reap();
             self.io.update_clock();
             self.fire_deadlines();
             self.handler.on_tick(&mut self.io);
+            self.handler.on_schedule(
+                &mut self.io,
+                &mut Conns {
+                    conns: &mut self.conns,
+                },
+            );
             self.finalize();
         }
         self.bufs.unregister(&self.io.ring);
@@ -200,7 +228,9 @@ impl<H: Handler> Worker<H> {
 
     fn wait_time(&self) -> Duration {
         let tick = Duration::from_millis(TICK_MS);
-        self.handler.poll_timeout(&self.io).map_or(tick, |d| d.min(tick))
+        self.handler
+            .poll_timeout(&self.io)
+            .map_or(tick, |d| d.min(tick))
     }
 
     fn arm_accepts(&mut self, now: u64) {
@@ -262,6 +292,9 @@ impl<H: Handler> Worker<H> {
         );
         self.io.stats.loops += 1;
         self.io.stats.completions += self.cqes.len() as u64;
+        if self.io.ring.uring.submission().cq_overflow() {
+            self.io.stats.cq_overflow_seen += 1;
+        }
         for i in 0..self.cqes.len() {
             let (user_data, res, flags) = self.cqes[i];
             self.dispatch(user_data, res, flags);
@@ -281,6 +314,12 @@ impl<H: Handler> Worker<H> {
             Op::Send => {
                 debug_assert_eq!(self.io.slots[idx as usize].gen, gen);
                 self.io.complete_send(idx, res);
+                if res > 0 {
+                    if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+                        let id = ConnId { idx, gen };
+                        self.handler.on_sent(&mut self.io, id, conn, res as usize);
+                    }
+                }
             }
             Op::Connect => self.on_connect(idx, res),
         }

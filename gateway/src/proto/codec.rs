@@ -80,6 +80,71 @@ pub enum Event<'a> {
     },
 }
 
+/// The kind of a frame, as counted by [`FrameCounts`]: the opcode, with the
+/// two data opcodes told apart from continuation frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameClass {
+    /// Opcode 0x1: the first (or only) frame of a text message.
+    Text = 0,
+    /// Opcode 0x2: the first (or only) frame of a binary message.
+    Binary = 1,
+    /// Opcode 0x0: a later fragment of a message.
+    Continuation = 2,
+    /// Opcode 0x9.
+    Ping = 3,
+    /// Opcode 0xA.
+    Pong = 4,
+    /// Opcode 0x8.
+    Close = 5,
+}
+
+impl FrameClass {
+    /// Every class, in index order.
+    pub const ALL: [FrameClass; 6] = [
+        FrameClass::Text,
+        FrameClass::Binary,
+        FrameClass::Continuation,
+        FrameClass::Ping,
+        FrameClass::Pong,
+        FrameClass::Close,
+    ];
+
+    /// Lower-case name, used as a metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FrameClass::Text => "text",
+            FrameClass::Binary => "binary",
+            FrameClass::Continuation => "continuation",
+            FrameClass::Ping => "ping",
+            FrameClass::Pong => "pong",
+            FrameClass::Close => "close",
+        }
+    }
+}
+
+/// Frames counted by class (index = `FrameClass as usize`): plain integers
+/// the caller owns, so counting costs one add per frame and nothing per
+/// connection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCounts(pub [u64; 6]);
+
+impl FrameCounts {
+    /// Counts one frame.
+    pub fn add(&mut self, class: FrameClass) {
+        self.0[class as usize] += 1;
+    }
+
+    /// Frames of `class` counted.
+    pub fn get(&self, class: FrameClass) -> u64 {
+        self.0[class as usize]
+    }
+
+    /// Adds another set of counts.
+    pub fn merge(&mut self, other: &FrameCounts) {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a += b);
+    }
+}
+
 /// Why decoding failed. Every variant maps onto the close code the endpoint
 /// must send before dropping the connection ([`ProtoError::close_code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,10 +294,22 @@ impl Codec {
         data: &mut [u8],
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), ProtoError> {
+        self.feed_counted(data, &mut FrameCounts::default(), on_event)
+    }
+
+    /// [`Codec::feed`], also counting into `counts` every frame whose header
+    /// was accepted (by class; a frame is counted once, when its header is
+    /// complete, however its payload is split).
+    pub fn feed_counted(
+        &mut self,
+        data: &mut [u8],
+        counts: &mut FrameCounts,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ProtoError> {
         if let Some(code) = self.failed {
             return Err(ProtoError::Failed { code: code.get() });
         }
-        let result = self.run(data, on_event);
+        let result = self.run(data, counts, on_event);
         if let Err(err) = &result {
             self.failed = NonZeroU16::new(err.close_code());
             self.buf = Vec::new();
@@ -263,12 +340,31 @@ impl Codec {
     fn run(
         &mut self,
         mut data: &mut [u8],
+        counts: &mut FrameCounts,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), ProtoError> {
         loop {
             let used = match self.state {
                 State::Header { .. } if data.is_empty() => return Ok(()),
-                State::Header { .. } => self.read_header(data)?,
+                State::Header { .. } => {
+                    // A data frame that starts while a message is in progress
+                    // is a continuation (start_frame has checked the opcode).
+                    let continuing = self.message.is_some();
+                    let used = self.read_header(data)?;
+                    if let State::Payload { kind, .. } = self.state {
+                        counts.add(match (kind, self.message) {
+                            (FrameKind::Data { .. }, _) if continuing => FrameClass::Continuation,
+                            (FrameKind::Data { .. }, Some(MessageKind::Binary)) => {
+                                FrameClass::Binary
+                            }
+                            (FrameKind::Data { .. }, _) => FrameClass::Text,
+                            (FrameKind::Close, _) => FrameClass::Close,
+                            (FrameKind::Ping, _) => FrameClass::Ping,
+                            (FrameKind::Pong, _) => FrameClass::Pong,
+                        });
+                    }
+                    used
+                }
                 // A frame with an empty (remainder of its) payload completes
                 // without input, so only stop when bytes are really needed.
                 State::Payload { remaining, .. } if remaining > 0 && data.is_empty() => {
@@ -1116,5 +1212,46 @@ mod tests {
             extend_masked(&mut out, &original, MASK);
             assert_eq!(out, slow);
         }
+    }
+
+    #[test]
+    fn frames_are_counted_by_class_once_each() {
+        let wire = concat(&[
+            cf(1, false, b"he"),
+            cf(9, true, b"p"),
+            cf(0, false, b"l"),
+            cf(0, true, b"lo"),
+            cf(2, true, &[7; 300]),
+            cf(10, true, b""),
+            cf(8, true, &1000u16.to_be_bytes()),
+        ]);
+        // Byte by byte: headers split across feeds still count once.
+        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut counts = FrameCounts::default();
+        let mut messages = 0;
+        for &b in &wire {
+            let mut byte = [b];
+            codec
+                .feed_counted(&mut byte, &mut counts, &mut |e| {
+                    messages += usize::from(matches!(e, Event::Message(..)));
+                })
+                .unwrap();
+        }
+        assert_eq!(messages, 2);
+        let expect = [
+            (FrameClass::Text, 1),
+            (FrameClass::Binary, 1),
+            (FrameClass::Continuation, 2),
+            (FrameClass::Ping, 1),
+            (FrameClass::Pong, 1),
+            (FrameClass::Close, 1),
+        ];
+        for (class, n) in expect {
+            assert_eq!(counts.get(class), n, "{}", class.label());
+        }
+        let mut total = FrameCounts::default();
+        total.merge(&counts);
+        total.merge(&counts);
+        assert_eq!(total.get(FrameClass::Continuation), 4);
     }
 }

@@ -106,10 +106,11 @@ impl Reject {
     /// A 426 carries `Sec-WebSocket-Version: 13` so the client learns which
     /// version to retry with (RFC 6455 §4.4).
     pub fn response(&self) -> Vec<u8> {
-        let version = if self.status == 426 {
-            "Sec-WebSocket-Version: 13\r\n"
-        } else {
-            ""
+        // A 405 lists the allowed method (RFC 9110 §15.5.6).
+        let version = match self.status {
+            426 => "Sec-WebSocket-Version: 13\r\n",
+            405 => "Allow: GET\r\n",
+            _ => "",
         };
         format!(
             "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/plain\r\n\
@@ -150,6 +151,74 @@ pub fn health_response() -> &'static [u8] {
 /// Rejection sent when the server is at its connection limit.
 pub fn service_unavailable() -> Reject {
     Reject::new(503, "connection limit reached")
+}
+
+/// Outcome of [`parse_get`]: a plain HTTP request such as the admin
+/// listener's `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlainRequest<'a> {
+    /// The request head is not complete yet (and still within the limit).
+    Incomplete,
+    /// A complete `GET` request.
+    Get {
+        /// The request path, query string removed.
+        path: &'a str,
+        /// Length of the request head.
+        consumed: usize,
+    },
+    /// Refuse the request: send [`Reject::response`] and close.
+    Reject(Reject),
+}
+
+/// Parses a plain (non-upgrade) HTTP/1.x request head at the start of `buf`.
+/// Only `GET` is served (anything else is 405 with `Allow: GET`); HTTP/1.0
+/// is accepted, since scrapers and `curl -0` may speak it. Same limits as
+/// [`parse_request`]: a head over `max_request_bytes` or with more than
+/// `max_headers` fields gets 431.
+pub fn parse_get(buf: &[u8], max_request_bytes: usize, max_headers: usize) -> PlainRequest<'_> {
+    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+    let mut heap;
+    let slots: &mut [httparse::Header<'_>] = if max_headers <= INLINE_HEADERS {
+        &mut inline[..max_headers]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; max_headers];
+        &mut heap
+    };
+    let window = &buf[..buf.len().min(max_request_bytes)];
+    let mut request = httparse::Request::new(slots);
+    let consumed = match request.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_request_bytes => {
+            return PlainRequest::Reject(Reject::new(431, "request head too large"))
+        }
+        Ok(httparse::Status::Partial) => return PlainRequest::Incomplete,
+        Err(httparse::Error::TooManyHeaders) => {
+            return PlainRequest::Reject(Reject::new(431, "too many headers"))
+        }
+        Err(_) => return PlainRequest::Reject(Reject::new(400, "malformed HTTP request")),
+    };
+    if request.method != Some("GET") {
+        return PlainRequest::Reject(Reject::new(405, "method must be GET"));
+    }
+    let target = request.path.unwrap_or("");
+    if !target.starts_with('/') {
+        return PlainRequest::Reject(Reject::new(400, "request target must be a path"));
+    }
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    PlainRequest::Get { path, consumed }
+}
+
+/// A complete `200 OK` response with `body`, after which the connection is
+/// closed (one request per connection keeps the admin side stateless).
+pub fn ok_response(content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// Header slots kept on the stack; a policy allowing more falls back to a
@@ -686,5 +755,66 @@ mod tests {
         assert!(response.ends_with("\r\n\r\nconnection limit reached\n"));
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    fn plain_status(parsed: &PlainRequest<'_>) -> Option<u16> {
+        match parsed {
+            PlainRequest::Reject(r) => Some(r.status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn plain_get_requests() {
+        let req = b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n";
+        assert_eq!(
+            parse_get(req, 1024, 8),
+            PlainRequest::Get {
+                path: "/metrics",
+                consumed: req.len()
+            }
+        );
+        // HTTP/1.0 without Host is fine for a plain GET.
+        assert!(matches!(
+            parse_get(b"GET / HTTP/1.0\r\n\r\n", 1024, 8),
+            PlainRequest::Get { path: "/", .. }
+        ));
+        // Every prefix of a valid head is incomplete, not an error.
+        for end in 0..req.len() {
+            assert_eq!(parse_get(&req[..end], 1024, 8), PlainRequest::Incomplete);
+        }
+        for (request, status) in [
+            (&b"POST /metrics HTTP/1.1\r\nHost: a\r\n\r\n"[..], 405),
+            (b"HEAD /metrics HTTP/1.1\r\n\r\n", 405),
+            (b"GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+            (b"\x16\x03\x01 TLS hello", 400),
+            (b"GET * HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431),
+        ] {
+            assert_eq!(
+                plain_status(&parse_get(request, 1024, 2)),
+                Some(status),
+                "{:?}",
+                String::from_utf8_lossy(request)
+            );
+        }
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));
+        assert_eq!(plain_status(&parse_get(long.as_bytes(), 64, 8)), Some(431));
+        let r405 = String::from_utf8(Reject::new(405, "method must be GET").response()).unwrap();
+        assert!(
+            r405.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{r405}"
+        );
+        assert!(r405.contains("\r\nAllow: GET\r\n"), "{r405}");
+    }
+
+    #[test]
+    fn ok_response_has_exact_length() {
+        let r = String::from_utf8(ok_response("text/plain", b"abc\n")).unwrap();
+        assert_eq!(
+            r,
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\
+             Content-Length: 4\r\n\r\nabc\n"
+        );
     }
 }

@@ -9,12 +9,15 @@
 //!   deliberately broken) client frames, [`read_frame`] reads one server frame,
 //!   [`expect_close`] checks a close code followed by EOF.
 //! * tungstenite clients ([`ws_connect`]) for everything well-formed.
+//! * `/metrics` from the admin listener ([`Gateway::metrics`]), parsed into
+//!   samples ([`Metrics`]).
 //!
 //! Every socket gets read and write timeouts, so no test can hang.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -67,6 +70,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Worker count reported in the start-up line.
     pub workers: usize,
+    /// The admin listener's address, when the configuration has one.
+    pub admin: Option<SocketAddr>,
     dir: PathBuf,
 }
 
@@ -79,7 +84,12 @@ impl Gateway {
     pub fn start(overrides: &str) -> Option<Gateway> {
         let dir = unique_dir();
         let config_path = dir.join("gateway.toml");
-        std::fs::write(&config_path, merged_config(overrides)).expect("write config");
+        let config = merged_config(overrides);
+        let has_admin = toml::from_str::<toml::Table>(&config)
+            .ok()
+            .and_then(|t| t.get("admin")?.get("listen").cloned())
+            .is_some();
+        std::fs::write(&config_path, config).expect("write config");
         let stderr_path = dir.join("stderr.log");
         let stderr = File::create(&stderr_path).expect("create stderr log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -93,7 +103,9 @@ impl Gateway {
             .spawn()
             .expect("spawn gateway binary");
 
-        // Read stdout on a thread so the wait can time out.
+        // Read stdout on a thread so the wait can time out. It keeps reading
+        // (and discarding) to the end, so the gateway never writes to a
+        // closed pipe.
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -103,9 +115,7 @@ impl Gateway {
                 match io::BufRead::read_line(&mut reader, &mut line) {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {
-                        if tx.send(line).is_err() {
-                            return;
-                        }
+                        let _ = tx.send(line);
                     }
                 }
             }
@@ -136,11 +146,21 @@ impl Gateway {
         };
         let (addr, workers) = parse_listening_line(&line)
             .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
+        let admin = has_admin.then(|| {
+            let line = rx
+                .recv_timeout(START_TIMEOUT)
+                .expect("the admin listening line follows the first one");
+            line.trim_end()
+                .strip_prefix("admin listening on ")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected admin line {line:?}"))
+        });
         Some(Gateway {
             child,
             exit: None,
             addr,
             workers,
+            admin,
             dir,
         })
     }
@@ -185,6 +205,19 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// `GET /metrics` from the admin listener: the body of a `200`.
+    #[track_caller]
+    pub fn metrics(&self) -> Metrics {
+        let admin = self.admin.expect("gateway started without [admin] listen");
+        let response = http_exchange(admin, b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(
+            response.header("Content-Type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        Metrics::parse(&response.body_text())
     }
 
     /// Everything the gateway logged so far.
@@ -682,5 +715,87 @@ pub fn retry<T>(timeout: Duration, mut attempt: impl FnMut() -> Option<T>) -> Op
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus text format
+// ---------------------------------------------------------------------------
+
+/// The samples of one `/metrics` exposition.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// (metric name, labels, value), in exposition order.
+    pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
+    /// `# TYPE` lines: family name to type.
+    pub types: BTreeMap<String, String>,
+    /// The raw text.
+    pub text: String,
+}
+
+impl Metrics {
+    /// Parses the text format (the subset the gateway emits: no escapes in
+    /// label values, no timestamps).
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        let mut types = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line has a type");
+                types.insert(name.to_string(), kind.to_string());
+                continue;
+            }
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').expect("labels end with }");
+                    let labels = body
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|pair| {
+                            let (k, v) = pair.split_once('=').expect("label has =");
+                            (k.to_string(), v.trim_matches('"').to_string())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+                None => (series, BTreeMap::new()),
+            };
+            samples.push((name.to_string(), labels, value));
+        }
+        Metrics {
+            samples,
+            types,
+            text: text.to_string(),
+        }
+    }
+
+    /// Sum of the samples named `name` whose labels include all of `labels`
+    /// (e.g. summed over workers); `None` if there is no such sample.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut found = None;
+        for (n, l, v) in &self.samples {
+            if n == name
+                && labels
+                    .iter()
+                    .all(|(k, want)| l.get(*k).map(String::as_str) == Some(*want))
+            {
+                *found.get_or_insert(0.0) += v;
+            }
+        }
+        found
+    }
+
+    /// [`Metrics::sum`], panicking when the series is missing.
+    #[track_caller]
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.sum(name, labels)
+            .unwrap_or_else(|| panic!("no series {name}{labels:?} in:\n{}", self.text))
     }
 }
