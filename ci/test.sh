@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command (README: "run the tests: `ci/test.sh`"); CI runs it via .ci/run.
-# Steps, in order: rustfmt check, clippy (-D warnings), cargo test, Autobahn|TestSuite.
+# Steps, in order: rustfmt check, clippy (-D warnings), cargo test, kernel-tuning,
+# prometheus (promtool + a real Prometheus scraping /metrics), Autobahn|TestSuite.
 #   SKIP_AUTOBAHN=1 ci/test.sh   skip the Autobahn step locally (ignored when CI=true)
 set -euo pipefail
 
@@ -24,6 +25,8 @@ step() {
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step test cargo test --workspace --locked
+step kernel-tuning "$ROOT/kernel-tuning/test.sh"
+step prometheus "$ROOT/ci/prometheus.sh"
 
 if [ "${CI:-}" = true ] || [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
   [ "${CI:-}" = true ] && [ "${SKIP_AUTOBAHN:-0}" = 1 ] \

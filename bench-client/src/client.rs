@@ -26,6 +26,8 @@ use crate::target_url::WsUrl;
 
 /// A send more than this late (rate mode) is counted as late.
 const LATE_US: u64 = 1_000;
+/// Pre-masked copies of the message frame per process (see [`Plan::frames`]).
+const FRAME_POOL: usize = 64;
 /// Connects started per loop iteration at most, so a burst does not starve replies.
 const CONNECTS_PER_TICK: u64 = 512;
 
@@ -40,6 +42,11 @@ pub struct Plan {
     pub mode: Mode,
     /// Message payload.
     pub payload: Bytes,
+    /// The payload as ready-to-send client frames, each masked with its own
+    /// random key. Sends rotate through them, so a message costs a reference
+    /// count instead of an allocation and a masked copy, while the server
+    /// still sees varying masks (RFC 6455 §5.3).
+    pub frames: Vec<Bytes>,
     /// Text or binary frames.
     pub kind: MessageKind,
     /// Echo mode: outstanding messages per connection.
@@ -111,15 +118,24 @@ impl Plan {
                 0.0
             };
         let secs = |s: f64| (s * 1e6) as u64;
+        let kind = match l.message_kind {
+            scenario::MessageKind::Text => MessageKind::Text,
+            scenario::MessageKind::Binary => MessageKind::Binary,
+        };
+        let mut seed = 0x853c_49e6_748f_ea9b_u64 ^ (process + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let frames = (0..FRAME_POOL)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                codec::encode_message(kind, &payload, Some(((seed >> 32) as u32).to_ne_bytes()))
+            })
+            .collect();
         Ok(Self {
             urls,
             sources: s.source_addrs(),
             mode: l.mode,
             payload,
-            kind: match l.message_kind {
-                scenario::MessageKind::Text => MessageKind::Text,
-                scenario::MessageKind::Binary => MessageKind::Binary,
-            },
+            frames,
+            kind,
             in_flight: l.in_flight as usize,
             interval_us: match l.mode {
                 Mode::Rate => (1e6 / l.rate) as u64,
@@ -385,8 +401,8 @@ impl BenchHandler {
 
     fn send_message(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, scheduled_us: u64, now: u64) {
         let measured = self.phase == Phase::Window;
-        let mask = self.mask();
-        let frame = codec::encode_message(self.plan.kind, &self.plan.payload, mask);
+        let pick = self.random() as usize % FRAME_POOL;
+        let frame = self.plan.frames[pick].clone();
         if io.send(id, frame).is_err() {
             return;
         }

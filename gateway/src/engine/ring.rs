@@ -79,10 +79,13 @@ impl Ring {
             }
         }
         let e = last_err.expect("at least one attempt");
-        Err(io::Error::new(
-            e.kind(),
-            format!("io_uring_setup failed: {e} (is io_uring enabled? see sysctl kernel.io_uring_disabled)"),
-        ))
+        let hint = match e.raw_os_error() {
+            // Ring memory is charged to the locked-memory limit.
+            Some(libc::ENOMEM) => "locked memory exhausted? raise `ulimit -l` / LimitMEMLOCK, or use fewer workers or ring entries",
+            Some(libc::EPERM) | Some(libc::ENOSYS) => "is io_uring enabled? see sysctl kernel.io_uring_disabled",
+            _ => "see kernel-tuning/README.md",
+        };
+        Err(io::Error::new(e.kind(), format!("io_uring_setup failed: {e} ({hint})")))
     }
 
     /// Queues an entry; if the submission queue is full it is submitted first,
