@@ -122,10 +122,13 @@ impl Plan {
             scenario::MessageKind::Text => MessageKind::Text,
             scenario::MessageKind::Binary => MessageKind::Binary,
         };
-        let mut seed = 0x853c_49e6_748f_ea9b_u64 ^ (process + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut seed =
+            0x853c_49e6_748f_ea9b_u64 ^ (process + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let frames = (0..FRAME_POOL)
             .map(|_| {
-                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 codec::encode_message(kind, &payload, Some(((seed >> 32) as u32).to_ne_bytes()))
             })
             .collect();

@@ -85,7 +85,10 @@ impl Ring {
             Some(libc::EPERM) | Some(libc::ENOSYS) => "is io_uring enabled? see sysctl kernel.io_uring_disabled",
             _ => "see kernel-tuning/README.md",
         };
-        Err(io::Error::new(e.kind(), format!("io_uring_setup failed: {e} ({hint})")))
+        Err(io::Error::new(
+            e.kind(),
+            format!("io_uring_setup failed: {e} ({hint})"),
+        ))
     }
 
     /// Queues an entry; if the submission queue is full it is submitted first,
