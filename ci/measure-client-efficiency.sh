@@ -32,7 +32,7 @@ printf '%-6s %12s %10s %10s %18s %18s\n' round "msg/s" "p50 ms" "p99 ms" "client
 for r in $(seq "$ROUNDS"); do
     taskset -c 1 target/release/bench-client -q --scenario config/scenarios/throughput.toml \
         --set "target.urls=[\"ws://$addr/echo\"]" --set load.connections=1000 --set load.message_size=100 \
-        --set load.in_flight=1 --set "load.duration_secs=$SECS" --set "target.pid=$gw" --set 'client.cpus=[1]' \
+        --set load.in_flight=1 --set "load.duration_secs=$SECS" --set "target.pid=$gw" --set 'client.cpus=[1]' ${EXTRA:+--set "$EXTRA"} \
         --out "$tmp/r$r" >/dev/null
     python3 - "$tmp/r$r/summary.json" "$r" <<'PY'
 import json, sys

@@ -40,6 +40,8 @@ pub struct CellReport {
     pub message_size: u64,
     /// Processes used.
     pub processes: u64,
+    /// Client worker threads in all (processes x workers): the cores it could use.
+    pub client_threads: u64,
     /// Counters.
     pub counts: Counts,
     /// Handshake latency.
@@ -87,6 +89,7 @@ impl CellReport {
             connections: s.load.connections,
             message_size: s.load.message_size,
             processes: out.processes,
+            client_threads: out.processes * s.client.workers.clamp(1, s.load.connections.max(1)),
             counts: c.clone(),
             raw_latency: (s.load.mode == Mode::Rate)
                 .then(|| LatencySummary::of(&out.measured.raw_latency)),
@@ -240,14 +243,25 @@ pub fn summary_text(r: &CellReport) -> String {
     let opt = |v: Option<f64>, unit: &str| {
         v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2} {unit}"))
     };
+    let busy =
+        |u: Option<f64>| u.map_or_else(String::new, |u| format!(", {:.0} % of a core", u * 100.0));
     let _ = writeln!(
         s,
-        "client CPU {} per msg ({} s in window)   server CPU {} per msg ({} s in window)",
+        "client CPU {} per msg{}   server CPU {} per msg{}   (over {} of the window)",
         opt(k.client_cpu_us_per_msg, "µs"),
-        opt(k.client_cpu_secs, "").trim_end(),
+        busy(k.client_utilisation()),
         opt(k.server_cpu_us_per_msg, "µs"),
-        opt(k.server_cpu_secs, "").trim_end()
+        busy(k.server_utilisation()),
+        opt(k.span_secs, "s")
     );
+    if k.client_utilisation()
+        .is_some_and(|u| u > 0.9 * r.client_threads.max(1) as f64)
+    {
+        let _ = writeln!(
+            s,
+            "warning: the client was over 90 % busy: throughput and latency may be client-bound (add client.workers or processes on free cores)"
+        );
+    }
     if let (Some(b), Some(w)) = (k.server_rss_before, k.server_rss_window) {
         let _ = writeln!(
             s,

@@ -86,12 +86,27 @@ pub struct Cost {
     pub client_cpu_secs: Option<f64>,
     /// Server CPU seconds during the window.
     pub server_cpu_secs: Option<f64>,
+    /// Wall-clock seconds those CPU figures cover.
+    pub span_secs: Option<f64>,
     /// Server RSS before any connection, bytes.
     pub server_rss_before: Option<u64>,
     /// Server RSS during the window (connections up), bytes.
     pub server_rss_window: Option<u64>,
-    /// (window − before) / connections up, bytes.
+    /// (window − before) / connections up, bytes (connect-only mode: with
+    /// traffic the figure would mostly be receive buffers being touched).
     pub server_rss_per_conn: Option<f64>,
+}
+
+impl Cost {
+    /// Share of one core the client processes used, summed.
+    pub fn client_utilisation(&self) -> Option<f64> {
+        Some(self.client_cpu_secs? / self.span_secs.filter(|s| *s > 0.0)?)
+    }
+
+    /// Share of one core the server used.
+    pub fn server_utilisation(&self) -> Option<f64> {
+        Some(self.server_cpu_secs? / self.span_secs.filter(|s| *s > 0.0)?)
+    }
 }
 
 /// The outcome of one cell.
@@ -241,7 +256,7 @@ struct Aggregator {
     last_at: Instant,
     probe: Option<ServerProbe>,
     /// (all processes in Window, replies_all, client cpu, server sample)
-    samples: Vec<(bool, u64, f64, Option<Sample>, u64)>,
+    samples: Vec<(bool, u64, f64, Option<Sample>, u64, Instant)>,
     quiet: bool,
     total_conns: u64,
 }
@@ -269,8 +284,14 @@ impl Aggregator {
             }
         }
         let server = self.probe.as_ref().and_then(|p| p.sample().ok());
-        self.samples
-            .push((phase == Phase::Window, counts.replies_all, cpu, server, up));
+        self.samples.push((
+            phase == Phase::Window,
+            counts.replies_all,
+            cpu,
+            server,
+            up,
+            now,
+        ));
         let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
         let rate = (counts.replies_all - self.last_replies.min(counts.replies_all)) as f64 / dt;
         self.last_replies = counts.replies_all;
@@ -312,6 +333,7 @@ impl Aggregator {
         let msgs = last.1.saturating_sub(first.1);
         let client_cpu = last.2 - first.2;
         if window.len() >= 2 {
+            c.span_secs = Some(last.5.duration_since(first.5).as_secs_f64());
             c.client_cpu_secs = Some(client_cpu);
             if msgs > 0 && mode != Mode::ConnectOnly {
                 c.client_cpu_us_per_msg = Some(client_cpu * 1e6 / msgs as f64);
@@ -325,7 +347,7 @@ impl Aggregator {
                 }
             }
             c.server_rss_window = Some(b.rss_bytes);
-            if let (Some(before), true) = (before, last.4 > 0) {
+            if let (Some(before), true) = (before, last.4 > 0 && mode == Mode::ConnectOnly) {
                 c.server_rss_per_conn =
                     Some((b.rss_bytes as f64 - before.rss_bytes as f64) / last.4 as f64);
             }
