@@ -169,12 +169,7 @@ impl GatewayHandler {
         };
         let mut owned = std::mem::take(pending);
         let buffered = !owned.is_empty();
-        let head: &mut [u8] = if buffered {
-            owned.extend_from_slice(data);
-            &mut owned
-        } else {
-            data
-        };
+        let head = request_head(&mut owned, data);
         let limits = &self.shared.policy;
         let response =
             match handshake::parse_get(head, limits.max_request_bytes, limits.max_headers) {
@@ -264,16 +259,9 @@ impl GatewayHandler {
             unreachable!()
         };
         let since_us = *since_us;
-        // Parse straight from the receive buffer unless an earlier read left
-        // an incomplete head behind.
         let mut owned = std::mem::take(pending);
         let buffered = !owned.is_empty();
-        let head: &mut [u8] = if buffered {
-            owned.extend_from_slice(data);
-            &mut owned
-        } else {
-            data
-        };
+        let head = request_head(&mut owned, data);
         match handshake::parse_request(head, &self.shared.policy) {
             Parsed::Incomplete => {
                 let keep = if buffered { owned } else { head.to_vec() };
@@ -409,6 +397,18 @@ impl GatewayHandler {
         } else {
             s.last_rx + sh.idle_ms
         }
+    }
+}
+
+/// The request head so far: the receive buffer itself when no earlier read
+/// left an incomplete head behind (the common case: no copy), else those
+/// bytes with this read appended.
+fn request_head<'a>(owned: &'a mut Vec<u8>, data: &'a mut [u8]) -> &'a mut [u8] {
+    if owned.is_empty() {
+        data
+    } else {
+        owned.extend_from_slice(data);
+        owned
     }
 }
 
