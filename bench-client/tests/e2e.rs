@@ -68,6 +68,25 @@ fn bench(args: &[&str]) -> (Output, Duration) {
     (out, start.elapsed())
 }
 
+/// Runs `quick.toml` quietly against `target` (`host:port`) with extra
+/// `--set` overrides, writing its files to `out`.
+fn quick(target: &str, sets: &[&str], out: &Path) -> (Output, Duration) {
+    let scenario = scenario("quick.toml");
+    let url = format!("target.urls=[\"ws://{target}/echo\"]");
+    let mut args = vec![
+        "-q",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--set",
+        &url,
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args.extend(["--out", out.to_str().unwrap()]);
+    bench(&args)
+}
+
 fn summary(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
     serde_json::from_str(&text).unwrap()
@@ -77,16 +96,7 @@ fn summary(dir: &Path) -> serde_json::Value {
 fn quick_scenario_against_the_gateway_succeeds_fully() {
     let Some(gw) = Gateway::start() else { return };
     let out = out_dir("quick");
-    let url = format!("target.urls=[\"ws://{}/echo\"]", gw.addr);
-    let (o, _) = bench(&[
-        "-q",
-        "--scenario",
-        scenario("quick.toml").to_str().unwrap(),
-        "--set",
-        &url,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, _) = quick(&gw.addr.to_string(), &[], &out);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -112,30 +122,22 @@ fn quick_scenario_against_the_gateway_succeeds_fully() {
 #[test]
 fn every_mode_runs_and_a_matrix_writes_plots() {
     let Some(gw) = Gateway::start() else { return };
-    let url = format!("target.urls=[\"ws://{}/echo\"]", gw.addr);
     for (mode, extra) in [
         ("rate", "load.rate=[50,100]"),
         ("ping", "load.ping_interval_ms=50"),
         ("connect-only", "load.connections=[10,20]"),
     ] {
         let out = out_dir(mode);
-        let (o, _) = bench(&[
-            "-q",
-            "--scenario",
-            scenario("quick.toml").to_str().unwrap(),
-            "--set",
-            &url,
-            "--set",
-            &format!("load.mode={mode}"),
-            "--set",
-            extra,
-            "--set",
-            "load.duration_secs=1",
-            "--set",
-            "thresholds.min_tps=0",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let (o, _) = quick(
+            &gw.addr.to_string(),
+            &[
+                &format!("load.mode={mode}"),
+                extra,
+                "load.duration_secs=1",
+                "thresholds.min_tps=0",
+            ],
+            &out,
+        );
         assert!(
             o.status.success(),
             "{mode}: {}\n{}",
@@ -166,20 +168,11 @@ fn every_mode_runs_and_a_matrix_writes_plots() {
 fn connections_past_the_process_cap_are_spread_and_merged() {
     let Some(gw) = Gateway::start() else { return };
     let out = out_dir("multi");
-    let url = format!("target.urls=[\"ws://{}/echo\"]", gw.addr);
-    let (o, _) = bench(&[
-        "-q",
-        "--scenario",
-        scenario("quick.toml").to_str().unwrap(),
-        "--set",
-        &url,
-        "--set",
-        "load.connections=30",
-        "--set",
-        "client.max_conns_per_process=8",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, _) = quick(
+        &gw.addr.to_string(),
+        &["load.connections=30", "client.max_conns_per_process=8"],
+        &out,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cell = &summary(&out)["cells"][0];
     assert_eq!(cell["processes"], 4);
@@ -206,17 +199,7 @@ fn a_dead_target_yields_refused_connections_not_a_hang() {
         .unwrap()
         .port();
     let out = out_dir("dead");
-    let (o, took) = bench(&[
-        "-q",
-        "--scenario",
-        scenario("quick.toml").to_str().unwrap(),
-        "--set",
-        &format!("target.urls=[\"ws://127.0.0.1:{port}/echo\"]"),
-        "--set",
-        "load.connections=20",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, took) = quick(&format!("127.0.0.1:{port}"), &["load.connections=20"], &out);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -236,19 +219,11 @@ fn a_silent_target_yields_handshake_timeouts() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let out = out_dir("silent");
-    let (o, took) = bench(&[
-        "-q",
-        "--scenario",
-        scenario("quick.toml").to_str().unwrap(),
-        "--set",
-        &format!("target.urls=[\"ws://127.0.0.1:{port}/echo\"]"),
-        "--set",
-        "load.connections=10",
-        "--set",
-        "load.handshake_timeout_ms=300",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, took) = quick(
+        &format!("127.0.0.1:{port}"),
+        &["load.connections=10", "load.handshake_timeout_ms=300"],
+        &out,
+    );
     drop(listener);
     assert_eq!(o.status.code(), Some(1));
     assert!(took < Duration::from_secs(20), "took {took:?}");
@@ -274,17 +249,7 @@ fn a_non_websocket_server_yields_bad_status() {
         }
     });
     let out = out_dir("404");
-    let (o, _) = bench(&[
-        "-q",
-        "--scenario",
-        scenario("quick.toml").to_str().unwrap(),
-        "--set",
-        &format!("target.urls=[\"ws://127.0.0.1:{port}/echo\"]"),
-        "--set",
-        "load.connections=5",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, _) = quick(&format!("127.0.0.1:{port}"), &["load.connections=5"], &out);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(summary(&out)["cells"][0]["counts"]["fail_bad_status"], 5);
 }
