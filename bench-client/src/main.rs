@@ -95,15 +95,23 @@ fn validate(file: &Path, sets: &[String]) -> ExitCode {
                 let l = &c.scenario.load;
                 let params: Vec<String> =
                     c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let ignored = l.mode.ignored_keys();
+                let traffic: String = [
+                    ("message_size", l.message_size.to_string()),
+                    ("in_flight", l.in_flight.to_string()),
+                    ("rate", l.rate.to_string()),
+                    ("ping_interval_ms", l.ping_interval_ms.to_string()),
+                ]
+                .into_iter()
+                .filter(|(k, _)| !ignored.contains(k))
+                .map(|(k, v)| format!(" {k}={v}"))
+                .collect();
                 println!(
-                    "cell {:>3}: {:<40} mode={} connections={} message_size={} in_flight={} rate={} duration_secs={}",
+                    "cell {:>3}: {:<40} mode={} connections={}{traffic} duration_secs={}",
                     c.index,
                     params.join(" "),
                     l.mode.label(),
                     l.connections,
-                    l.message_size,
-                    l.in_flight,
-                    l.rate,
                     l.duration_secs
                 );
             }

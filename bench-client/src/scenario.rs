@@ -122,6 +122,24 @@ impl Mode {
             Mode::Ping => "ping",
         }
     }
+
+    /// `[load]` keys this mode never reads, so varying one would repeat the same run.
+    pub fn ignored_keys(self) -> &'static [&'static str] {
+        match self {
+            Mode::ConnectOnly => &[
+                "message_size",
+                "message_kind",
+                "in_flight",
+                "rate",
+                "ping_interval_ms",
+                "message_timeout_ms",
+            ],
+            Mode::Echo => &["rate", "ping_interval_ms"],
+            Mode::Rate => &["in_flight", "ping_interval_ms"],
+            // A ping carries its send time as payload.
+            Mode::Ping => &["message_size", "message_kind", "in_flight", "rate"],
+        }
+    }
 }
 
 /// Text or binary messages.
@@ -331,6 +349,19 @@ pub fn parse(
             scenario.name = default_name.to_string();
         }
         validate(&scenario)?;
+        let mode = scenario.load.mode;
+        if let Some((key, _)) = dims.iter().find(|(k, _)| {
+            k.strip_prefix("load.")
+                .is_some_and(|k| mode.ignored_keys().contains(&k))
+        }) {
+            return Err(invalid(
+                key,
+                format!(
+                    "is varied, but {} mode does not use it: every cell would be the same run",
+                    mode.label()
+                ),
+            ));
+        }
         cells.push(Cell {
             index,
             params,
@@ -631,8 +662,32 @@ mod tests {
     }
 
     #[test]
+    fn varying_a_key_the_mode_ignores_is_an_error() {
+        for (text, mode, key) in [
+            ("in_flight = [1, 4]\n", "rate", "load.in_flight"),
+            ("rate = [1, 2]\n", "echo", "load.rate"),
+            (
+                "message_size = [10, 20]\n",
+                "connect-only",
+                "load.message_size",
+            ),
+            ("message_size = [10, 20]\n", "ping", "load.message_size"),
+        ] {
+            let e = parse_err(text, &[&format!("load.mode={mode}")]);
+            assert!(
+                e.contains(key) && e.contains("is varied"),
+                "{text:?} -> {e}"
+            );
+        }
+        parse_ok("rate = [1, 2]\n", &["load.mode=rate"]);
+    }
+
+    #[test]
     fn matrix_order_follows_the_file() {
-        let m = parse_ok("rate = [1, 2]\nmessage_size = [10, 20]\n", &[]);
+        let m = parse_ok(
+            "rate = [1, 2]\nmessage_size = [10, 20]\n",
+            &["load.mode=rate"],
+        );
         assert_eq!(m.varied, vec!["load.rate", "load.message_size"]);
     }
 

@@ -72,6 +72,11 @@ pub struct ServerConfig {
     pub backlog: u32,
     /// Open WebSocket and HTTP connections allowed across all workers; beyond it new ones get 503.
     pub max_connections: usize,
+    /// Let another process listen on the same address too (`SO_REUSEPORT` spreads connections
+    /// over both): for a deliberate hand-over, where a new gateway starts before the old one
+    /// drains. Off, start-up fails if the address is already listened on, instead of silently
+    /// sharing the port with a forgotten gateway.
+    pub share_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +87,7 @@ impl Default for ServerConfig {
             pin_workers: true,
             backlog: 4096,
             max_connections: 100_000,
+            share_port: false,
         }
     }
 }

@@ -73,12 +73,16 @@ pub struct Running {
 /// Binds, starts every worker and returns once all are serving.
 pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, ServerError> {
     let workers = config.effective_workers();
-    let (listeners, local_addr) =
-        listener::reuseport_listeners(config.server.listen, workers, config.server.backlog)
-            .map_err(|source| ServerError::Listen {
-                addr: config.server.listen,
-                source,
-            })?;
+    let (listeners, local_addr) = listener::reuseport_listeners(
+        config.server.listen,
+        workers,
+        config.server.backlog,
+        config.server.share_port,
+    )
+    .map_err(|source| ServerError::Listen {
+        addr: config.server.listen,
+        source,
+    })?;
     // A plain listener (no SO_REUSEPORT: a second process must not share it).
     let mut admin = match config.admin.listen {
         Some(addr) => {

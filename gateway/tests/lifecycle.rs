@@ -473,3 +473,33 @@ fn sigterm_drain_is_bounded_by_drain_ms() {
         other => panic!("half-open handshake: expected EOF or reset, got {other:?}"),
     }
 }
+
+#[test]
+fn a_second_gateway_on_a_listened_port_refuses_to_start_unless_share_port() {
+    let Some(first) = Gateway::start("") else {
+        return;
+    };
+    let listen = first.addr.to_string();
+    let config = std::env::temp_dir().join(format!("gateway-it-share-{}.toml", std::process::id()));
+    std::fs::write(&config, merged_config("")).expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(&listen)
+        .output()
+        .expect("run a second gateway");
+    let _ = std::fs::remove_file(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second gateway started: {stderr}");
+    assert!(
+        stderr.contains("already listening") && stderr.contains("server.share_port"),
+        "{stderr}"
+    );
+    assert_still_serving(&first);
+
+    let second = Gateway::start_on(&listen, "[server]\nshare_port = true\n")
+        .expect("with share_port the second gateway joins the port");
+    assert_eq!(second.addr, first.addr);
+    assert_still_serving(&second);
+}

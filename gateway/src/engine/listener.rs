@@ -7,11 +7,19 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Creates `count` listeners bound to `addr`. With port 0 the first picks a
 /// free port and the others bind to that same port.
+///
+/// `SO_REUSEPORT` would also let them join a socket another process already
+/// listens on, silently splitting the traffic with it; unless `share` is set,
+/// that is refused first (`AddrInUse`).
 pub fn reuseport_listeners(
     addr: SocketAddr,
     count: usize,
     backlog: u32,
+    share: bool,
 ) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    if !share && addr.port() != 0 {
+        ensure_not_listened_on(addr)?;
+    }
     let mut fds = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
@@ -87,6 +95,33 @@ pub fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh descriptor we exclusively own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Binds a probe socket without `SO_REUSEPORT`. `SO_REUSEADDR` keeps
+/// TIME_WAIT leftovers of an earlier run from counting, but a listening socket
+/// still conflicts, so `EADDRINUSE` here means someone is serving on `addr`.
+fn ensure_not_listened_on(addr: SocketAddr) -> io::Result<()> {
+    let probe = tcp_socket(&addr)?;
+    set_int_opt(probe.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let (storage, len) = sockaddr(&addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    let rc = unsafe {
+        libc::bind(
+            probe.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    match check(rc) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "bind {addr}: another process is already listening there \
+                 (set server.share_port = true to share it deliberately)"
+            ),
+        )),
+        other => other.map(drop),
+    }
 }
 
 fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {

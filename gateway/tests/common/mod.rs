@@ -82,6 +82,11 @@ impl Gateway {
     /// Returns `None` when io_uring is unavailable (the caller returns, i.e.
     /// skips); panics on any other start-up failure.
     pub fn start(overrides: &str) -> Option<Gateway> {
+        Self::start_on("127.0.0.1:0", overrides)
+    }
+
+    /// [`Gateway::start`] on a given `--listen` address.
+    pub fn start_on(listen: &str, overrides: &str) -> Option<Gateway> {
         let dir = unique_dir();
         let config_path = dir.join("gateway.toml");
         let config = merged_config(overrides);
@@ -96,7 +101,7 @@ impl Gateway {
             .arg("--config")
             .arg(&config_path)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
