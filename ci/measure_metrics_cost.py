@@ -45,9 +45,14 @@ import urllib.request
 GATEWAY = "target/release/gateway"
 CLIENT = "target/release/bench-client"
 LOADS = {
-    # name: (connections, messages in flight per connection)
-    "ping-pong": (1000, 1),  # about one message per receive: the costliest case per message
-    "batched": (100, 16),  # many messages per receive
+    # Closed loop, about one message per receive: the costliest case per
+    # message, but its batching is set by the client/gateway feedback loop.
+    "ping-pong": ["load.connections=1000", "load.in_flight=1"],
+    # Closed loop, many messages per receive (the gateway near saturation).
+    "batched": ["load.connections=100", "load.in_flight=16"],
+    # Open loop, one message per receive, arrivals set by the client's clock
+    # alone: many connections at a low rate each, as chat traffic looks.
+    "open-loop": ["load.mode=rate", "load.connections=10000", "load.rate=10"],
 }
 
 
@@ -87,7 +92,7 @@ def scrape_forever(url, stop):
             print(f"scrape failed: {e}", file=sys.stderr)
 
 
-def burst(tmp, tag, addr, pid, conns, in_flight, secs):
+def burst(tmp, tag, addr, pid, load, secs):
     """One bench-client run; returns (msgs/s, gateway CPU µs/msg, client CPU µs/msg)."""
     out = os.path.join(tmp, tag)
     args = [
@@ -95,8 +100,7 @@ def burst(tmp, tag, addr, pid, conns, in_flight, secs):
         "--out", out,
         "--set", f'target.urls=["ws://{addr}/echo"]',
         "--set", f"target.pid={pid}",
-        "--set", f"load.connections={conns}",
-        "--set", f"load.in_flight={in_flight}",
+        *(a for kv in LOADS[load] for a in ("--set", kv)),
         "--set", "load.message_size=64",
         "--set", "load.warmup_secs=1",
         "--set", f"load.duration_secs={secs}",
@@ -146,14 +150,13 @@ def main():
         results = {}
         try:
             for load in loads:
-                conns, in_flight = LOADS[load]
                 for pair in range(1, args.pairs + 1):
                     order = ("off", b_name) if pair % 2 else (b_name, "off")
                     got = {}
                     for mode in order:
                         addr, pid = gateways[mode]
                         tag = f"{load}-{pair}-{mode}"
-                        got[mode] = burst(tmp, tag, addr, pid, conns, in_flight, args.secs)
+                        got[mode] = burst(tmp, tag, addr, pid, load, args.secs)
                         print(f"{load} {pair} {mode} {got[mode][0]:.0f} {got[mode][1]:.4f} "
                               f"{got[mode][2]:.4f}", flush=True)
                     results.setdefault(load, []).append((got["off"], got[b_name]))

@@ -98,7 +98,6 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
     let admin_addr = admin.as_ref().map(|(_, a)| *a);
     let cpus = affinity::allowed_cpus();
     let shared = Arc::new(Shared::new(config));
-    let metrics = shared.telemetry.is_some();
     let engine = EngineConfig {
         ring_entries: config.io.ring_entries,
         recv_buffers: config.io.recv_buffers,
@@ -144,10 +143,6 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
                         });
                     }
                 };
-                if metrics {
-                    // Arrival stamps for the message latency histogram.
-                    worker.io_and_handler().0.enable_fine_clock();
-                }
                 log::debug!("worker {i} ready on cpu {cpu:?}: {worker:?}");
                 let _ = ready.send(Ok(()));
                 let result = worker.run(&engine, &shutdown);

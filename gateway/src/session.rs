@@ -43,6 +43,7 @@ pub struct Shared {
     ping_interval_ms: u64,
     close_ms: u64,
     publish_ms: u64,
+    latency_sample_every: u32,
     /// Connections admitted across all workers (touched once per accept and close).
     pub active: AtomicUsize,
     /// The metrics recorder, when metrics are enabled (`[admin]`).
@@ -73,6 +74,7 @@ impl Shared {
             ping_interval_ms: config.timeouts.ping_interval_ms,
             close_ms: config.timeouts.close_ms,
             publish_ms: config.admin.publish_ms,
+            latency_sample_every: config.admin.latency_sample_every,
             active: AtomicUsize::new(0),
             telemetry: config.admin.metrics_enabled().then(|| {
                 Arc::new(Telemetry::new(
@@ -139,10 +141,13 @@ pub struct GatewayHandler {
 impl GatewayHandler {
     /// A handler for worker `worker`.
     pub fn new(shared: Arc<Shared>, worker: usize) -> Self {
-        let metrics = shared
-            .telemetry
-            .as_ref()
-            .map(|t| Box::new(WorkerMetrics::new(t.clone(), worker)));
+        let metrics = shared.telemetry.as_ref().map(|t| {
+            Box::new(WorkerMetrics::new(
+                t.clone(),
+                worker,
+                shared.latency_sample_every,
+            ))
+        });
         Self {
             shared,
             counters: Counters::default(),

@@ -18,6 +18,7 @@ workers = 2
 [admin]
 listen = "127.0.0.1:0"
 publish_ms = 50
+latency_sample_every = 1
 "#;
 
 /// Polls `/metrics` until `ready` holds (workers publish every 50 ms).

@@ -178,8 +178,9 @@ impl<H: Handler> Worker<H> {
     pub fn run(&mut self, cfg: &EngineConfig, shutdown: &AtomicBool) -> io::Result<()> {
         let mut drain_deadline = None;
         let mut aborted_all = false;
+        self.io.update_clock();
         loop {
-            let now = self.io.update_clock();
+            let now = self.io.now_ms();
             if !self.io.shutting_down {
                 self.arm_accepts(now);
             }
@@ -209,9 +210,8 @@ impl<H: Handler> Worker<H> {
             }
             self.bufs.commit();
             self.io.ring.submit_and_wait(self.wait_time())?;
-            self.io.update_fine_clock();
-            self.reap();
             self.io.update_clock();
+            self.reap();
             self.fire_deadlines();
             self.handler.on_tick(&mut self.io);
             self.handler.on_schedule(

@@ -17,6 +17,10 @@
 //! arrival times pending (a peer far behind in reading), newer replies merge
 //! into the second group at the count-weighted mean arrival time, which keeps
 //! the sum of latencies exact and the distribution close.
+//!
+//! Only one receive in `sample_every` is tracked (counted per worker, so the
+//! choice has nothing to do with latency and the quantiles stay unbiased);
+//! the others cost a decrement.
 
 use super::histogram::LocalHistogram;
 
@@ -39,9 +43,21 @@ struct Group {
 pub struct SendTracker {
     entries: Vec<[Group; 2]>,
     free: Vec<u32>,
+    /// Track one receive in this many (0 and 1: every receive).
+    sample_every: u32,
+    /// Receives to skip before the next tracked one.
+    skip: u32,
 }
 
 impl SendTracker {
+    /// A tracker that follows one receive in `every`.
+    pub fn sampling(every: u32) -> Self {
+        Self {
+            sample_every: every,
+            ..Self::default()
+        }
+    }
+
     /// Connections with replies in flight (entries in use).
     pub fn busy(&self) -> usize {
         self.entries.len() - self.free.len()
@@ -57,6 +73,11 @@ impl SendTracker {
         if count == 0 {
             return;
         }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return;
+        }
+        self.skip = self.sample_every.saturating_sub(1);
         let ahead = u32::try_from(queued).unwrap_or(u32::MAX);
         if *handle == NONE {
             *handle = match self.free.pop() {
@@ -147,6 +168,19 @@ mod tests {
         assert_eq!((h.count(), h.sum_us()), (4, 200));
         assert_eq!(h.bucket(1), 4, "50 us is in the 100 us bucket");
         assert_eq!((c, t.busy()), (NONE, 0), "idle again: entry freed");
+    }
+
+    #[test]
+    fn sampling_tracks_one_receive_in_n() {
+        let (mut t, mut h) = (SendTracker::sampling(4), hist());
+        let mut conns = [NONE; 8];
+        for (i, c) in conns.iter_mut().enumerate() {
+            t.queued(c, 100, 1, 10);
+            t.sent(c, 10, 100 + i as u32, &mut h);
+        }
+        assert_eq!(h.count(), 2, "receives 0 and 4 of 8");
+        assert_eq!(h.sum_us(), 4, "their latencies: 0 and 4 us");
+        assert_eq!(t.busy(), 0);
     }
 
     #[test]

@@ -364,7 +364,7 @@ impl std::fmt::Debug for WorkerMetrics {
 impl WorkerMetrics {
     /// Registers worker `worker`'s series (all of them, zero-valued, so
     /// dashboards see 0 rather than no data).
-    pub fn new(telemetry: Arc<Telemetry>, worker: usize) -> Self {
+    pub fn new(telemetry: Arc<Telemetry>, worker: usize, latency_sample_every: u32) -> Self {
         let w = worker.to_string();
         let (counter, gauge) = (
             |name: &'static str| metrics::counter!(name, "worker" => w.clone()),
@@ -373,7 +373,7 @@ impl WorkerMetrics {
         let shared = telemetry.clone();
         metrics::with_local_recorder(&shared.recorder, || WorkerMetrics {
             worker,
-            tracker: SendTracker::default(),
+            tracker: SendTracker::sampling(latency_sample_every),
             latency: LocalHistogram::new(&MESSAGE_LATENCY_BUCKETS_US),
             handshake: metrics::histogram!(HANDSHAKE_DURATION, "worker" => w.clone()),
             next_publish_ms: 0,
@@ -519,8 +519,8 @@ mod tests {
     #[test]
     fn published_counters_render_per_worker() {
         let t = Arc::new(Telemetry::new(2, 500));
-        let mut w0 = WorkerMetrics::new(t.clone(), 0);
-        let w1 = WorkerMetrics::new(t.clone(), 1);
+        let mut w0 = WorkerMetrics::new(t.clone(), 0, 1);
+        let w1 = WorkerMetrics::new(t.clone(), 1, 1);
         let mut c = Counters {
             accepted: 7,
             messages_in: 40,
@@ -642,7 +642,7 @@ mod tests {
     #[test]
     fn help_lines_cover_every_registered_family() {
         let t = Arc::new(Telemetry::new(1, 1));
-        WorkerMetrics::new(t.clone(), 0).publish_counters(&Counters::default());
+        WorkerMetrics::new(t.clone(), 0, 1).publish_counters(&Counters::default());
         let text = t.render();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let family = line.split(' ').nth(2).unwrap();
