@@ -20,7 +20,8 @@ minutes apart differ by more than the 2 % budget being checked. Hence:
 * `--control` runs the same procedure with metrics off on both gateways (an
   A/A test): its interval is the resolution of the method, measured rather
   than assumed.
-* The verdict is the 95 % bootstrap interval of the mean paired difference.
+* The verdict: both 95 % bootstrap intervals of the normalised difference
+  (its mean and its Hodges-Lehmann median) below 2 %.
 
 The metrics gateway is scraped every 5 s throughout, as Prometheus would; the
 idle gateway sleeps in io_uring_enter (the metrics one wakes once per
@@ -117,10 +118,18 @@ def burst(tmp, tag, addr, pid, load, secs):
     return cell["tps"], cost["server_cpu_us_per_msg"], cost["client_cpu_us_per_msg"]
 
 
-def bootstrap_mean_ci(values, rounds=10000, seed=1):
+def bootstrap_ci(values, stat, rounds=2000, seed=1):
     rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+    stats = sorted(stat(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return stats[int(0.025 * rounds)], stats[int(0.975 * rounds) - 1]
+
+
+def hodges_lehmann(values):
+    """Median of all pairwise means: a median-like estimate that tolerates
+    the heavy tail of a closed loop that sometimes drops into a slower
+    batching regime, with far less variance than the plain median."""
+    n = len(values)
+    return statistics.median((values[i] + values[j]) / 2 for i in range(n) for j in range(i, n))
 
 
 def main():
@@ -172,7 +181,8 @@ def main():
 def report(results, args, b_name):
     label = "A/A control: metrics off on both" if args.control else "metrics on vs off"
     print(f"\n{label}; {args.pairs} pairs of {args.secs} s bursts per load; "
-          f"difference = {b_name} / off - 1 per pair, mean [95 % bootstrap CI]\n")
+          f"difference = {b_name} / off - 1 per pair; mean and median (Hodges-Lehmann), "
+          "each [95 % bootstrap CI]\n")
     print("| load | msgs/s off / " + b_name + " (median) | gateway µs/msg off / " + b_name
           + " (median) | gateway CPU per msg | gateway / client CPU per msg | verdict (< 2 %) |")
     print("|---|---|---|---|---|---|")
@@ -182,17 +192,21 @@ def report(results, args, b_name):
 
         raw = [100 * (y[1] / x[1] - 1) for x, y in rows]
         rel = [100 * ((y[1] / y[2]) / (x[1] / x[2]) - 1) for x, y in rows]
-        cells = []
+        cells, upper = [], []
         for diffs in (raw, rel):
-            lo, hi = bootstrap_mean_ci(diffs)
-            cells.append((statistics.fmean(diffs), lo, hi))
-        hi = cells[1][2]
-        verdict = "shown" if hi < 2 else ("exceeded" if cells[1][1] >= 2 else "not resolved")
+            text = []
+            for stat in (statistics.fmean, hodges_lehmann):
+                lo, hi = bootstrap_ci(diffs, stat)
+                text.append(f"{stat(diffs):+.2f} % [{lo:+.2f}, {hi:+.2f}]")
+                upper.append(hi)
+            cells.append(" / ".join(text))
         if args.control:
             verdict = "(control)"
+        else:
+            verdict = "shown" if max(upper[2:]) < 2 else "not resolved"
         print(
             f"| {load} | {med(0, 0):,.0f} / {med(1, 0):,.0f} | {med(0, 1):.3f} / {med(1, 1):.3f} | "
-            + " | ".join(f"{m:+.2f} % [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in cells)
+            + " | ".join(cells)
             + f" | {verdict} |"
         )
 

@@ -296,7 +296,8 @@ impl Telemetry {
         let mut out = self.handle.render();
         out.push_str(
             "# HELP gateway_message_latency_seconds Time from a message's arrival \
-             (fully received) to the completion of the send carrying its reply.\n\
+             (fully received) to the completion of the send carrying its reply; \
+             one receive in admin.latency_sample_every is sampled.\n\
              # TYPE gateway_message_latency_seconds histogram\n",
         );
         for (worker, h) in self.latency.iter().enumerate() {
