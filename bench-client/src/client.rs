@@ -26,12 +26,6 @@ use crate::target_url::WsUrl;
 
 /// A send more than this late (rate mode) is counted as late.
 const LATE_US: u64 = 1_000;
-/// Scheduled sends (rate and ping modes) due within this many µs of a wake-up
-/// go out in that wake-up instead of each waking the worker (wake-ups are
-/// most of rate mode's CPU per message; this saved 5-17 % at 5k-20k msg/s,
-/// results/client-efficiency.md). They leave early by at most this much, so
-/// latency is measured from the actual send then.
-const BATCH_US: u64 = 50;
 /// Pre-masked copies of the message frame per process (see [`Plan::frames`]).
 const FRAME_POOL: usize = 64;
 /// Connects started per loop iteration at most, so a burst does not starve replies.
@@ -59,6 +53,9 @@ pub struct Plan {
     pub in_flight: usize,
     /// Rate mode: µs between sends on one connection; ping mode: between pings.
     pub interval_us: u64,
+    /// Scheduled sends due within this many µs of a wake-up go out in it
+    /// (`client.send_batch_us`).
+    pub send_batch_us: u64,
     /// Reply timeout, µs.
     pub message_timeout_us: u64,
     /// Connect + handshake timeout, ms.
@@ -152,6 +149,7 @@ impl Plan {
                 _ => 0,
             }
             .max(1),
+            send_batch_us: s.client.send_batch_us,
             message_timeout_us: l.message_timeout_ms * 1000,
             handshake_timeout_ms: l.handshake_timeout_ms,
             connections,
@@ -740,7 +738,7 @@ impl Handler for BenchHandler {
     fn on_schedule(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
         let now = self.plan.now_us();
         while let Some(&Reverse((due, id))) = self.schedule.peek() {
-            if due > now + BATCH_US {
+            if due > now + self.plan.send_batch_us {
                 break;
             }
             self.schedule.pop();
