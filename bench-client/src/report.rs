@@ -126,22 +126,17 @@ pub fn verdicts(s: &Scenario, r: &CellReport) -> Vec<Verdict> {
     let t = &s.thresholds;
     let mut v = Vec::new();
     if let Some(limit) = t.p99_ms {
-        let actual = if s.load.mode == Mode::ConnectOnly {
-            r.handshake.p99_ms
+        let latency = if s.load.mode == Mode::ConnectOnly {
+            &r.handshake
         } else {
-            r.latency.p99_ms
-        };
-        // No samples at all cannot pass a latency threshold.
-        let samples = if s.load.mode == Mode::ConnectOnly {
-            r.handshake.count
-        } else {
-            r.latency.count
+            &r.latency
         };
         v.push(Verdict {
             threshold: "p99_ms",
             limit,
-            actual,
-            pass: samples > 0 && actual <= limit,
+            actual: latency.p99_ms,
+            // No samples at all cannot pass a latency threshold.
+            pass: latency.count > 0 && latency.p99_ms <= limit,
         });
     }
     if let Some(limit) = t.min_success_rate {

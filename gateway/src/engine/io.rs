@@ -557,18 +557,7 @@ impl Io {
                 libc::IP_BIND_ADDRESS_NO_PORT,
                 1,
             )?;
-            let (storage, len) = listener::sockaddr(&local);
-            // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-            let rc = unsafe {
-                libc::bind(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    (&storage as *const libc::sockaddr_storage).cast(),
-                    len,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            listener::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &local)?;
         }
         let (storage, len) = listener::sockaddr(&addr);
         let id = self.alloc(fd.into_raw_fd());

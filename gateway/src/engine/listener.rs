@@ -97,22 +97,21 @@ pub fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `bind(2)` of socket `fd` to `addr`.
+pub fn bind(fd: i32, addr: &SocketAddr) -> io::Result<()> {
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    check(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) })
+        .map(drop)
+}
+
 /// Binds a probe socket without `SO_REUSEPORT`. `SO_REUSEADDR` keeps
 /// TIME_WAIT leftovers of an earlier run from counting, but a listening socket
 /// still conflicts, so `EADDRINUSE` here means someone is serving on `addr`.
 fn ensure_not_listened_on(addr: SocketAddr) -> io::Result<()> {
     let probe = tcp_socket(&addr)?;
     set_int_opt(probe.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    let (storage, len) = sockaddr(&addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    let rc = unsafe {
-        libc::bind(
-            probe.as_raw_fd(),
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len,
-        )
-    };
-    match check(rc) {
+    match bind(probe.as_raw_fd(), &addr) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
             e.kind(),
             format!(
@@ -120,7 +119,7 @@ fn ensure_not_listened_on(addr: SocketAddr) -> io::Result<()> {
                  (set server.share_port = true to share it deliberately)"
             ),
         )),
-        other => other.map(drop),
+        other => other,
     }
 }
 
@@ -132,10 +131,7 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
     // saves a setsockopt per connection.
     set_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-    let (storage, len) = sockaddr(&addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    check(unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) })
-        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+    bind(raw, &addr).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
     // SAFETY: plain syscall on a socket we own.
     check(unsafe { libc::listen(raw, backlog.min(i32::MAX as u32) as i32) })?;
     Ok(fd)
