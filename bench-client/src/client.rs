@@ -257,6 +257,8 @@ enum State {
     Open(Codec),
     /// We sent close (end of run) and wait for the server.
     Closing,
+    /// The handshake failed and was counted; the connection is being aborted.
+    Failed,
 }
 
 /// Per-connection state.
@@ -479,7 +481,7 @@ impl BenchHandler {
         head.extend_from_slice(data);
         let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
             if head.len() > 16 * 1024 {
-                self.fail_handshake(io, id, |k| k.fail_bad_status += 1);
+                self.fail_handshake(io, id, c, |k| k.fail_bad_status += 1);
             }
             return;
         };
@@ -494,7 +496,7 @@ impl BenchHandler {
                 "handshake refused: {:?}",
                 String::from_utf8_lossy(&head[..end.min(200)])
             );
-            self.fail_handshake(io, id, |k| k.fail_bad_status += 1);
+            self.fail_handshake(io, id, c, |k| k.fail_bad_status += 1);
             return;
         }
         let expected = derive_accept_key(key.as_bytes());
@@ -502,7 +504,7 @@ impl BenchHandler {
             h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == expected.as_bytes()
         });
         if !accept_ok {
-            self.fail_handshake(io, id, |k| k.fail_bad_accept += 1);
+            self.fail_handshake(io, id, c, |k| k.fail_bad_accept += 1);
             return;
         }
         let mut rest = head.split_off(end + 4);
@@ -541,12 +543,16 @@ impl BenchHandler {
         }
     }
 
+    /// Counts a failed handshake once: the state it leaves behind tells
+    /// `on_closed` that this connection's fate is already accounted for.
     fn fail_handshake(
         &mut self,
         io: &mut Io,
         id: ConnId,
+        c: &mut Conn,
         count: impl FnOnce(&mut crate::stats::Counts),
     ) {
+        c.state = State::Failed;
         count(&mut self.measured.counts);
         self.unresolved -= 1;
         io.close(id, CloseMode::Abort);
@@ -673,7 +679,7 @@ impl Handler for BenchHandler {
         match c.state {
             State::Handshake { .. } => self.on_handshake(io, id, c, data),
             State::Open(_) => self.on_frames(io, id, c, data),
-            State::Closing => {}
+            State::Closing | State::Failed => {}
         }
     }
 
@@ -683,20 +689,20 @@ impl Handler for BenchHandler {
 
     fn on_deadline(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
         match c.state {
-            State::Handshake { .. } => self.fail_handshake(io, id, |k| k.fail_timeout += 1),
-            State::Open(_) | State::Closing => io.close(id, CloseMode::Abort),
+            State::Handshake { .. } => self.fail_handshake(io, id, c, |k| k.fail_timeout += 1),
+            State::Open(_) | State::Closing | State::Failed => io.close(id, CloseMode::Abort),
         }
     }
 
-    fn on_closed(&mut self, _: &mut Io, _: ConnId, mut c: Conn, cause: CloseCause) {
+    fn on_closed(&mut self, _: &mut Io, _: ConnId, mut c: Conn, _: CloseCause) {
         match c.state {
             State::Handshake { .. } => {
-                // Closed before the 101 (the handshake paths above count their own failures).
-                if !matches!(cause, CloseCause::Aborted) {
-                    self.measured.counts.fail_reset += 1;
-                    self.unresolved -= 1;
-                }
+                // The server closed or reset before its 101 (failures we
+                // decided ourselves left `State::Failed`, counted already).
+                self.measured.counts.fail_reset += 1;
+                self.unresolved -= 1;
             }
+            State::Failed => {}
             State::Open(_) => {
                 self.conns_up -= 1;
                 self.measured.counts.conn_dropped += 1;

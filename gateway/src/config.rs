@@ -77,6 +77,14 @@ pub struct ServerConfig {
     /// drains. Off, start-up fails if the address is already listened on, instead of silently
     /// sharing the port with a forgotten gateway.
     pub share_port: bool,
+    /// `SO_SNDBUF` of every client connection in bytes (the kernel doubles it
+    /// for its own overhead); 0 = kernel autotuning, up to `net.ipv4.tcp_wmem`'s
+    /// maximum (4 MiB by default) per connection. Setting it caps the kernel
+    /// memory a peer that stops reading can pin, on top of
+    /// `io.max_send_queue_bytes`, and turns autotuning off for that socket.
+    pub socket_send_buffer: u32,
+    /// `SO_RCVBUF` of every client connection in bytes; 0 = kernel autotuning.
+    pub socket_recv_buffer: u32,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +96,8 @@ impl Default for ServerConfig {
             backlog: 4096,
             max_connections: 100_000,
             share_port: false,
+            socket_send_buffer: 0,
+            socket_recv_buffer: 0,
         }
     }
 }
@@ -299,6 +309,17 @@ impl Config {
         if self.server.backlog == 0 {
             return bad("server.backlog", "must be at least 1");
         }
+        for (key, v) in [
+            ("server.socket_send_buffer", self.server.socket_send_buffer),
+            ("server.socket_recv_buffer", self.server.socket_recv_buffer),
+        ] {
+            if v != 0 && !(2048..=(1 << 30)).contains(&v) {
+                return bad(
+                    key,
+                    "must be 0 (kernel autotuning) or from 2048 to 1073741824",
+                );
+            }
+        }
         let l = &self.limits;
         if l.max_frame_bytes == 0 {
             return bad("limits.max_frame_bytes", "must be at least 1");
@@ -474,6 +495,10 @@ mod tests {
             ("[io]\nring_entries = 3\n", "io.ring_entries"),
             ("[io]\nrecv_buffer_size = 10\n", "io.recv_buffer_size"),
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            (
+                "[server]\nsocket_send_buffer = 100\n",
+                "server.socket_send_buffer",
+            ),
             (
                 "[limits]\nmax_frame_bytes = 10\nmax_message_bytes = 5\n",
                 "limits.max_message_bytes",

@@ -73,16 +73,20 @@ pub struct Running {
 /// Binds, starts every worker and returns once all are serving.
 pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, ServerError> {
     let workers = config.effective_workers();
-    let (listeners, local_addr) = listener::reuseport_listeners(
-        config.server.listen,
-        workers,
-        config.server.backlog,
-        config.server.share_port,
-    )
-    .map_err(|source| ServerError::Listen {
-        addr: config.server.listen,
-        source,
-    })?;
+    let s = &config.server;
+    let opts = listener::ListenOptions {
+        backlog: s.backlog,
+        share: s.share_port,
+        send_buffer: s.socket_send_buffer,
+        recv_buffer: s.socket_recv_buffer,
+    };
+    let (listeners, local_addr) =
+        listener::reuseport_listeners(s.listen, workers, opts).map_err(|source| {
+            ServerError::Listen {
+                addr: config.server.listen,
+                source,
+            }
+        })?;
     // A plain listener (no SO_REUSEPORT: a second process must not share it).
     let mut admin = match config.admin.listen {
         Some(addr) => {

@@ -202,3 +202,92 @@ fn exhausted_buffer_ring_rearms_and_loses_nothing() {
     let enobufs: u64 = summary.engine.iter().map(|s| s.recv_enobufs).sum();
     assert!(enobufs > 0, "expected ENOBUFS re-arms with a 2-buffer ring");
 }
+
+/// Connects that fail (refused, or aborted by the handler while in flight)
+/// with sends attempted before they complete: the sends are refused, each
+/// failure is reported once, and no completion lands on a released slot.
+#[test]
+fn sends_before_a_connect_completes_are_refused_and_failures_release_the_slot() {
+    struct Refused {
+        target: SocketAddr,
+        to_open: usize,
+        refused_sends: usize,
+        failures: Vec<i32>,
+        opened: usize,
+        closed: usize,
+    }
+    impl Handler for Refused {
+        type Conn = ();
+        fn on_open(&mut self, _: &mut Io, _: ConnId, _: Origin) {
+            self.opened += 1;
+        }
+        fn on_data(&mut self, _: &mut Io, _: ConnId, _: &mut (), _: &mut [u8]) {}
+        fn on_deadline(&mut self, _: &mut Io, _: ConnId, _: &mut ()) {}
+        fn on_closed(&mut self, _: &mut Io, _: ConnId, _: (), _: CloseCause) {
+            self.closed += 1;
+        }
+        fn on_connect_failed(&mut self, io: &mut Io, id: ConnId, errno: i32) {
+            // The slot is going away: nothing may start on it any more.
+            assert!(io.send(id, "late".into()).is_err());
+            self.failures.push(errno);
+        }
+        fn on_tick(&mut self, io: &mut Io) {
+            for i in 0..self.to_open {
+                let id = io.connect(self.target, None).expect("socket");
+                match io.send(id, vec![0u8; 64 << 10].into()) {
+                    Err(gateway::engine::SendError::NotConnected) => self.refused_sends += 1,
+                    other => panic!("send before connect: {other:?}"),
+                }
+                // Every other connect is aborted by the handler in flight.
+                if i % 2 == 1 {
+                    io.close(id, CloseMode::Graceful);
+                }
+            }
+            self.to_open = 0;
+        }
+        fn finished(&self, _: &Io) -> bool {
+            self.to_open == 0
+        }
+    }
+    // A port nobody listens on.
+    let target = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cfg = EngineConfig {
+        ring_entries: 64,
+        recv_buffers: 8,
+        recv_buffer_size: 4096,
+        drain_ms: 1000,
+    };
+    let handler = Refused {
+        target,
+        to_open: 100,
+        refused_sends: 0,
+        failures: Vec::new(),
+        opened: 0,
+        closed: 0,
+    };
+    let mut worker = match Worker::new(&cfg, Vec::new(), handler) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("SKIP: io_uring unavailable: {e}");
+            return;
+        }
+    };
+    worker.run(&cfg, &AtomicBool::new(false)).expect("loop");
+    let (io, h) = worker.io_and_handler();
+    assert_eq!(h.refused_sends, 100);
+    assert_eq!(h.failures.len(), 100, "{:?}", h.failures);
+    assert!(
+        h.failures
+            .iter()
+            .all(|&e| e == libc::ECONNREFUSED || e == libc::ECANCELED),
+        "{:?}",
+        h.failures
+    );
+    assert_eq!((h.opened, h.closed), (0, 0));
+    assert_eq!(io.live(), 0);
+    assert_eq!(io.stats.stale_completions, 0);
+    assert_eq!(io.send_queue_bytes(), 0);
+}

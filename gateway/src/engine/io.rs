@@ -5,7 +5,8 @@
 //! the slot (or in the slot's boxed send vector) until that SQE's completion
 //! has been reaped, and a slot is only freed once nothing is in flight for it.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -22,6 +23,11 @@ use super::token::{self, Op};
 
 /// Iovecs per `sendmsg`: enough to batch a burst of small frames in one call.
 const MAX_IOV: usize = 64;
+
+/// First retry delay of a send parked after `EAGAIN`; it doubles per failed
+/// retry up to `RETRY_MIN_MS << RETRY_MAX_SHIFT` (640 ms).
+const RETRY_MIN_MS: u64 = 10;
+const RETRY_MAX_SHIFT: u8 = 6;
 
 /// Identifies a connection: slot index plus the slot's generation, so a
 /// stale id cannot reach a connection that reused the slot.
@@ -65,12 +71,19 @@ pub enum SendError {
     /// The connection is closing or gone.
     #[error("connection is closed")]
     Closed,
+    /// An outgoing connection whose connect has not completed: nothing may be
+    /// in flight on it but the connect, whose failure releases the slot.
+    #[error("connection is not established yet")]
+    NotConnected,
 }
 
 pub(crate) mod flag {
     pub const IN_RECV: u8 = 1;
     pub const IN_SEND: u8 = 2;
     pub const IN_CONNECT: u8 = 4;
+    /// A send that completed with `EAGAIN` waits in `Io::send_retry`
+    /// (nothing in flight; the queue stays put).
+    pub const SEND_PARKED: u8 = 8;
     pub const PEER_EOF: u8 = 16;
     pub const WR_SHUT: u8 = 32;
     pub const LIVE: u8 = 64;
@@ -112,6 +125,8 @@ pub(crate) struct Slot {
     pub(crate) gen: u32,
     pub(crate) flags: u8,
     pub(crate) closing: Closing,
+    /// Backoff exponent of a parked send's retry; 0 after a send succeeds.
+    pub(crate) retry_shift: u8,
     pub(crate) cause: Option<CloseCause>,
 }
 
@@ -129,6 +144,7 @@ impl Slot {
             gen,
             flags: flag::LIVE,
             closing: Closing::No,
+            retry_shift: 0,
             cause: None,
         }
     }
@@ -143,6 +159,8 @@ pub struct Io {
     /// Boxed so a vector keeps its address when it moves into a slot.
     #[allow(clippy::vec_box)]
     sendvec_pool: Vec<Box<SendVec>>,
+    /// Parked sends by retry time: (due ms, slot index, generation).
+    send_retry: BinaryHeap<Reverse<(u64, u32, u32)>>,
     /// Slots whose close has completed; the worker finalizes them after the
     /// current callback returns (a handler may be holding the connection).
     pub(crate) finalize: Vec<u32>,
@@ -179,6 +197,7 @@ impl Io {
             // Start at 1 so that deadline 0 can mean "none".
             timers: TimerWheel::new(1),
             sendvec_pool: Vec::new(),
+            send_retry: BinaryHeap::new(),
             finalize: Vec::new(),
             epoch,
             now_ms: 1,
@@ -333,6 +352,9 @@ impl Io {
         if slot.closing == Closing::Abort || slot.flags & flag::WR_SHUT != 0 {
             return Err(SendError::Closed);
         }
+        if slot.flags & flag::IN_CONNECT != 0 {
+            return Err(SendError::NotConnected);
+        }
         if data.is_empty() {
             return Ok(slot.queued);
         }
@@ -348,7 +370,7 @@ impl Io {
     /// Starts a send for whatever is queued, unless one is in flight.
     fn flush(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        if slot.flags & flag::IN_SEND != 0
+        if slot.flags & (flag::IN_SEND | flag::SEND_PARKED) != 0
             || slot.sendq.is_empty()
             || slot.closing == Closing::Abort
         {
@@ -399,6 +421,9 @@ impl Io {
         unsafe { self.ring.push(entry.user_data(user_data)) };
     }
 
+    /// A send completed. What the close path needs afterwards (dropping
+    /// what is unsent, finalizing) is [`Io::settle`]'s job, which the worker
+    /// runs after every completion.
     pub(crate) fn complete_send(&mut self, idx: u32, res: i32) {
         let slot = &mut self.slots[idx as usize];
         slot.flags &= !flag::IN_SEND;
@@ -406,10 +431,36 @@ impl Io {
             self.sendvec_pool.push(v);
         }
         if res < 0 {
-            self.stats.send_errors += 1;
-            self.fail(idx, -res);
+            match -res {
+                // Our own abort cancelled it (ECANCELED; EINTR if it was
+                // running in an io-wq worker), or it failed after the abort
+                // had already decided the connection's fate: not the cause.
+                _ if slot.closing == Closing::Abort => {
+                    self.stats.sends_cancelled += 1;
+                }
+                // io_uring wakes every poll on a socket whose peer has shut
+                // down its side (EPOLLRDHUP is always in the mask), so a
+                // send waiting for room to a half-closed peer that does not
+                // read is woken at once, finds no room, and is run in io-wq,
+                // where a non-blocking socket answers EAGAIN. Resubmitting
+                // now would spin through that path, and a poll wait fires
+                // the same way: retry from the timer with backoff instead.
+                libc::EAGAIN => {
+                    self.stats.send_retries += 1;
+                    slot.flags |= flag::SEND_PARKED;
+                    let delay = RETRY_MIN_MS << slot.retry_shift.min(RETRY_MAX_SHIFT);
+                    slot.retry_shift = slot.retry_shift.saturating_add(1);
+                    let due = self.now_ms + delay;
+                    self.send_retry.push(Reverse((due, idx, slot.gen)));
+                }
+                errno => {
+                    self.stats.send_errors += 1;
+                    self.fail(idx, errno);
+                }
+            }
             return;
         }
+        slot.retry_shift = 0;
         let mut n = res as usize;
         slot.queued -= n;
         self.queued_total -= n;
@@ -425,9 +476,7 @@ impl Io {
             }
         }
         if slot.closing == Closing::Abort {
-            slot.sendq.clear();
-            self.queued_total -= std::mem::take(&mut slot.queued);
-            self.maybe_finalize(idx);
+            // settle() drops the rest.
         } else if !slot.sendq.is_empty() {
             self.flush(idx);
         } else {
@@ -435,6 +484,21 @@ impl Io {
             // per-connection memory otherwise); the next burst allocates anew.
             slot.sendq = VecDeque::new();
             self.after_drain(idx);
+        }
+    }
+
+    /// Resubmits parked sends (see `complete_send`) whose retry time has come.
+    pub(crate) fn retry_sends(&mut self) {
+        while let Some(&Reverse((due, idx, gen))) = self.send_retry.peek() {
+            if due > self.now_ms {
+                break;
+            }
+            self.send_retry.pop();
+            let slot = &mut self.slots[idx as usize];
+            if slot.gen == gen && slot.flags & flag::SEND_PARKED != 0 {
+                slot.flags &= !flag::SEND_PARKED;
+                self.flush(idx);
+            }
         }
     }
 
@@ -448,7 +512,7 @@ impl Io {
             slot.flags |= flag::WR_SHUT;
             // SAFETY: plain syscall on a descriptor the slot owns.
             unsafe { libc::shutdown(slot.fd, libc::SHUT_WR) };
-            self.maybe_finalize(idx);
+            self.settle(idx);
         }
     }
 
@@ -460,10 +524,16 @@ impl Io {
     }
 
     /// Closes a connection; see [`CloseMode`]. Closing twice is harmless, and
-    /// `Abort` overrides an earlier `Graceful`.
+    /// `Abort` overrides an earlier `Graceful`. A connection still connecting
+    /// has nothing to flush: any close aborts the connect.
     pub fn close(&mut self, id: ConnId, mode: CloseMode) {
         let Some(slot) = self.slot_mut(id) else {
             return;
+        };
+        let mode = if slot.flags & flag::IN_CONNECT != 0 {
+            CloseMode::Abort
+        } else {
+            mode
         };
         match (mode, slot.closing) {
             (_, Closing::Abort) | (CloseMode::Graceful, Closing::Graceful) => {}
@@ -483,10 +553,10 @@ impl Io {
             return;
         }
         slot.closing = Closing::Abort;
-        if slot.flags & flag::IN_SEND == 0 {
-            slot.sendq.clear();
-            self.queued_total -= std::mem::take(&mut slot.queued);
-        }
+        // What ended the connection is the first thing that did: a socket
+        // error recorded by `fail`, or this abort; not what the
+        // cancellations it causes complete with.
+        slot.cause.get_or_insert(CloseCause::Aborted);
         if slot.flags & flag::INFLIGHT != 0 {
             let entry =
                 opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(slot.fd)).all())
@@ -495,14 +565,32 @@ impl Io {
             // SAFETY: a cancel request references no memory of ours.
             unsafe { self.ring.push(entry) };
         }
-        self.maybe_finalize(idx);
+        self.settle(idx);
     }
 
-    /// Queues the slot for release once nothing is in flight and its close
-    /// has run its course.
-    pub(crate) fn maybe_finalize(&mut self, idx: u32) {
+    /// Moves a closing slot forward: an aborted connection's unsent bytes
+    /// are dropped as soon as no send references them, and the slot is
+    /// queued for release once nothing is in flight and its close has run
+    /// its course.
+    ///
+    /// This is the close path's single rule: it runs after *every*
+    /// completion that belongs to a slot (the worker calls it, whatever the
+    /// operation and its result) and after every close request. So whichever
+    /// completion turns out to be a slot's last one, in whatever order the
+    /// kernel delivers the cancelled ones, finalizes it; no call site has to
+    /// remember to.
+    pub(crate) fn settle(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        if slot.flags & flag::LIVE == 0 || slot.flags & flag::INFLIGHT != 0 {
+        if slot.flags & flag::LIVE == 0 {
+            return;
+        }
+        if slot.closing == Closing::Abort && slot.flags & flag::IN_SEND == 0 && slot.queued > 0 {
+            slot.flags &= !flag::SEND_PARKED;
+            slot.sendq = VecDeque::new();
+            slot.send_off = 0;
+            self.queued_total -= std::mem::take(&mut slot.queued);
+        }
+        if slot.flags & flag::INFLIGHT != 0 {
             return;
         }
         let done = match slot.closing {
@@ -533,7 +621,7 @@ impl Io {
         if at_ms != 0 && (slot.timer_at == 0 || at_ms < slot.timer_at) {
             slot.timer_at = at_ms;
             self.timers
-                .insert(token::encode(Op::Recv, id.idx, id.gen), at_ms);
+                .insert(token::encode(Op::Timer, id.idx, id.gen), at_ms);
         }
     }
 
@@ -542,7 +630,7 @@ impl Io {
     /// deadline set on the returned id before it is established is a connect
     /// timeout: `on_connect_failed` then gets `ETIMEDOUT`.
     pub fn connect(&mut self, addr: SocketAddr, bind: Option<SocketAddr>) -> io::Result<ConnId> {
-        let fd = listener::tcp_socket(&addr)?;
+        let fd = listener::tcp_socket(&addr, true)?;
         listener::set_int_opt(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
             libc::IPPROTO_TCP,

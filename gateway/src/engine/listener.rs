@@ -5,6 +5,21 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// How the listeners are set up.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenOptions {
+    /// `listen(2)` backlog per listener.
+    pub backlog: u32,
+    /// Join an address another process already listens on (see
+    /// [`reuseport_listeners`]).
+    pub share: bool,
+    /// `SO_SNDBUF` / `SO_RCVBUF` for every accepted connection (inherited
+    /// from the listener); 0 leaves the kernel's autotuning on.
+    pub send_buffer: u32,
+    /// See `send_buffer`.
+    pub recv_buffer: u32,
+}
+
 /// Creates `count` listeners bound to `addr`. With port 0 the first picks a
 /// free port and the others bind to that same port.
 ///
@@ -14,16 +29,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 pub fn reuseport_listeners(
     addr: SocketAddr,
     count: usize,
-    backlog: u32,
-    share: bool,
+    opts: ListenOptions,
 ) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
-    if !share && addr.port() != 0 {
+    if !opts.share && addr.port() != 0 {
         ensure_not_listened_on(addr)?;
     }
     let mut fds = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
-        let fd = bind_one(bound, backlog)?;
+        let fd = bind_one(bound, opts)?;
         bound = local_addr(fd.as_raw_fd())?;
         fds.push(fd);
     }
@@ -84,15 +98,18 @@ pub fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) 
     (storage, len as libc::socklen_t)
 }
 
-/// Creates a TCP socket of `addr`'s family (close-on-exec).
-pub fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+/// Creates a TCP socket of `addr`'s family (close-on-exec; non-blocking if
+/// asked: connection sockets are, see the accept flags in the worker).
+pub fn tcp_socket(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
+    let flags = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: plain syscall; the result is checked before use.
-    let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags, 0) })?;
     // SAFETY: `fd` is a fresh descriptor we exclusively own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -109,7 +126,7 @@ pub fn bind(fd: i32, addr: &SocketAddr) -> io::Result<()> {
 /// TIME_WAIT leftovers of an earlier run from counting, but a listening socket
 /// still conflicts, so `EADDRINUSE` here means someone is serving on `addr`.
 fn ensure_not_listened_on(addr: SocketAddr) -> io::Result<()> {
-    let probe = tcp_socket(&addr)?;
+    let probe = tcp_socket(&addr, false)?;
     set_int_opt(probe.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     match bind(probe.as_raw_fd(), &addr) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
@@ -123,17 +140,31 @@ fn ensure_not_listened_on(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
-    let fd = tcp_socket(&addr)?;
+fn bind_one(addr: SocketAddr, opts: ListenOptions) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(&addr, false)?;
     let raw = fd.as_raw_fd();
     set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
     // saves a setsockopt per connection.
     set_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    // So are the buffer sizes (and the lock that turns autotuning off).
+    for (name, size) in [
+        (libc::SO_SNDBUF, opts.send_buffer),
+        (libc::SO_RCVBUF, opts.recv_buffer),
+    ] {
+        if size > 0 {
+            set_int_opt(
+                raw,
+                libc::SOL_SOCKET,
+                name,
+                size.min(i32::MAX as u32) as i32,
+            )?;
+        }
+    }
     bind(raw, &addr).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
     // SAFETY: plain syscall on a socket we own.
-    check(unsafe { libc::listen(raw, backlog.min(i32::MAX as u32) as i32) })?;
+    check(unsafe { libc::listen(raw, opts.backlog.min(i32::MAX as u32) as i32) })?;
     Ok(fd)
 }
 

@@ -14,8 +14,15 @@ pub struct EngineStats {
     pub recv_rearmed: u64,
     /// Receive completions that carried an error other than cancel/ENOBUFS.
     pub recv_errors: u64,
-    /// Send completions that failed.
+    /// Send completions that failed with a socket error.
     pub send_errors: u64,
+    /// Sends cancelled by our own abort (not socket errors).
+    pub sends_cancelled: u64,
+    /// Sends that completed with `EAGAIN` and were submitted again.
+    pub send_retries: u64,
+    /// Completions whose slot generation or in-flight state did not match
+    /// (released or reused slot): ignored. Nonzero means an engine bug.
+    pub stale_completions: u64,
     /// Outgoing connects that failed.
     pub connect_errors: u64,
     /// Completion batches reaped.

@@ -19,6 +19,8 @@ pub enum Op {
     Cancel = 4,
     /// A connect on an outgoing connection.
     Connect = 5,
+    /// A timing-wheel key (never submitted to the ring).
+    Timer = 6,
 }
 
 /// Packs an operation, a slot index and its generation.
@@ -34,6 +36,7 @@ pub fn decode(user_data: u64) -> Option<(Op, u32, u32)> {
         3 => Op::Send,
         4 => Op::Cancel,
         5 => Op::Connect,
+        6 => Op::Timer,
         _ => return None,
     };
     Some((op, user_data as u32, (user_data >> 32) as u32 & 0xff_ffff))
@@ -45,7 +48,14 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for op in [Op::Accept, Op::Recv, Op::Send, Op::Cancel, Op::Connect] {
+        for op in [
+            Op::Accept,
+            Op::Recv,
+            Op::Send,
+            Op::Cancel,
+            Op::Connect,
+            Op::Timer,
+        ] {
             for (idx, gen) in [(0, 0), (u32::MAX, 0xff_ffff), (12345, 77)] {
                 assert_eq!(decode(encode(op, idx, gen)), Some((op, idx, gen)));
             }

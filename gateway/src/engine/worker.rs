@@ -213,6 +213,7 @@ impl<H: Handler> Worker<H> {
             self.io.update_clock();
             self.reap();
             self.fire_deadlines();
+            self.io.retry_sends();
             self.handler.on_tick(&mut self.io);
             self.handler.on_schedule(
                 &mut self.io,
@@ -240,7 +241,11 @@ impl<H: Handler> Worker<H> {
                 continue;
             }
             let entry = opcode::AcceptMulti::new(types::Fd(fd.as_raw_fd()))
-                .flags(libc::SOCK_CLOEXEC)
+                // Non-blocking, so that a send the socket has no room for
+                // waits on io_uring's poll path; on a blocking socket the kernel
+                // may hand it to an io-wq thread that blocks (one per stalled
+                // peer) and whose cancellation completes with EINTR.
+                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
                 .user_data(token::encode(Op::Accept, i as u32, 0));
             // SAFETY: multishot accept without an address buffer references no memory of ours.
@@ -307,12 +312,30 @@ impl<H: Handler> Worker<H> {
             log::error!("completion with unknown user_data {user_data:#x}");
             return;
         };
+        let in_flight = match op {
+            Op::Cancel | Op::Timer => return,
+            Op::Accept => return self.on_accept(idx as usize, res, flags),
+            Op::Recv => flag::IN_RECV,
+            Op::Send => flag::IN_SEND,
+            Op::Connect => flag::IN_CONNECT,
+        };
+        // A completion belongs to a slot only while that slot's generation
+        // matches and it has that operation in flight. Anything else would
+        // act on a connection that has since been released or reused: count
+        // it and touch nothing (it means an engine bug, so say so loudly).
+        match self.io.slots.get(idx as usize) {
+            Some(s) if s.gen == gen && s.flags & in_flight != 0 => {}
+            _ => {
+                self.io.stats.stale_completions += 1;
+                log::error!(
+                    "stale {op:?} completion (res {res}) for slot {idx} gen {gen}; ignored"
+                );
+                return;
+            }
+        }
         match op {
-            Op::Cancel => {}
-            Op::Accept => self.on_accept(idx as usize, res, flags),
             Op::Recv => self.on_recv(idx, gen, res, flags),
             Op::Send => {
-                debug_assert_eq!(self.io.slots[idx as usize].gen, gen);
                 self.io.complete_send(idx, res);
                 if res > 0 {
                     if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
@@ -322,7 +345,10 @@ impl<H: Handler> Worker<H> {
                 }
             }
             Op::Connect => self.on_connect(idx, res),
+            Op::Cancel | Op::Accept | Op::Timer => unreachable!("handled above"),
         }
+        // Whichever completion is the slot's last one finalizes it.
+        self.io.settle(idx);
     }
 
     fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
@@ -368,17 +394,21 @@ impl<H: Handler> Worker<H> {
         slot.connect_addr = None;
         let id = ConnId { idx, gen: slot.gen };
         if res < 0 || slot.closing != Closing::No {
-            // Failed, timed out (see fire_deadlines) or aborted while connecting.
+            // Failed, timed out (see fire_deadlines) or aborted while
+            // connecting. Nothing else can be in flight (sends are refused
+            // before the connect completes), so the `settle` that follows
+            // every completion releases the slot right after the handler
+            // has heard.
+            let cancelled = slot.closing == Closing::Abort && res == -libc::ECANCELED;
             let errno = match slot.cause {
                 Some(CloseCause::Error(e)) => e,
-                _ if res < 0 => -res,
+                _ if res < 0 && !cancelled => -res,
                 _ => libc::ECANCELED,
             };
-            self.io.stats.connect_errors += u64::from(res < 0);
+            self.io.stats.connect_errors += u64::from(res < 0 && !cancelled);
             slot.cause = Some(CloseCause::Error(errno));
-            slot.flags &= !flag::LIVE;
+            slot.closing = Closing::Abort;
             self.handler.on_connect_failed(&mut self.io, id, errno);
-            let _ = self.io.release(idx);
             return;
         }
         self.io.arm_recv(idx);
@@ -389,7 +419,6 @@ impl<H: Handler> Worker<H> {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
         let slot = &mut self.io.slots[idx as usize];
-        debug_assert_eq!(slot.gen, gen, "completion for a released slot");
         if !more {
             slot.flags &= !flag::IN_RECV;
         }
@@ -417,6 +446,7 @@ impl<H: Handler> Worker<H> {
             }
             r if r < 0 => match -r {
                 libc::ECANCELED => {}
+                libc::EINTR if aborting => {}
                 libc::ENOBUFS => {
                     self.io.stats.recv_enobufs += 1;
                     if !more && !aborting {
@@ -440,7 +470,6 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        self.io.maybe_finalize(idx);
     }
 
     fn fire_deadlines(&mut self) {

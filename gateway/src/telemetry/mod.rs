@@ -191,6 +191,11 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "Send completions with a socket error.",
     ),
     (
+        "gateway_engine_stale_completions_total",
+        Kind::Counter,
+        "Completions for a released or reused slot, ignored (nonzero is an engine bug).",
+    ),
+    (
         "gateway_engine_cq_overflow_total",
         Kind::Counter,
         "Completions the kernel dropped because the completion queue was full.",
@@ -229,6 +234,11 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "gateway_engine_timer_entries",
         Kind::Gauge,
         "Entries in the worker's timing wheel.",
+    ),
+    (
+        "gateway_engine_slots_in_use",
+        Kind::Gauge,
+        "Connection slots held (client, admin and closing connections), until their last completion.",
     ),
     (
         HANDSHAKE_DURATION,
@@ -343,6 +353,7 @@ pub struct WorkerMetrics {
     recv_rearms: Counter,
     recv_errors: Counter,
     send_errors: Counter,
+    stale_completions: Counter,
     cq_overflow: Counter,
     cq_overflow_iterations: Counter,
     completions: Counter,
@@ -351,6 +362,7 @@ pub struct WorkerMetrics {
     sq_backlog_peak: Gauge,
     send_queue_bytes: Gauge,
     timer_entries: Gauge,
+    slots: Gauge,
 }
 
 impl std::fmt::Debug for WorkerMetrics {
@@ -422,6 +434,7 @@ impl WorkerMetrics {
             recv_rearms: counter("gateway_engine_recv_rearms_total"),
             recv_errors: counter("gateway_engine_recv_errors_total"),
             send_errors: counter("gateway_engine_send_errors_total"),
+            stale_completions: counter("gateway_engine_stale_completions_total"),
             cq_overflow: counter("gateway_engine_cq_overflow_total"),
             cq_overflow_iterations: counter("gateway_engine_cq_overflow_iterations_total"),
             completions: counter("gateway_engine_completions_total"),
@@ -430,6 +443,7 @@ impl WorkerMetrics {
             sq_backlog_peak: gauge("gateway_engine_sq_backlog_peak_entries"),
             send_queue_bytes: gauge("gateway_engine_send_queue_bytes"),
             timer_entries: gauge("gateway_engine_timer_entries"),
+            slots: gauge("gateway_engine_slots_in_use"),
             telemetry,
         })
     }
@@ -490,6 +504,7 @@ impl WorkerMetrics {
         self.recv_rearms.absolute(s.recv_rearmed);
         self.recv_errors.absolute(s.recv_errors);
         self.send_errors.absolute(s.send_errors);
+        self.stale_completions.absolute(s.stale_completions);
         self.cq_overflow.absolute(u64::from(io.cq_overflow()));
         self.cq_overflow_iterations.absolute(s.cq_overflow_seen);
         self.completions.absolute(s.completions);
@@ -498,6 +513,7 @@ impl WorkerMetrics {
         self.sq_backlog_peak.set(io.sq_backlog_peak() as f64);
         self.send_queue_bytes.set(io.send_queue_bytes() as f64);
         self.timer_entries.set(io.timer_entries() as f64);
+        self.slots.set(io.live() as f64);
     }
 }
 
