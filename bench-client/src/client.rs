@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway::engine::{CloseCause, CloseMode, ConnId, Conns, Handler, Io, Origin};
-use gateway::proto::codec::{self, Codec, Event, Limits, MessageKind, Role};
+use engine::{CloseCause, CloseMode, ConnId, Conns, Handler, Io, Origin};
 use hdrhistogram::Histogram;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
+use wsproto::codec::{self, Codec, Event, Limits, MessageKind, Role};
 
 use crate::scenario::{self, Mode};
 use crate::stats::{new_histogram, Measurements};

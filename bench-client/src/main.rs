@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     // SAFETY: installing the default disposition for SIGPIPE at start-up.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    gateway::logger::init(gateway::config::log_level(&cli.log).unwrap_or(log::LevelFilter::Warn));
+    engine::logger::init(engine::logger::parse_level(&cli.log).unwrap_or(log::LevelFilter::Warn));
     raise_nofile_limit();
     let abort = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gateway::engine::{EngineConfig, Worker};
+use engine::{EngineConfig, Worker};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -154,7 +154,7 @@ pub fn run_process(
                 .name(format!("client-{w}"))
                 .spawn(move || -> Result<Measurements, std::io::Error> {
                     if let Some(cpu) = cpu {
-                        if let Err(e) = gateway::engine::affinity::pin_current_thread(cpu) {
+                        if let Err(e) = engine::affinity::pin_current_thread(cpu) {
                             log::warn!("cannot pin client worker {w} to cpu {cpu}: {e}");
                         }
                     }

@@ -1,49 +1,90 @@
-//! bench-client end to end: the real binary against a gateway started
-//! in-process on an ephemeral port, and against targets that fail.
+//! bench-client end to end: the real binary against the real gateway binary
+//! on an ephemeral port, and against targets that fail.
+//!
+//! The bench client does not depend on the gateway crate; the gateway is run
+//! as a process, from the same target directory (built on demand when the
+//! tests run alone, e.g. `cargo test -p bench-client`).
 
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use gateway::config::Config;
-use gateway::server;
-
 struct Gateway {
-    running: Option<server::Running>,
-    shutdown: Arc<AtomicBool>,
+    child: Child,
     addr: SocketAddr,
+}
+
+/// The gateway binary beside ours, built if it is not there yet.
+fn gateway_binary() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let bin = Path::new(env!("CARGO_BIN_EXE_bench-client")).with_file_name("gateway");
+    BUILD.call_once(|| {
+        if bin.exists() {
+            return;
+        }
+        let profile_dir = bin.parent().and_then(Path::file_name);
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "gateway", "--bin", "gateway"]);
+        if profile_dir.is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build -p gateway");
+        assert!(status.success(), "cargo build -p gateway failed");
+    });
+    bin
 }
 
 impl Gateway {
     fn start() -> Option<Gateway> {
-        let text = "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\npin_workers = false\n\
-                    [io]\nrecv_buffers = 256\nrecv_buffer_size = 4096\n[log]\nlevel = \"warn\"\n";
-        let config = Config::parse(text, "test").unwrap();
-        let shutdown = Arc::new(AtomicBool::new(false));
-        match server::start(&config, shutdown.clone()) {
-            Ok(running) => Some(Gateway {
-                addr: running.local_addr,
-                running: Some(running),
-                shutdown,
-            }),
-            Err(e) if e.to_string().contains("io_uring_setup") => {
-                eprintln!("SKIP: io_uring unavailable: {e}");
-                None
+        let dir = std::env::temp_dir().join(format!("bench-e2e-gw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join(format!("gateway-{:?}.toml", std::thread::current().id()));
+        std::fs::write(
+            &config,
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\npin_workers = false\n\
+             [io]\nrecv_buffers = 256\nrecv_buffer_size = 4096\n[log]\nlevel = \"warn\"\n",
+        )
+        .unwrap();
+        let stderr_path = config.with_extension("log");
+        let mut child = Command::new(gateway_binary())
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("spawn gateway");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        // Keep draining stdout so the gateway never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let addr = line
+            .strip_prefix("gateway listening on ")
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(addr, _)| addr.parse().ok());
+        match addr {
+            Some(addr) => Some(Gateway { child, addr }),
+            None => {
+                let _ = child.wait();
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                if err.contains("io_uring_setup") {
+                    eprintln!("SKIP: io_uring unavailable: {err}");
+                    return None;
+                }
+                panic!("gateway did not start: {line:?} {err}");
             }
-            Err(e) => panic!("gateway: {e}"),
         }
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        self.shutdown.store(true, Ordering::Relaxed);
-        if let Some(r) = self.running.take() {
-            let _ = r.join();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -22,13 +22,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use gateway::counters::Counters;
-use gateway::proto::codec::{
-    encode_frame, encode_message, Codec, Event, FrameClass, FrameCounts, Limits, Role,
-};
 use gateway::telemetry::histogram::LocalHistogram;
 use gateway::telemetry::latency::{SendTracker, NONE};
 use gateway::telemetry::MESSAGE_LATENCY_BUCKETS_US;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
+use wsproto::codec::{
+    encode_frame, encode_message, Codec, Event, FrameClass, FrameCounts, Limits, Role,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {

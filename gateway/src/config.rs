@@ -423,21 +423,14 @@ impl Config {
         if self.server.workers > 0 {
             self.server.workers
         } else {
-            crate::engine::affinity::allowed_cpus().len().max(1)
+            engine::affinity::allowed_cpus().len().max(1)
         }
     }
 }
 
-/// Parses a log level name.
+/// Parses a log level name (see [`engine::logger::parse_level`]).
 pub fn log_level(s: &str) -> Option<log::LevelFilter> {
-    match s {
-        "error" => Some(log::LevelFilter::Error),
-        "warn" => Some(log::LevelFilter::Warn),
-        "info" => Some(log::LevelFilter::Info),
-        "debug" => Some(log::LevelFilter::Debug),
-        "trace" => Some(log::LevelFilter::Trace),
-        _ => None,
-    }
+    engine::logger::parse_level(s)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::proto::codec::FrameCounts;
+use wsproto::codec::FrameCounts;
 
 /// Why a connection ended, from the gateway's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +187,7 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::codec::FrameClass;
+    use wsproto::codec::FrameClass;
 
     #[test]
     fn merge_adds_every_field() {

@@ -6,9 +6,6 @@
 
 pub mod config;
 pub mod counters;
-pub mod engine;
-pub mod logger;
-pub mod proto;
 pub mod server;
 pub mod session;
 pub mod telemetry;

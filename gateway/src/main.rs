@@ -7,8 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use engine::logger;
 use gateway::config::{log_level, Config};
-use gateway::{logger, server};
+use gateway::server;
 
 /// io_uring WebSocket gateway.
 #[derive(Debug, Parser)]

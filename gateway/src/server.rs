@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 
 use crate::config::Config;
 use crate::counters::Counters;
-use crate::engine::{affinity, listener, EngineConfig, EngineStats, Worker};
 use crate::session::{GatewayHandler, Shared, ADMIN_LISTENER};
+use engine::{affinity, listener, EngineConfig, EngineStats, Worker};
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]

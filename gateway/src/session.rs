@@ -18,10 +18,10 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use crate::config::Config;
 use crate::counters::{CloseReason, Counters};
-use crate::engine::{CloseCause, CloseMode, ConnId, Handler, Io, Origin};
-use crate::proto::codec::{self, Codec, Event, FrameClass, FrameCounts, Limits, MessageKind, Role};
-use crate::proto::handshake::{self, HandshakePolicy, Parsed, PlainRequest, Reject};
 use crate::telemetry::{self, latency, Telemetry, WorkerMetrics};
+use engine::{CloseCause, CloseMode, ConnId, Handler, Io, Origin};
+use wsproto::codec::{self, Codec, Event, FrameClass, FrameCounts, Limits, MessageKind, Role};
+use wsproto::handshake::{self, HandshakePolicy, Parsed, PlainRequest, Reject};
 
 /// Index of the admin listener among worker 0's listeners (the client
 /// listener is 0).

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use engine::{CloseCause, CloseMode, ConnId, EngineConfig, Handler, Io, Origin, Worker};
 use gateway::config::Config;
-use gateway::engine::{CloseCause, CloseMode, ConnId, EngineConfig, Handler, Io, Origin, Worker};
-use gateway::proto::codec::{self, Codec, Event, Limits, MessageKind, Role};
 use gateway::server;
+use wsproto::codec::{self, Codec, Event, Limits, MessageKind, Role};
 
 fn start(extra: &str) -> Option<(server::Running, Arc<AtomicBool>)> {
     let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\npin_workers = false\n[log]\nlevel = \"warn\"\n{extra}");
@@ -235,7 +235,7 @@ fn sends_before_a_connect_completes_are_refused_and_failures_release_the_slot() 
             for i in 0..self.to_open {
                 let id = io.connect(self.target, None).expect("socket");
                 match io.send(id, vec![0u8; 64 << 10].into()) {
-                    Err(gateway::engine::SendError::NotConnected) => self.refused_sends += 1,
+                    Err(engine::SendError::NotConnected) => self.refused_sends += 1,
                     other => panic!("send before connect: {other:?}"),
                 }
                 // Every other connect is aborted by the handler in flight.

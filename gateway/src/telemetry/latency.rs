@@ -2,7 +2,7 @@
 //! its reply, measured without a per-message allocation or clock read.
 //!
 //! Every completion handled in one loop iteration shares that iteration's
-//! arrival stamp ([`Io::now_us`](crate::engine::Io::now_us)), so the replies
+//! arrival stamp ([`Io::now_us`](engine::Io::now_us)), so the replies
 //! queued on a connection fall into a few *groups* of equal arrival time. A
 //! group is done when the last byte of its last reply has been sent; the
 //! engine reports sent bytes through `Handler::on_sent`, and each group

@@ -4,7 +4,7 @@
 //! How the numbers get there:
 //!
 //! * Each worker keeps its counts as plain integers ([`Counters`], the
-//!   engine's [`EngineStats`](crate::engine::EngineStats)) and, every
+//!   engine's [`EngineStats`](engine::EngineStats)) and, every
 //!   `admin.publish_ms` from its ring's tick, copies them into `metrics`
 //!   facade handles with `Counter::absolute` / `Gauge::set`
 //!   ([`WorkerMetrics::publish`]). Nothing on the per-message path touches an
@@ -37,11 +37,11 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::counters::{close_code_label, CloseReason, Counters, CLOSE_CODES, STATUSES};
-use crate::engine::Io;
-use crate::proto::codec::FrameClass;
+use engine::Io;
 use histogram::LocalHistogram;
 use latency::SendTracker;
 use process::ProcessStats;
+use wsproto::codec::FrameClass;
 
 /// Histogram of accept-to-upgrade time (request read and validated, `101`
 /// queued), through the exporter.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use io_uring::{cqueue, opcode, types};
 
-use super::bufring::BufRing;
-use super::io::{flag, CloseCause, CloseMode, Closing, ConnId, Io};
-use super::ring::Ring;
-use super::timer::TICK_MS;
-use super::token::{self, Op};
+use crate::bufring::BufRing;
+use crate::io::{flag, CloseCause, CloseMode, Closing, ConnId, Io};
+use crate::ring::Ring;
+use crate::timer::TICK_MS;
+use crate::token::{self, Op};
 
 /// Sizing for one worker's engine.
 #[derive(Debug, Clone)]
@@ -143,7 +143,9 @@ impl<H: Handler> Worker<H> {
     /// `listeners` may be empty (client role); each gets a multishot accept.
     pub fn new(cfg: &EngineConfig, listeners: Vec<OwnedFd>, handler: H) -> io::Result<Self> {
         let ring = Ring::new(cfg.ring_entries)?;
-        let bufs = BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)?;
+        // SAFETY: `run` unregisters the group before returning, and the ring
+        // (in `io`) is declared before `bufs`, so it is dropped first.
+        let bufs = unsafe { BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)? };
         let io = Io::new(ring, bufs.bgid());
         Ok(Self {
             io,
@@ -425,14 +427,16 @@ impl<H: Handler> Worker<H> {
         let aborting = slot.closing == Closing::Abort;
         let id = ConnId { idx, gen };
         if let Some(bid) = bid {
-            self.bufs.note_taken();
             if res > 0 && !aborting {
-                let data = self.bufs.get_mut(bid, res as usize);
+                // SAFETY: this completion handed us `bid`, holding `res` bytes;
+                // it goes back to the kernel only below, after the handler.
+                let data = unsafe { self.bufs.get_mut(bid, res as usize) };
                 if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
                     self.handler.on_data(&mut self.io, id, conn, data);
                 }
             }
-            self.bufs.recycle(bid);
+            // SAFETY: we hold `bid` (this completion) and the slice above is gone.
+            unsafe { self.bufs.recycle(bid) };
         }
         let slot = &mut self.io.slots[idx as usize];
         match res {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
 
-use super::ring::Ring;
+use crate::ring::Ring;
 
 /// A registered provided-buffer ring of `count` buffers of `size` bytes.
 pub struct BufRing {
@@ -23,8 +23,6 @@ pub struct BufRing {
     bgid: u16,
     /// Our copy of the tail; published to the kernel by [`BufRing::commit`].
     tail: u16,
-    /// Buffers currently held by us (handed out, not yet recycled).
-    held: usize,
 }
 
 impl std::fmt::Debug for BufRing {
@@ -33,14 +31,20 @@ impl std::fmt::Debug for BufRing {
             .field("count", &self.count)
             .field("size", &self.size)
             .field("bgid", &self.bgid)
-            .field("held", &self.held)
             .finish()
     }
 }
 
 impl BufRing {
     /// Maps, fills and registers the ring as buffer group `bgid`.
-    pub fn new(ring: &Ring, bgid: u16, count: u32, size: u32) -> io::Result<Self> {
+    ///
+    /// # Safety
+    /// The kernel writes received data into this mapping until the group is
+    /// unregistered. The caller must call [`BufRing::unregister`] on the same
+    /// `ring`, or drop the ring, before dropping the returned value (the
+    /// worker keeps the ring in a field declared before the buffers, and
+    /// unregisters at the end of its loop).
+    pub unsafe fn new(ring: &Ring, bgid: u16, count: u32, size: u32) -> io::Result<Self> {
         if count == 0 || count > 32768 || !count.is_power_of_two() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -74,11 +78,10 @@ impl BufRing {
             size,
             bgid,
             tail: 0,
-            held: count as usize,
         };
         // SAFETY: the mapping is page-aligned, holds `count` entries and lives
-        // until `Drop`; its owner (`Worker`) unregisters the group or drops the
-        // ring before this is dropped.
+        // until `Drop`; our caller promised to unregister the group or drop the
+        // ring before that.
         unsafe {
             ring.uring
                 .submitter()
@@ -91,7 +94,9 @@ impl BufRing {
                 })?;
         }
         for bid in 0..count as u16 {
-            this.recycle(bid);
+            // SAFETY: the kernel has been given no buffer yet; each id is
+            // handed over once.
+            unsafe { this.recycle(bid) };
         }
         this.commit();
         Ok(this)
@@ -102,20 +107,20 @@ impl BufRing {
         self.bgid
     }
 
-    /// Buffers currently out of the ring (handed to us and not yet recycled).
-    pub fn held(&self) -> usize {
-        self.held
-    }
-
     /// The first `len` bytes of buffer `bid`, which a completion handed us.
-    pub fn get_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+    ///
+    /// # Safety
+    /// `bid` must come from a completion of this group and not have been
+    /// recycled since: only then does the kernel leave the buffer alone (it
+    /// may be filling any buffer still in the ring).
+    pub unsafe fn get_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
         assert!(
             bid < self.count && len <= self.size as usize,
             "buffer {bid}/{len} out of range"
         );
-        // SAFETY: bid and len are in bounds of the mapping; the kernel does not
-        // write a buffer it handed out until we recycle it, and `&mut self`
-        // keeps this slice unique.
+        // SAFETY: bid and len are in bounds of the mapping; the caller holds
+        // the buffer (the kernel does not write a buffer it handed out until
+        // it is recycled), and `&mut self` keeps this slice unique.
         unsafe {
             std::slice::from_raw_parts_mut(
                 self.base
@@ -127,7 +132,13 @@ impl BufRing {
     }
 
     /// Gives buffer `bid` back to the kernel (visible after [`BufRing::commit`]).
-    pub fn recycle(&mut self, bid: u16) {
+    ///
+    /// # Safety
+    /// `bid` must be held by us (handed out by a completion, or never given to
+    /// the kernel) and not be borrowed: once published, the kernel may write
+    /// into it at any time, and a buffer in the ring twice could be handed to
+    /// two receives at once.
+    pub unsafe fn recycle(&mut self, bid: u16) {
         debug_assert!(bid < self.count);
         let mask = self.count - 1;
         let addr = self.base.as_ptr() as u64
@@ -146,12 +157,6 @@ impl BufRing {
         entry.set_len(self.size);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
-        self.held -= 1;
-    }
-
-    /// Records that the kernel handed out a buffer (for the `held` count).
-    pub fn note_taken(&mut self) {
-        self.held += 1;
     }
 
     /// Publishes recycled buffers to the kernel.

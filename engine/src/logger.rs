@@ -39,3 +39,15 @@ pub fn init(level: log::LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
+
+/// Parses a level name: error, warn, info, debug, trace.
+pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
+    match s {
+        "error" => Some(log::LevelFilter::Error),
+        "warn" => Some(log::LevelFilter::Warn),
+        "info" => Some(log::LevelFilter::Info),
+        "debug" => Some(log::LevelFilter::Debug),
+        "trace" => Some(log::LevelFilter::Trace),
+        _ => None,
+    }
+}

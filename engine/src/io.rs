@@ -15,11 +15,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use io_uring::{opcode, types};
 
-use super::listener;
-use super::ring::Ring;
-use super::stats::EngineStats;
-use super::timer::TimerWheel;
-use super::token::{self, Op};
+use crate::listener;
+use crate::ring::Ring;
+use crate::stats::EngineStats;
+use crate::timer::TimerWheel;
+use crate::token::{self, Op};
 
 /// Iovecs per `sendmsg`: enough to batch a burst of small frames in one call.
 const MAX_IOV: usize = 64;
@@ -262,11 +262,6 @@ impl Io {
     /// Entries in the timing wheel (at most one per connection).
     pub fn timer_entries(&self) -> usize {
         self.timers.len()
-    }
-
-    /// True once shutdown has begun on this worker.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down
     }
 
     pub(crate) fn slot(&self, id: ConnId) -> Option<&Slot> {

@@ -5,11 +5,12 @@
 //! the kernel still references.
 
 pub mod affinity;
-pub mod bufring;
+mod bufring;
 mod io;
 pub mod listener;
-pub mod ring;
-pub mod stats;
+pub mod logger;
+mod ring;
+mod stats;
 mod timer;
 mod token;
 mod worker;
