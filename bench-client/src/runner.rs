@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::{EngineConfig, Worker};
+use engine::spawn::{spawn, SpawnOptions, WorkerSetup};
+use engine::EngineConfig;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -140,48 +141,38 @@ pub fn run_process(
         recv_buffer_size: s.client.recv_buffer_size,
         drain_ms: 2_000,
     };
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut threads = Vec::new();
-    let mut progress = Vec::new();
-    for w in 0..workers {
-        let p = Arc::new(Mutex::new(Progress::default()));
-        progress.push(p.clone());
-        let (plan, engine, ready) = (plan.clone(), engine.clone(), ready_tx.clone());
-        let cpu =
-            (!s.client.cpus.is_empty()).then(|| s.client.cpus[w as usize % s.client.cpus.len()]);
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("client-{w}"))
-                .spawn(move || -> Result<Measurements, std::io::Error> {
-                    if let Some(cpu) = cpu {
-                        if let Err(e) = engine::affinity::pin_current_thread(cpu) {
-                            log::warn!("cannot pin client worker {w} to cpu {cpu}: {e}");
-                        }
-                    }
-                    let shutdown = Arc::new(AtomicBool::new(false));
-                    let handler = BenchHandler::new(plan, w, workers, p, shutdown.clone());
-                    let mut worker = match Worker::new(&engine, Vec::new(), handler) {
-                        Ok(worker) => worker,
-                        Err(e) => {
-                            let _ = ready.send(Err(std::io::Error::new(e.kind(), e.to_string())));
-                            return Err(e);
-                        }
-                    };
-                    let _ = ready.send(Ok(()));
-                    worker.run(&engine, &shutdown)?;
-                    Ok(worker.handler().measured().clone())
-                })
-                .expect("spawning a client worker"),
-        );
-    }
-    drop(ready_tx);
-    // One message per worker (the senders live as long as the workers).
-    for r in ready_rx.iter().take(workers as usize) {
-        if let Err(e) = r {
-            plan.abort.store(true, Ordering::Relaxed);
-            return Err(RunError::Setup(e));
-        }
-    }
+    let progress: Vec<Arc<Mutex<Progress>>> = (0..workers)
+        .map(|_| Arc::new(Mutex::new(Progress::default())))
+        .collect();
+    let options = SpawnOptions {
+        name: "client".into(),
+        workers: workers as usize,
+        cpus: s.client.cpus.iter().map(|&c| Some(c)).collect(),
+        engine,
+    };
+    let (setup_plan, setup_progress) = (plan.clone(), progress.clone());
+    let threads = spawn(
+        options,
+        &plan.abort,
+        move |w| {
+            let shutdown = Arc::new(AtomicBool::new(false));
+            let handler = BenchHandler::new(
+                setup_plan.clone(),
+                w as u64,
+                workers,
+                setup_progress[w].clone(),
+                shutdown.clone(),
+            );
+            Ok(WorkerSetup {
+                handler,
+                listeners: Vec::new(),
+                shutdown,
+                bell: None,
+            })
+        },
+        |_, worker| worker.handler().measured().clone(),
+    )
+    .map_err(RunError::Setup)?;
     let tick = |final_phase: Option<Phase>| {
         let mut t = Tick {
             phase: final_phase.unwrap_or(Phase::Done),
@@ -203,7 +194,7 @@ pub fn run_process(
         t
     };
     let mut next = Instant::now() + Duration::from_secs(1);
-    while threads.iter().any(|t| !t.is_finished()) {
+    while !threads.all_finished() {
         std::thread::sleep(Duration::from_millis(20));
         if Instant::now() >= next {
             next += Duration::from_secs(1);
@@ -211,11 +202,8 @@ pub fn run_process(
         }
     }
     let mut total = Measurements::default();
-    for t in threads {
-        match t.join().expect("client worker panicked") {
-            Ok(m) => total.merge(&m),
-            Err(e) => return Err(RunError::Setup(e)),
-        }
+    for result in threads.join() {
+        total.merge(&result.map_err(RunError::Setup)?);
     }
     let mut last = tick(Some(Phase::Done));
     last.counts = total.counts.clone();

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use io_uring::{opcode, types};
 
 use crate::listener;
+use crate::mailbox::WakesInFlight;
 use crate::ring::Ring;
 use crate::stats::EngineStats;
 use crate::timer::TimerWheel;
@@ -159,6 +160,8 @@ pub struct Io {
     /// Boxed so a vector keeps its address when it moves into a slot.
     #[allow(clippy::vec_box)]
     sendvec_pool: Vec<Box<SendVec>>,
+    /// Bells whose `MSG_RING` wake-up is in flight on this ring.
+    pub(crate) wakes: WakesInFlight,
     /// Parked sends by retry time: (due ms, slot index, generation).
     send_retry: BinaryHeap<Reverse<(u64, u32, u32)>>,
     /// Slots whose close has completed; the worker finalizes them after the
@@ -174,8 +177,7 @@ pub struct Io {
     queued_total: usize,
     bgid: u16,
     pub(crate) shutting_down: bool,
-    /// Counters for engine-health metrics.
-    pub stats: EngineStats,
+    pub(crate) stats: EngineStats,
 }
 
 impl std::fmt::Debug for Io {
@@ -197,6 +199,7 @@ impl Io {
             // Start at 1 so that deadline 0 can mean "none".
             timers: TimerWheel::new(1),
             sendvec_pool: Vec::new(),
+            wakes: WakesInFlight::default(),
             send_retry: BinaryHeap::new(),
             finalize: Vec::new(),
             epoch,
@@ -230,6 +233,11 @@ impl Io {
     /// iteration. For latency metrics, where [`Io::now_ms`] is too coarse.
     pub fn now_us(&self) -> u64 {
         self.now_us
+    }
+
+    /// Counters for engine-health metrics.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 
     /// Bytes queued for sending and not yet sent, over all of this worker's

@@ -1,36 +1,60 @@
 //! Engine-health counters: plain integers owned by one worker, published
-//! elsewhere periodically (never an atomic per operation).
+//! elsewhere periodically (never an atomic per operation). Read through
+//! the accessors; only the engine writes them.
 
-/// Counters one worker's engine keeps.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EngineStats {
+/// Declares the counters once: the field and its accessor share the name
+/// and the doc comment.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Counters one worker's engine keeps.
+        #[derive(Debug, Default, Clone, Copy)]
+        pub struct EngineStats {
+            $(pub(crate) $name: u64,)*
+        }
+
+        impl EngineStats {
+            $(
+                $(#[doc = $doc])*
+                pub fn $name(&self) -> u64 {
+                    self.$name
+                }
+            )*
+        }
+    };
+}
+
+counters! {
     /// Connections accepted.
-    pub accepted: u64,
+    accepted,
     /// Accept completions that failed (e.g. `EMFILE`).
-    pub accept_errors: u64,
+    accept_errors,
     /// Multishot receives that ended with `ENOBUFS` (buffer ring empty) and were re-armed.
-    pub recv_enobufs: u64,
+    recv_enobufs,
     /// Multishot receives the kernel ended for another reason and that were re-armed.
-    pub recv_rearmed: u64,
+    recv_rearmed,
     /// Receive completions that carried an error other than cancel/ENOBUFS.
-    pub recv_errors: u64,
+    recv_errors,
     /// Send completions that failed with a socket error.
-    pub send_errors: u64,
+    send_errors,
     /// Sends cancelled by our own abort (not socket errors).
-    pub sends_cancelled: u64,
-    /// Sends that completed with `EAGAIN` and were submitted again.
-    pub send_retries: u64,
+    sends_cancelled,
+    /// Sends that completed with `EAGAIN` and were parked for a retry.
+    send_retries,
     /// Completions whose slot generation or in-flight state did not match
     /// (released or reused slot): ignored. Nonzero means an engine bug.
-    pub stale_completions: u64,
+    stale_completions,
     /// Outgoing connects that failed.
-    pub connect_errors: u64,
+    connect_errors,
+    /// Mailbox wake-ups received (each may carry many messages).
+    wakes,
+    /// `MSG_RING` wake-ups the kernel refused (the eventfd was used instead).
+    wake_errors,
     /// Completion batches reaped.
-    pub loops: u64,
+    loops,
     /// Completions reaped.
-    pub completions: u64,
+    completions,
     /// Loop iterations that found the kernel holding completions in its
     /// overflow list (the CQ was full; `FEAT_NODROP` kept them, but the ring
     /// is undersized for the load).
-    pub cq_overflow_seen: u64,
+    cq_overflow_seen,
 }

@@ -21,6 +21,12 @@ pub enum Op {
     Connect = 5,
     /// A timing-wheel key (never submitted to the ring).
     Timer = 6,
+    /// A mailbox wake-up arrived: by `MSG_RING` from another ring, or the
+    /// eventfd poll fired (the index tells which).
+    Wake = 7,
+    /// Our own `MSG_RING` to another worker completed (index: its slot in
+    /// the in-flight table).
+    WakeSent = 8,
 }
 
 /// Packs an operation, a slot index and its generation.
@@ -37,6 +43,8 @@ pub fn decode(user_data: u64) -> Option<(Op, u32, u32)> {
         4 => Op::Cancel,
         5 => Op::Connect,
         6 => Op::Timer,
+        7 => Op::Wake,
+        8 => Op::WakeSent,
         _ => return None,
     };
     Some((op, user_data as u32, (user_data >> 32) as u32 & 0xff_ffff))
@@ -55,6 +63,8 @@ mod tests {
             Op::Cancel,
             Op::Connect,
             Op::Timer,
+            Op::Wake,
+            Op::WakeSent,
         ] {
             for (idx, gen) in [(0, 0), (u32::MAX, 0xff_ffff), (12345, 77)] {
                 assert_eq!(decode(encode(op, idx, gen)), Some((op, idx, gen)));

@@ -4,12 +4,14 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, types};
 
 use crate::bufring::BufRing;
 use crate::io::{flag, CloseCause, CloseMode, Closing, ConnId, Io};
+use crate::mailbox::{Bell, WAKE_BY_EVENTFD};
 use crate::ring::Ring;
 use crate::timer::TICK_MS;
 use crate::token::{self, Op};
@@ -99,6 +101,10 @@ pub trait Handler {
     /// Runs once per loop iteration, after completions and deadlines.
     fn on_tick(&mut self, _io: &mut Io) {}
 
+    /// This worker's bell rang (see [`crate::mailbox`]): drain the mailbox
+    /// it belongs to. Runs once per wake-up, which may stand for many posts.
+    fn on_wake(&mut self, _io: &mut Io) {}
+
     /// Runs after `on_tick` with access to every connection's state, for work
     /// no single connection's I/O triggers (e.g. sends on a schedule).
     fn on_schedule(&mut self, _io: &mut Io, _conns: &mut Conns<'_, Self::Conn>) {}
@@ -127,6 +133,8 @@ pub struct Worker<H: Handler> {
     listeners: Vec<Listener>,
     cqes: Vec<(u64, i32, u32)>,
     due: Vec<(u64, u64)>,
+    /// This worker's doorbell, when it has a mailbox.
+    bell: Option<Arc<Bell>>,
 }
 
 impl<H: Handler> std::fmt::Debug for Worker<H> {
@@ -162,7 +170,42 @@ impl<H: Handler> Worker<H> {
                 .collect(),
             cqes: Vec::with_capacity(1024),
             due: Vec::new(),
+            bell: None,
         })
+    }
+
+    /// Makes `bell` this worker's doorbell: other workers' `MSG_RING`
+    /// wake-ups target this ring, and its eventfd is polled for posts from
+    /// threads without a ring. Each wake-up runs [`Handler::on_wake`].
+    pub fn attach_bell(&mut self, bell: Arc<Bell>) -> io::Result<()> {
+        let ring_fd = self.io.ring.uring.as_raw_fd();
+        let eventfd = bell.attach(ring_fd);
+        self.bell = Some(bell);
+        self.arm_eventfd(eventfd);
+        Ok(())
+    }
+
+    fn arm_eventfd(&mut self, eventfd: i32) {
+        let entry = opcode::PollAdd::new(types::Fd(eventfd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(token::encode(Op::Wake, WAKE_BY_EVENTFD, 0));
+        // SAFETY: a poll request references no memory of ours.
+        unsafe { self.io.ring.push(entry) };
+    }
+
+    fn on_wake(&mut self, by: u32, flags: u32) {
+        let Some(bell) = self.bell.clone() else {
+            return;
+        };
+        let from_eventfd = by == WAKE_BY_EVENTFD;
+        if from_eventfd && !cqueue::more(flags) && !self.io.shutting_down {
+            // The multishot poll ended; keep listening.
+            self.arm_eventfd(bell.eventfd());
+        }
+        self.io.stats.wakes += 1;
+        bell.answer(from_eventfd);
+        self.handler.on_wake(&mut self.io);
     }
 
     /// The handler, e.g. to read its counters.
@@ -226,6 +269,9 @@ impl<H: Handler> Worker<H> {
             self.finalize();
         }
         self.bufs.unregister(&self.io.ring);
+        if let Some(bell) = &self.bell {
+            bell.detach();
+        }
         Ok(())
     }
 
@@ -316,6 +362,13 @@ impl<H: Handler> Worker<H> {
         };
         let in_flight = match op {
             Op::Cancel | Op::Timer => return,
+            Op::Wake => return self.on_wake(idx, flags),
+            Op::WakeSent => {
+                if self.io.wakes.complete(idx, res) {
+                    self.io.stats.wake_errors += 1;
+                }
+                return;
+            }
             Op::Accept => return self.on_accept(idx as usize, res, flags),
             Op::Recv => flag::IN_RECV,
             Op::Send => flag::IN_SEND,
@@ -347,7 +400,9 @@ impl<H: Handler> Worker<H> {
                 }
             }
             Op::Connect => self.on_connect(idx, res),
-            Op::Cancel | Op::Accept | Op::Timer => unreachable!("handled above"),
+            Op::Cancel | Op::Accept | Op::Timer | Op::Wake | Op::WakeSent => {
+                unreachable!("handled above")
+            }
         }
         // Whichever completion is the slot's last one finalizes it.
         self.io.settle(idx);

@@ -6,13 +6,14 @@
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use engine::spawn::{spawn, SpawnOptions, Spawned, WorkerSetup};
 
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::session::{GatewayHandler, Shared, ADMIN_LISTENER};
-use engine::{affinity, listener, EngineConfig, EngineStats, Worker};
+use engine::{affinity, listener, EngineConfig, EngineStats};
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -34,21 +35,11 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// A worker could not set up io_uring (or another resource).
-    #[error("worker {worker} failed to start: {source}")]
-    WorkerSetup {
-        /// Worker index.
-        worker: usize,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error("failed to start: {0}")]
+    WorkerSetup(std::io::Error),
     /// A worker's event loop failed.
-    #[error("worker {worker} stopped with an error: {source}")]
-    WorkerRun {
-        /// Worker index.
-        worker: usize,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error("stopped with an error: {0}")]
+    WorkerRun(std::io::Error),
 }
 
 /// What the workers counted, summed at exit.
@@ -67,7 +58,7 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// The admin listener's address, if there is one (port 0 resolved).
     pub admin_addr: Option<SocketAddr>,
-    threads: Vec<JoinHandle<Result<(Counters, EngineStats), ServerError>>>,
+    workers: Spawned<(Counters, EngineStats)>,
 }
 
 /// Binds, starts every worker and returns once all are serving.
@@ -88,7 +79,7 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
             }
         })?;
     // A plain listener (no SO_REUSEPORT: a second process must not share it).
-    let mut admin = match config.admin.listen {
+    let admin = match config.admin.listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
                 .map_err(|source| ServerError::AdminListen { addr, source })?;
@@ -100,80 +91,59 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
         None => None,
     };
     let admin_addr = admin.as_ref().map(|(_, a)| *a);
-    let cpus = affinity::allowed_cpus();
-    let shared = Arc::new(Shared::new(config));
-    let engine = EngineConfig {
-        ring_entries: config.io.ring_entries,
-        recv_buffers: config.io.recv_buffers,
-        recv_buffer_size: config.io.recv_buffer_size,
-        drain_ms: config.timeouts.drain_ms,
+    // Each worker takes its listeners on its own thread.
+    let mut per_worker: Vec<Vec<OwnedFd>> = listeners.into_iter().map(|l| vec![l]).collect();
+    if let Some((fd, _)) = admin {
+        per_worker[0].push(fd);
+        debug_assert_eq!(per_worker[0].len() - 1, ADMIN_LISTENER);
+    }
+    let per_worker: Mutex<Vec<Option<Vec<OwnedFd>>>> =
+        Mutex::new(per_worker.into_iter().map(Some).collect());
+    let cpus = if s.pin_workers {
+        affinity::allowed_cpus().into_iter().map(Some).collect()
+    } else {
+        Vec::new()
     };
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut threads = Vec::with_capacity(workers);
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let mut fds = vec![listener];
-        if i == 0 {
-            if let Some((fd, _)) = admin.take() {
-                fds.push(fd);
-                debug_assert_eq!(fds.len() - 1, ADMIN_LISTENER);
-            }
-        }
-        let cpu = config
-            .server
-            .pin_workers
-            .then(|| cpus.get(i % cpus.len().max(1)).copied())
-            .flatten();
-        let (shared, engine, shutdown, ready) = (
-            shared.clone(),
-            engine.clone(),
-            shutdown.clone(),
-            ready_tx.clone(),
-        );
-        let thread = std::thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu {
-                    if let Err(e) = affinity::pin_current_thread(cpu) {
-                        log::warn!("cannot pin worker {i} to cpu {cpu}: {e}");
-                    }
-                }
-                let mut worker = match Worker::new(&engine, fds, GatewayHandler::new(shared, i)) {
-                    Ok(w) => w,
-                    Err(source) => {
-                        let _ = ready.send(Err(ServerError::WorkerSetup { worker: i, source }));
-                        return Err(ServerError::WorkerSetup {
-                            worker: i,
-                            source: std::io::Error::other("see above"),
-                        });
-                    }
-                };
-                log::debug!("worker {i} ready on cpu {cpu:?}: {worker:?}");
-                let _ = ready.send(Ok(()));
-                let result = worker.run(&engine, &shutdown);
-                let (io, handler) = worker.io_and_handler();
-                let stats = io.stats;
-                let counters = handler.counters.clone();
-                result.map_err(|source| ServerError::WorkerRun { worker: i, source })?;
-                Ok((counters, stats))
+    let options = SpawnOptions {
+        name: "worker".into(),
+        workers,
+        cpus,
+        engine: EngineConfig {
+            ring_entries: config.io.ring_entries,
+            recv_buffers: config.io.recv_buffers,
+            recv_buffer_size: config.io.recv_buffer_size,
+            drain_ms: config.timeouts.drain_ms,
+        },
+    };
+    let shared = Arc::new(Shared::new(config));
+    let stop = shutdown.clone();
+    let workers = spawn(
+        options,
+        &shutdown,
+        move |i| {
+            let listeners = per_worker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(i)
+                .and_then(Option::take)
+                .unwrap_or_default();
+            Ok(WorkerSetup {
+                handler: GatewayHandler::new(shared.clone(), i),
+                listeners,
+                shutdown: stop.clone(),
+                bell: None,
             })
-            .expect("spawning a worker thread");
-        threads.push(thread);
-    }
-    drop(ready_tx);
-    for _ in 0..workers {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
-                return Err(e);
-            }
-            Err(_) => break,
-        }
-    }
+        },
+        |_, worker| {
+            let (io, handler) = worker.io_and_handler();
+            (handler.counters.clone(), *io.stats())
+        },
+    )
+    .map_err(ServerError::WorkerSetup)?;
     Ok(Running {
         local_addr,
         admin_addr,
-        threads,
+        workers,
     })
 }
 
@@ -183,14 +153,14 @@ impl Running {
     pub fn join(self) -> Result<Summary, ServerError> {
         let mut summary = Summary::default();
         let mut first_err = None;
-        for t in self.threads {
-            match t.join().expect("worker thread panicked") {
+        for result in self.workers.join() {
+            match result {
                 Ok((counters, stats)) => {
                     summary.counters.merge(&counters);
                     summary.engine.push(stats);
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    first_err.get_or_insert(ServerError::WorkerRun(e));
                 }
             }
         }

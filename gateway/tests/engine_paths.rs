@@ -199,7 +199,7 @@ fn exhausted_buffer_ring_rearms_and_loses_nothing() {
     let Some(summary) = echo_scenario(extra, 40, 30, 4096) else {
         return;
     };
-    let enobufs: u64 = summary.engine.iter().map(|s| s.recv_enobufs).sum();
+    let enobufs: u64 = summary.engine.iter().map(|s| s.recv_enobufs()).sum();
     assert!(enobufs > 0, "expected ENOBUFS re-arms with a 2-buffer ring");
 }
 
@@ -288,6 +288,6 @@ fn sends_before_a_connect_completes_are_refused_and_failures_release_the_slot() 
     );
     assert_eq!((h.opened, h.closed), (0, 0));
     assert_eq!(io.live(), 0);
-    assert_eq!(io.stats.stale_completions, 0);
+    assert_eq!(io.stats().stale_completions(), 0);
     assert_eq!(io.send_queue_bytes(), 0);
 }

@@ -498,17 +498,17 @@ impl WorkerMetrics {
 
     /// The engine-health half of [`WorkerMetrics::publish`].
     pub fn publish_engine(&self, io: &mut Io) {
-        let s = io.stats;
-        self.accept_errors.absolute(s.accept_errors);
-        self.recv_enobufs.absolute(s.recv_enobufs);
-        self.recv_rearms.absolute(s.recv_rearmed);
-        self.recv_errors.absolute(s.recv_errors);
-        self.send_errors.absolute(s.send_errors);
-        self.stale_completions.absolute(s.stale_completions);
+        let s = *io.stats();
+        self.accept_errors.absolute(s.accept_errors());
+        self.recv_enobufs.absolute(s.recv_enobufs());
+        self.recv_rearms.absolute(s.recv_rearmed());
+        self.recv_errors.absolute(s.recv_errors());
+        self.send_errors.absolute(s.send_errors());
+        self.stale_completions.absolute(s.stale_completions());
         self.cq_overflow.absolute(u64::from(io.cq_overflow()));
-        self.cq_overflow_iterations.absolute(s.cq_overflow_seen);
-        self.completions.absolute(s.completions);
-        self.loops.absolute(s.loops);
+        self.cq_overflow_iterations.absolute(s.cq_overflow_seen());
+        self.completions.absolute(s.completions());
+        self.loops.absolute(s.loops());
         self.sq_backlog.set(io.sq_backlog() as f64);
         self.sq_backlog_peak.set(io.sq_backlog_peak() as f64);
         self.send_queue_bytes.set(io.send_queue_bytes() as f64);
