@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Render an Autobahn|TestSuite index.json as Markdown (stdout).
+"""Summarise an Autobahn|TestSuite index.json (used by ci/autobahn.sh).
 
-usage: ci/autobahn_summary.py INDEX_JSON [TOOL_SUMMARY_LINE]
+usage: ci/autobahn_summary.py --line [--strict] INDEX_JSON
+         one line on stdout (failed / non-strict case lists on stderr):
+           autobahn: N cases, P ok, F failed, X non-strict, U unimplemented, I informational
+         exit 1 if any case FAILED (with --strict: or is NON-STRICT), 2 if no cases, else 0
+       ci/autobahn_summary.py INDEX_JSON [TOOL_SUMMARY_LINE]
+         the Markdown report on stdout (results/autobahn/summary.md)
 
-Verdicts use the same rules as ../shared/tools/autobahn.sh: FAILED = behavior not in
+Verdicts (what the HTML report paints red is FAILED): FAILED = behavior not in
 OK/NON-STRICT/INFORMATIONAL/NO_CLOSE/UNIMPLEMENTED, or behaviorClose FAILED/UNCLEAN;
 NON-STRICT also covers NO_CLOSE and behaviorClose WRONG CODE.
 """
@@ -31,7 +36,43 @@ def key(cid):
     return [int(x) if x.isdigit() else x for x in cid.split(".")]
 
 
+def line(path, strict):
+    with open(path) as f:
+        agents = json.load(f)
+    totals = dict.fromkeys(COLS, 0)
+    bad, soft = [], []
+    for cases in agents.values():
+        for cid in sorted(cases, key=key):
+            c = cases[cid]
+            v = verdict(c)
+            totals[v] += 1
+            label = f"{cid}({c.get('behavior')}/{c.get('behaviorClose')})"
+            if v == "FAILED":
+                bad.append(label)
+            elif v == "NON-STRICT":
+                soft.append(label)
+    n = sum(totals.values())
+    if n == 0:
+        print(f"autobahn: ERROR: 0 cases in {path}", file=sys.stderr)
+        return 2
+    for label, lst in (("failed", bad), ("non-strict", soft)):
+        if lst:
+            print(f"autobahn: {label}: " + " ".join(lst[:40]) + (" ..." if len(lst) > 40 else ""),
+                  file=sys.stderr)
+    print(f"autobahn: {n} cases, {totals['OK']} ok, {totals['FAILED']} failed, "
+          f"{totals['NON-STRICT']} non-strict, {totals['UNIMPLEMENTED']} unimplemented, "
+          f"{totals['INFORMATIONAL']} informational")
+    return 1 if bad or (strict and soft) else 0
+
+
 def main():
+    args = sys.argv[1:]
+    if args[:1] == ["--line"]:
+        strict = args[1:2] == ["--strict"]
+        rest = args[2:] if strict else args[1:]
+        if len(rest) != 1:
+            sys.exit(__doc__)
+        sys.exit(line(rest[0], strict))
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     with open(sys.argv[1]) as f:

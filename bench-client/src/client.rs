@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use engine::{CloseCause, CloseMode, ConnId, Conns, Handler, Io, Origin};
 use hdrhistogram::Histogram;
-use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 use wsproto::codec::{self, Codec, Event, Limits, MessageKind, Role};
+use wsproto::handshake::{ClientHandshake, ServerAnswer};
 
 use crate::scenario::{self, Mode};
 use crate::stats::{new_histogram, Measurements};
@@ -49,6 +49,8 @@ pub struct Plan {
     pub frames: Vec<Bytes>,
     /// Text or binary frames.
     pub kind: MessageKind,
+    /// What the client accepts from the server (`client.max_message_bytes`).
+    pub limits: Limits,
     /// Echo mode: outstanding messages per connection.
     pub in_flight: usize,
     /// Rate mode: µs between sends on one connection; ping mode: between pings.
@@ -142,6 +144,10 @@ impl Plan {
             payload,
             frames,
             kind,
+            limits: Limits {
+                max_frame_bytes: s.client.max_message_bytes,
+                max_message_bytes: s.client.max_message_bytes,
+            },
             in_flight: l.in_flight as usize,
             interval_us: match l.mode {
                 Mode::Rate => (1e6 / l.rate) as u64,
@@ -252,7 +258,7 @@ struct Pending {
 #[derive(Debug)]
 enum State {
     /// Waiting for the 101; holds the response bytes so far.
-    Handshake { key: String, head: Vec<u8> },
+    Handshake { hs: ClientHandshake, head: Vec<u8> },
     /// Open WebSocket.
     Open(Codec),
     /// We sent close (end of run) and wait for the server.
@@ -475,39 +481,26 @@ impl BenchHandler {
     }
 
     fn on_handshake(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
-        let State::Handshake { key, head } = &mut c.state else {
+        let State::Handshake { hs, head } = &mut c.state else {
             unreachable!()
         };
         head.extend_from_slice(data);
-        let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
-            if head.len() > 16 * 1024 {
-                self.fail_handshake(io, id, c, |k| k.fail_bad_status += 1);
+        let consumed = match hs.answer(head, &[]) {
+            ServerAnswer::Incomplete => return,
+            ServerAnswer::Accepted { consumed, .. } => consumed,
+            ServerAnswer::Refused { status } => {
+                log::debug!("handshake refused with {status}");
+                return self.fail_handshake(io, id, c, |k| k.fail_bad_status += 1);
             }
-            return;
+            ServerAnswer::Invalid("wrong Sec-WebSocket-Accept") => {
+                return self.fail_handshake(io, id, c, |k| k.fail_bad_accept += 1);
+            }
+            ServerAnswer::Invalid(why) => {
+                log::debug!("invalid handshake answer: {why}");
+                return self.fail_handshake(io, id, c, |k| k.fail_bad_status += 1);
+            }
         };
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        let ok_status = matches!(
-            resp.parse(&head[..end + 4]),
-            Ok(httparse::Status::Complete(_))
-        ) && resp.code == Some(101);
-        if !ok_status {
-            log::debug!(
-                "handshake refused: {:?}",
-                String::from_utf8_lossy(&head[..end.min(200)])
-            );
-            self.fail_handshake(io, id, c, |k| k.fail_bad_status += 1);
-            return;
-        }
-        let expected = derive_accept_key(key.as_bytes());
-        let accept_ok = resp.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == expected.as_bytes()
-        });
-        if !accept_ok {
-            self.fail_handshake(io, id, c, |k| k.fail_bad_accept += 1);
-            return;
-        }
-        let mut rest = head.split_off(end + 4);
+        let mut rest = head.split_off(consumed);
         let now = self.plan.now_us();
         let started = self.connect_started.get(id.index()).map_or(now, |s| s.0);
         let _ = self
@@ -518,13 +511,7 @@ impl BenchHandler {
         self.unresolved -= 1;
         self.conns_up += 1;
         io.set_deadline(id, 0);
-        c.state = State::Open(Codec::new(
-            Role::Client,
-            Limits {
-                max_frame_bytes: 1 << 27,
-                max_message_bytes: 1 << 27,
-            },
-        ));
+        c.state = State::Open(Codec::new(Role::Client));
         match self.plan.mode {
             Mode::Echo if self.sending_allowed() => {
                 for _ in 0..self.plan.in_flight {
@@ -570,7 +557,7 @@ impl BenchHandler {
         let mut server_ping: Option<Vec<u8>> = None;
         let mut server_close: Option<Option<u16>> = None;
         let mut bad = 0u64;
-        let result = codec.feed(data, &mut |ev| match ev {
+        let result = codec.feed(data, &plan.limits, &mut |ev| match ev {
             Event::Message(kind, p) => match plan.classify(kind, p) {
                 Reply::Answer => replies += 1,
                 Reply::Unexpected => bad += 1,
@@ -654,21 +641,16 @@ impl Handler for BenchHandler {
     type Conn = Conn;
 
     fn on_open(&mut self, io: &mut Io, id: ConnId, _: Origin) -> Conn {
-        let key = tungstenite::handshake::client::generate_key();
+        let hs = ClientHandshake::new(tungstenite::handshake::client::generate_key());
         let url_index = self
             .connect_started
             .get(id.index())
             .map_or(0, |s| s.1 as usize);
-        let host = &self.plan.urls[url_index];
-        let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            host.path, host.host
-        );
-        let _ = io.send(id, Bytes::from(req));
+        let url = &self.plan.urls[url_index];
+        let _ = io.send(id, hs.request(&url.host, &url.path, &[], &[]).into());
         Conn {
             state: State::Handshake {
-                key,
+                hs,
                 head: Vec::new(),
             },
             pending: VecDeque::new(),

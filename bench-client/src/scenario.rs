@@ -239,6 +239,9 @@ pub struct ClientOpts {
     /// offered load gets burstier by as much (results/client-efficiency.md).
     /// 0 = every send on its own schedule.
     pub send_batch_us: u64,
+    /// Largest message (and frame) accepted from the server; a larger one
+    /// fails the connection with 1009, counted as a protocol error.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ClientOpts {
@@ -253,6 +256,7 @@ impl Default for ClientOpts {
             recv_buffers: 256,
             recv_buffer_size: 16 * 1024,
             send_batch_us: 50,
+            max_message_bytes: 16 << 20,
         }
     }
 }
@@ -542,6 +546,12 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
         return Err(invalid(
             "client.send_batch_us",
             "must be at most 100000 (0.1 s)",
+        ));
+    }
+    if !(1..=(1 << 30)).contains(&c.max_message_bytes) {
+        return Err(invalid(
+            "client.max_message_bytes",
+            "must be from 1 to 1073741824",
         ));
     }
     if !(256..=(1 << 20)).contains(&c.recv_buffer_size) {

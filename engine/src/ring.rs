@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use io_uring::{squeue, types, IoUring};
 
+/// io-wq worker threads per ring (bounded and unbounded), see [`Ring::new`].
+const IOWQ_MAX_WORKERS: u32 = 1;
+
 /// Which set-up the kernel accepted, for the start-up log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RingMode {
@@ -62,6 +65,20 @@ impl Ring {
             flags(&mut builder);
             match builder.build(entries) {
                 Ok(uring) => {
+                    // All our descriptors are non-blocking sockets, so io-wq
+                    // should never need more than a thread or two: the kernel
+                    // only punts a send there when a poll wake-up found no
+                    // room (every poll wakes on the peer's FIN), and such a
+                    // send fails with EAGAIN at once. Uncapped, a thousand
+                    // peers half-closing together made a thousand `iou-wrk`
+                    // threads (each lingers 5 s); capped, they queue behind
+                    // one. Best effort: older kernels lack the call.
+                    if let Err(e) = uring
+                        .submitter()
+                        .register_iowq_max_workers(&mut [IOWQ_MAX_WORKERS; 2])
+                    {
+                        log::debug!("io_uring: cannot cap io-wq workers: {e}");
+                    }
                     if mode != RingMode::DeferTaskrun {
                         log::warn!(
                             "io_uring: SINGLE_ISSUER|DEFER_TASKRUN unavailable ({}), using {mode:?}",

@@ -43,7 +43,7 @@ fn run(variant: Variant, wire: &[u8], batch: usize, messages: usize) -> f64 {
         max_frame_bytes: 1 << 20,
         max_message_bytes: 1 << 20,
     };
-    let mut codec = Codec::new(Role::Server, limits);
+    let mut codec = Codec::new(Role::Server);
     let mut counters = Counters::default();
     let mut tracker = SendTracker::default();
     let mut hist = LocalHistogram::new(&MESSAGE_LATENCY_BUCKETS_US);
@@ -76,9 +76,9 @@ fn run(variant: Variant, wire: &[u8], batch: usize, messages: usize) -> f64 {
             }
         };
         let result = if variant == Variant::Before {
-            codec.feed(&mut buf, &mut on_event)
+            codec.feed(&mut buf, &limits, &mut on_event)
         } else {
-            codec.feed_counted(&mut buf, &mut frames, &mut on_event)
+            codec.feed_counted(&mut buf, &limits, &mut frames, &mut on_event)
         };
         result.expect("valid frames");
         counters.frames_in.merge(&frames);

@@ -48,6 +48,8 @@ pub struct Config {
     pub io: IoConfig,
     /// WebSocket routes and handshake policy.
     pub websocket: WebSocketConfig,
+    /// `[[routes]]`: which application serves which path.
+    pub routes: Vec<RouteConfig>,
     /// Size limits.
     pub limits: LimitsConfig,
     /// Timeouts, all in milliseconds.
@@ -127,12 +129,32 @@ impl Default for IoConfig {
     }
 }
 
-/// `[websocket]`: routes and handshake policy.
+/// An application a route can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppKind {
+    /// Every message is sent back (text stays text).
+    Echo,
+}
+
+/// `[[routes]]`: one WebSocket path and the application behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Request path, matched exactly (the query string is ignored).
+    pub path: String,
+    /// The application: `echo`.
+    pub app: AppKind,
+}
+
+/// `[websocket]`: handshake policy.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSocketConfig {
-    /// Path of the echo route.
-    pub echo_path: String,
+    /// Shorthand for one echo route, `[[routes]] path = .. app = "echo"`,
+    /// used when no `[[routes]]` are given (default `/echo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_path: Option<String>,
     /// Path answering `GET` with `200 ok` (no upgrade).
     pub health_path: String,
     /// Subprotocols the server speaks, in preference order.
@@ -144,7 +166,7 @@ pub struct WebSocketConfig {
 impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
-            echo_path: "/echo".into(),
+            echo_path: None,
             health_path: "/healthz".into(),
             subprotocols: Vec::new(),
             allowed_origins: Vec::new(),
@@ -340,19 +362,39 @@ impl Config {
             return bad("limits.max_headers", "must be from 4 to 256");
         }
         let ws = &self.websocket;
-        for (key, path) in [
-            ("websocket.echo_path", &ws.echo_path),
-            ("websocket.health_path", &ws.health_path),
-        ] {
+        if let (Some(p), false) = (&ws.echo_path, self.routes.is_empty()) {
+            return bad(
+                "websocket.echo_path",
+                format!(
+                    "cannot be combined with [[routes]]; add `path = {p:?}, app = \"echo\"` \
+                     there instead"
+                ),
+            );
+        }
+        let routes = self.effective_routes();
+        let mut paths: Vec<(&'static str, &str)> = vec![("websocket.health_path", &ws.health_path)];
+        let route_key = if self.routes.is_empty() {
+            "websocket.echo_path"
+        } else {
+            "routes.path"
+        };
+        paths.extend(routes.iter().map(|r| (route_key, r.path.as_str())));
+        for (i, (key, path)) in paths.iter().enumerate() {
             if !path.starts_with('/') {
                 return bad(key, format!("must start with '/', got {path:?}"));
             }
+            if path.contains('?') {
+                return bad(key, format!("must not contain a query, got {path:?}"));
+            }
+            if paths[..i].iter().any(|(_, p)| p == path) {
+                return bad(
+                    key,
+                    format!("{path:?} is used twice (routes and health_path must differ)"),
+                );
+            }
         }
-        if ws.echo_path == ws.health_path {
-            return bad(
-                "websocket.health_path",
-                "must differ from websocket.echo_path",
-            );
+        if routes.len() > 255 {
+            return bad("routes", "at most 255 routes");
         }
         for p in &ws.subprotocols {
             if p.is_empty()
@@ -418,6 +460,23 @@ impl Config {
         Ok(())
     }
 
+    /// The routes in force: `[[routes]]`, or the `websocket.echo_path`
+    /// shorthand (default `/echo`) when there are none.
+    pub fn effective_routes(&self) -> Vec<RouteConfig> {
+        if self.routes.is_empty() {
+            vec![RouteConfig {
+                path: self
+                    .websocket
+                    .echo_path
+                    .clone()
+                    .unwrap_or_else(|| "/echo".into()),
+                app: AppKind::Echo,
+            }]
+        } else {
+            self.routes.clone()
+        }
+    }
+
     /// Worker count with 0 resolved to the online CPUs this process may use.
     pub fn effective_workers(&self) -> usize {
         if self.server.workers > 0 {
@@ -444,7 +503,13 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("", "t.toml").unwrap();
-        assert_eq!(c.websocket.echo_path, "/echo");
+        assert_eq!(
+            c.effective_routes(),
+            [RouteConfig {
+                path: "/echo".into(),
+                app: AppKind::Echo
+            }]
+        );
         assert_eq!(c.io.recv_buffers, 4096);
         assert_eq!(c.admin.listen, None, "no admin listener unless configured");
         assert!(!c.admin.metrics_enabled());

@@ -7,46 +7,12 @@ use std::fmt::Write as _;
 
 use wsproto::codec::FrameCounts;
 
-/// Why a connection ended, from the gateway's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// Close handshake completed (either side started it), or an HTTP
-    /// exchange (health check, rejection) finished.
-    Normal,
-    /// Protocol error, socket error, or the peer vanished without a close frame.
-    Error,
-    /// Handshake, idle or close timeout.
-    Timeout,
-    /// The send queue went over `io.max_send_queue_bytes`.
-    SlowConsumer,
-    /// Closed because the gateway is shutting down.
-    Shutdown,
-}
+/// Why a connection ended: the session's [`Ending`] (normal, error,
+/// timeout, slow consumer, shutdown), also the `reason` metric label.
+pub use wsproto::session::Ending as CloseReason;
 
-impl CloseReason {
-    /// All reasons, in a stable order for reports.
-    pub const ALL: [CloseReason; 5] = [
-        CloseReason::Normal,
-        CloseReason::Error,
-        CloseReason::Timeout,
-        CloseReason::SlowConsumer,
-        CloseReason::Shutdown,
-    ];
-
-    /// The label used in reports and metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseReason::Normal => "normal",
-            CloseReason::Error => "error",
-            CloseReason::Timeout => "timeout",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// HTTP statuses the gateway answers with, in a fixed table.
-pub const STATUSES: [u16; 9] = [101, 200, 400, 403, 404, 408, 426, 431, 503];
+/// HTTP statuses the gateway answers WebSocket clients with, in a fixed table.
+pub const STATUSES: [u16; 10] = [101, 200, 400, 403, 404, 405, 408, 426, 431, 503];
 
 /// WebSocket close codes tracked individually. `0` stands for a close frame
 /// without a code; the last entry collects every other code.

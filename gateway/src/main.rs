@@ -115,7 +115,7 @@ fn run(config: &Config) -> ExitCode {
         println!("admin listening on {admin}");
         log::info!(
             "metrics at http://{admin}{}{}",
-            gateway::session::METRICS_PATH,
+            gateway::conn::admin::METRICS_PATH,
             if config.admin.metrics_enabled() {
                 ""
             } else {
@@ -123,10 +123,16 @@ fn run(config: &Config) -> ExitCode {
             }
         );
     }
+    for route in config.effective_routes() {
+        log::info!(
+            "{:?} at ws://{}{}",
+            route.app,
+            running.local_addr,
+            route.path
+        );
+    }
     log::info!(
-        "echo at ws://{}{}, health at http://{}{}",
-        running.local_addr,
-        config.websocket.echo_path,
+        "health at http://{}{}",
         running.local_addr,
         config.websocket.health_path
     );

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use engine::spawn::{spawn, SpawnOptions, Spawned, WorkerSetup};
 
 use crate::config::Config;
+use crate::conn::{GatewayHandler, Shared, ADMIN_LISTENER};
 use crate::counters::Counters;
-use crate::session::{GatewayHandler, Shared, ADMIN_LISTENER};
 use engine::{affinity, listener, EngineConfig, EngineStats};
 
 /// Why the gateway could not start or run.

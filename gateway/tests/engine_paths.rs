@@ -25,6 +25,11 @@ fn start(extra: &str) -> Option<(server::Running, Arc<AtomicBool>)> {
     }
 }
 
+const LIMITS: Limits = Limits {
+    max_frame_bytes: 1 << 24,
+    max_message_bytes: 1 << 24,
+};
+
 /// A client-role handler: handshake, then `messages` echoes of `size` bytes.
 struct EchoClient {
     target: SocketAddr,
@@ -81,13 +86,7 @@ impl Handler for EchoClient {
                 return;
             }
             rest = c.head.split_off(end + 4);
-            c.codec = Some(Codec::new(
-                Role::Client,
-                Limits {
-                    max_frame_bytes: 1 << 24,
-                    max_message_bytes: 1 << 24,
-                },
-            ));
+            c.codec = Some(Codec::new(Role::Client));
             self.send_next(io, id, c);
             if rest.is_empty() {
                 return;
@@ -100,7 +99,7 @@ impl Handler for EchoClient {
         c.codec
             .as_mut()
             .unwrap()
-            .feed(input, &mut |ev| match ev {
+            .feed(input, &LIMITS, &mut |ev| match ev {
                 Event::Message(MessageKind::Binary, p) if p.len() == size => echoed += 1,
                 other => bad = Some(format!("{other:?}")),
             })

@@ -345,8 +345,10 @@ fn a_thousand_stalled_readers_use_no_io_wq_thread_each_and_leave_nothing() {
         most = most.max(io_wq_threads(gw.pid()));
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The rings cap io-wq at one thread each (the gateway has one worker
+    // here): a burst of punted sends queues behind it.
     assert!(
-        most <= 8,
+        most <= 1,
         "{most} io-wq threads after {N} stalled readers half-closed"
     );
     assert_released(&gw, baseline, Duration::from_secs(8));

@@ -238,7 +238,8 @@ impl State {
 
 /// Incremental RFC 6455 decoder for one connection.
 ///
-/// Kept deliberately small (64 bytes on 64-bit targets) and allocation-free
+/// Kept deliberately small (48 bytes on 64-bit targets: the limits are
+/// passed to each `feed`, not stored per connection) and allocation-free
 /// while idle; see the module documentation.
 ///
 /// After a `Close` event the codec keeps decoding whatever follows. RFC 6455
@@ -251,7 +252,6 @@ pub struct Codec {
     /// staged at its tail and truncated away once handled. Released
     /// (capacity 0) whenever no message is in progress.
     buf: Vec<u8>,
-    limits: Limits,
     state: State,
     role: Role,
     /// Type of the data message in progress, if any.
@@ -266,10 +266,9 @@ pub struct Codec {
 
 impl Codec {
     /// Creates an idle codec. Allocates nothing.
-    pub fn new(role: Role, limits: Limits) -> Self {
+    pub fn new(role: Role) -> Self {
         Codec {
             buf: Vec::new(),
-            limits,
             state: State::START,
             role,
             message: None,
@@ -292,9 +291,10 @@ impl Codec {
     pub fn feed(
         &mut self,
         data: &mut [u8],
+        limits: &Limits,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), ProtoError> {
-        self.feed_counted(data, &mut FrameCounts::default(), on_event)
+        self.feed_counted(data, limits, &mut FrameCounts::default(), on_event)
     }
 
     /// [`Codec::feed`], also counting into `counts` every frame whose header
@@ -303,13 +303,14 @@ impl Codec {
     pub fn feed_counted(
         &mut self,
         data: &mut [u8],
+        limits: &Limits,
         counts: &mut FrameCounts,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), ProtoError> {
         if let Some(code) = self.failed {
             return Err(ProtoError::Failed { code: code.get() });
         }
-        let result = self.run(data, counts, on_event);
+        let result = self.run(data, limits, counts, on_event);
         if let Err(err) = &result {
             self.failed = NonZeroU16::new(err.close_code());
             self.buf = Vec::new();
@@ -340,6 +341,7 @@ impl Codec {
     fn run(
         &mut self,
         mut data: &mut [u8],
+        limits: &Limits,
         counts: &mut FrameCounts,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<(), ProtoError> {
@@ -350,7 +352,7 @@ impl Codec {
                     // A data frame that starts while a message is in progress
                     // is a continuation (start_frame has checked the opcode).
                     let continuing = self.message.is_some();
-                    let used = self.read_header(data)?;
+                    let used = self.read_header(data, limits)?;
                     if let State::Payload { kind, .. } = self.state {
                         counts.add(match (kind, self.message) {
                             (FrameKind::Data { .. }, _) if continuing => FrameClass::Continuation,
@@ -378,7 +380,7 @@ impl Codec {
 
     /// Consumes header bytes from `data`; returns how many. Switches to the
     /// payload state once a whole header has been seen.
-    fn read_header(&mut self, data: &[u8]) -> Result<usize, ProtoError> {
+    fn read_header(&mut self, data: &[u8], limits: &Limits) -> Result<usize, ProtoError> {
         let State::Header { bytes, len } = &mut self.state else {
             unreachable!("read_header called outside the header state");
         };
@@ -387,7 +389,7 @@ impl Codec {
             let need = header_len(data[1]);
             if data.len() >= need {
                 let (header, length) = parse_header(&data[..need])?;
-                self.start_frame(header, length)?;
+                self.start_frame(header, length, limits)?;
                 return Ok(need);
             }
         }
@@ -410,13 +412,18 @@ impl Codec {
             used += n;
         }
         let (header, length) = parse_header(&bytes[..usize::from(*len)])?;
-        self.start_frame(header, length)?;
+        self.start_frame(header, length, limits)?;
         Ok(used)
     }
 
     /// Validates a freshly parsed header against RFC 6455 and the limits,
     /// then enters the payload state.
-    fn start_frame(&mut self, header: FrameHeader, length: u64) -> Result<(), ProtoError> {
+    fn start_frame(
+        &mut self,
+        header: FrameHeader,
+        length: u64,
+        limits: &Limits,
+    ) -> Result<(), ProtoError> {
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(ProtoError::Protocol(
                 "reserved bits set without a negotiated extension",
@@ -472,20 +479,20 @@ impl Codec {
                 }
             }
         };
-        if length > self.limits.max_frame_bytes as u64 {
+        if length > limits.max_frame_bytes as u64 {
             return Err(ProtoError::FrameTooBig {
                 size: length,
-                limit: self.limits.max_frame_bytes,
+                limit: limits.max_frame_bytes,
             });
         }
         if let FrameKind::Data { .. } = kind {
             // `buf` holds exactly the message so far: a straddling control
             // frame is only staged there while its own payload is read.
             let size = self.buf.len() as u64 + length;
-            if size > self.limits.max_message_bytes as u64 {
+            if size > limits.max_message_bytes as u64 {
                 return Err(ProtoError::MessageTooBig {
                     size,
-                    limit: self.limits.max_message_bytes,
+                    limit: limits.max_message_bytes,
                 });
             }
             match header.opcode {
@@ -751,6 +758,46 @@ pub fn encode_close(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Bytes {
 mod tests {
     use super::*;
 
+    /// A codec with its limits, as the tests use it: feeds pass them along.
+    struct Tc {
+        codec: Codec,
+        limits: Limits,
+    }
+
+    impl Tc {
+        fn new(role: Role, limits: Limits) -> Self {
+            Tc {
+                codec: Codec::new(role),
+                limits,
+            }
+        }
+
+        fn feed(
+            &mut self,
+            data: &mut [u8],
+            on_event: &mut dyn FnMut(Event<'_>),
+        ) -> Result<(), ProtoError> {
+            self.codec.feed(data, &self.limits, on_event)
+        }
+
+        fn feed_counted(
+            &mut self,
+            data: &mut [u8],
+            counts: &mut FrameCounts,
+            on_event: &mut dyn FnMut(Event<'_>),
+        ) -> Result<(), ProtoError> {
+            self.codec
+                .feed_counted(data, &self.limits, counts, on_event)
+        }
+    }
+
+    impl std::ops::Deref for Tc {
+        type Target = Codec;
+        fn deref(&self) -> &Codec {
+            &self.codec
+        }
+    }
+
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
     const LIMITS: Limits = Limits {
@@ -792,7 +839,7 @@ mod tests {
     }
 
     /// Feeds `chunks` one by one into `codec`, collecting events.
-    fn feed_chunks(codec: &mut Codec, chunks: &[&[u8]]) -> (Vec<Ev>, Result<(), ProtoError>) {
+    fn feed_chunks(codec: &mut Tc, chunks: &[&[u8]]) -> (Vec<Ev>, Result<(), ProtoError>) {
         let mut events = Vec::new();
         for chunk in chunks {
             let mut owned = chunk.to_vec();
@@ -805,7 +852,7 @@ mod tests {
     }
 
     fn server_feed(bytes: &[u8]) -> (Vec<Ev>, Result<(), ProtoError>) {
-        feed_chunks(&mut Codec::new(Role::Server, LIMITS), &[bytes])
+        feed_chunks(&mut Tc::new(Role::Server, LIMITS), &[bytes])
     }
 
     fn server_err(bytes: &[u8]) -> ProtoError {
@@ -819,7 +866,7 @@ mod tests {
     #[test]
     fn codec_is_small() {
         assert!(
-            std::mem::size_of::<Codec>() <= 64,
+            std::mem::size_of::<Codec>() <= 48,
             "Codec is {} bytes",
             std::mem::size_of::<Codec>()
         );
@@ -835,7 +882,7 @@ mod tests {
             cf(1, true, b""),
         ]);
         let range = wire.as_ptr_range();
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let mut events = Vec::new();
         codec
             .feed(&mut wire, &mut |e| {
@@ -879,7 +926,7 @@ mod tests {
     fn encode_close_truncates_on_char_boundary() {
         let reason = "é".repeat(100); // 200 bytes
         let frame = encode_close(1001, &reason, None);
-        let mut codec = Codec::new(Role::Client, LIMITS);
+        let mut codec = Tc::new(Role::Client, LIMITS);
         let (events, r) = feed_chunks(&mut codec, &[&frame]);
         r.unwrap();
         // 123 bytes available -> 61 two-byte chars.
@@ -934,7 +981,7 @@ mod tests {
             assert!(matches!(err, ProtoError::Protocol(_)), "{name}: {err:?}");
         }
         // Masked frame to a client.
-        let mut client = Codec::new(Role::Client, LIMITS);
+        let mut client = Tc::new(Role::Client, LIMITS);
         let (_, r) = feed_chunks(&mut client, &[&cf(1, true, b"x")]);
         assert_eq!(r.unwrap_err().close_code(), 1002);
     }
@@ -958,7 +1005,7 @@ mod tests {
 
     #[test]
     fn errors_are_sticky() {
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let (_, r) = feed_chunks(&mut codec, &[&cf(1, true, b"\xff")]);
         assert_eq!(r.unwrap_err().close_code(), 1007);
         let (events, r) = feed_chunks(&mut codec, &[&cf(1, true, b"fine")]);
@@ -982,7 +1029,7 @@ mod tests {
             max_message_bytes: 1000,
         };
         let wire = cf(2, true, &[0; 101]);
-        let mut codec = Codec::new(Role::Server, limits);
+        let mut codec = Tc::new(Role::Server, limits);
         // Only the header (2 + 2 + 4 bytes), no payload at all.
         let (_, r) = feed_chunks(&mut codec, &[&wire[..8]]);
         assert_eq!(
@@ -1004,7 +1051,7 @@ mod tests {
         let mut header = vec![0x82, 0xff];
         header.extend((70u64 << 20).to_be_bytes());
         header.extend(MASK);
-        let mut codec = Codec::new(Role::Server, limits);
+        let mut codec = Tc::new(Role::Server, limits);
         let (_, r) = feed_chunks(&mut codec, &[&header]);
         let err = r.unwrap_err();
         assert_eq!(err.close_code(), 1009);
@@ -1017,7 +1064,7 @@ mod tests {
         };
         let first = cf(2, false, &[1; 100]);
         let second = cf(0, true, &[2; 60]);
-        let mut codec = Codec::new(Role::Server, limits);
+        let mut codec = Tc::new(Role::Server, limits);
         let (_, r) = feed_chunks(&mut codec, &[&first, &second[..8]]);
         assert_eq!(
             r.unwrap_err(),
@@ -1047,7 +1094,7 @@ mod tests {
             Ev::Close(None, String::new()),
             binary(&[1, 2, 3]),
         ];
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let (events, r) = feed_chunks(&mut codec, &[&wire]);
         r.unwrap();
         assert_eq!(events, expected);
@@ -1074,7 +1121,7 @@ mod tests {
         r.unwrap();
         assert_eq!(expected.len(), 7);
         for split in 0..=wire.len() {
-            let mut codec = Codec::new(Role::Server, LIMITS);
+            let mut codec = Tc::new(Role::Server, LIMITS);
             let (events, r) = feed_chunks(&mut codec, &[&wire[..split], &wire[split..]]);
             r.unwrap();
             assert_eq!(events, expected, "split at {split}");
@@ -1082,7 +1129,7 @@ mod tests {
             assert_eq!(codec.buf.capacity(), 0);
         }
         // And one byte at a time.
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let chunks: Vec<&[u8]> = wire.chunks(1).collect();
         let (events, r) = feed_chunks(&mut codec, &chunks);
         r.unwrap();
@@ -1093,7 +1140,7 @@ mod tests {
                 if b > wire.len() {
                     continue;
                 }
-                let mut codec = Codec::new(Role::Server, LIMITS);
+                let mut codec = Tc::new(Role::Server, LIMITS);
                 let (events, r) = feed_chunks(&mut codec, &[&wire[..a], &wire[a..b], &wire[b..]]);
                 r.unwrap();
                 assert_eq!(events, expected, "split at {a}, {b}");
@@ -1104,7 +1151,7 @@ mod tests {
     #[test]
     fn partial_state_is_reported() {
         let wire = cf(2, true, &[5; 200]);
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let (events, r) = feed_chunks(&mut codec, &[&wire[..3]]);
         r.unwrap();
         assert!(events.is_empty());
@@ -1142,13 +1189,13 @@ mod tests {
             let plain = encode_message(MessageKind::Binary, &payload, None);
             assert_eq!(plain.len(), expected_header + len);
             assert_eq!(&plain[expected_header..], &payload[..]);
-            let mut client = Codec::new(Role::Client, LIMITS);
+            let mut client = Tc::new(Role::Client, LIMITS);
             let (events, r) = feed_chunks(&mut client, &[&plain]);
             r.unwrap();
             assert_eq!(events, vec![binary(&payload)], "len {len} plain");
             // Streamed in odd-sized pieces (mask offset carried across).
             let chunks: Vec<&[u8]> = masked.chunks(13).collect();
-            let (events, r) = feed_chunks(&mut Codec::new(Role::Server, LIMITS), &chunks);
+            let (events, r) = feed_chunks(&mut Tc::new(Role::Server, LIMITS), &chunks);
             r.unwrap();
             assert_eq!(events, vec![binary(&payload)], "len {len} chunked");
         }
@@ -1168,7 +1215,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_in_middle_fragment_fails_before_final() {
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let (_, r) = feed_chunks(
             &mut codec,
             &[&cf(1, false, b"ok"), &cf(0, false, b"\xc0\xaf")],
@@ -1176,7 +1223,7 @@ mod tests {
         assert_eq!(r.unwrap_err(), ProtoError::InvalidUtf8("text message"));
         // Also within a single frame that is still streaming in.
         let wire = cf(1, true, b"abc\xffdefghijklmnop");
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let (_, r) = feed_chunks(&mut codec, &[&wire[..10]]);
         assert_eq!(r.unwrap_err().close_code(), 1007);
     }
@@ -1187,7 +1234,7 @@ mod tests {
         let wire = concat(&[cf(2, false, &[1; 10]), ping.clone(), cf(0, true, &[2; 5])]);
         let first_len = wire.len() - ping.len() - 11;
         let mid = first_len + 50;
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let (events, r) = feed_chunks(&mut codec, &[&wire[..mid], &wire[mid..]]);
         r.unwrap();
         let mut msg = vec![1; 10];
@@ -1226,7 +1273,7 @@ mod tests {
             cf(8, true, &1000u16.to_be_bytes()),
         ]);
         // Byte by byte: headers split across feeds still count once.
-        let mut codec = Codec::new(Role::Server, LIMITS);
+        let mut codec = Tc::new(Role::Server, LIMITS);
         let mut counts = FrameCounts::default();
         let mut messages = 0;
         for &b in &wire {

@@ -1,13 +1,18 @@
-//! HTTP/1.1 upgrade request parsing (RFC 6455 §4.2.1) and the responses the
-//! gateway sends before switching to frames.
+//! The WebSocket opening handshake (RFC 6455 §4), both roles.
 //!
-//! [`parse_request`] is called with everything received so far on a fresh
-//! connection; it either asks for more bytes, or decides: upgrade, health
-//! check, or reject with a precise status. It never consumes bytes after the
-//! request head, because a client may pipeline its first frame right behind
-//! the request, and those bytes belong to the frame codec.
+//! Server: [`check`] decides what a complete request head asks for (upgrade,
+//! health check, or a precise rejection); [`parse_request`] does the same
+//! from raw bytes. Neither consumes bytes after the head, because a client
+//! may pipeline its first frame right behind the request, and those bytes
+//! belong to the frame codec.
+//!
+//! Client: [`ClientHandshake`] writes the upgrade request and validates the
+//! server's answer (status 101, `Sec-WebSocket-Accept`, subprotocol).
 
 use tungstenite::handshake::derive_accept_key;
+
+pub use crate::http::Reject;
+use crate::http::{self, Head, HeadLimits, Headers};
 
 /// What the server accepts during the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +38,16 @@ pub struct HandshakePolicy {
     pub allowed_origins: Vec<String>,
 }
 
+impl HandshakePolicy {
+    /// The head limits of this policy.
+    pub fn limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_bytes: self.max_request_bytes,
+            max_headers: self.max_headers,
+        }
+    }
+}
+
 /// Outcome of [`parse_request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
@@ -48,6 +63,15 @@ pub enum Parsed {
     },
     /// Refuse the request: send [`Reject::response`] and close.
     Reject(Reject),
+}
+
+/// What a well-formed request head asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A plain `GET` on the health path.
+    Health,
+    /// A valid WebSocket upgrade.
+    WebSocket(Upgrade),
 }
 
 /// An accepted upgrade request.
@@ -69,77 +93,29 @@ impl Upgrade {
     /// The `101 Switching Protocols` response. `policy` must be the one the
     /// request was parsed with (it supplies the subprotocol name).
     pub fn response(&self, policy: &HandshakePolicy) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160);
-        out.extend_from_slice(
-            b"HTTP/1.1 101 Switching Protocols\r\n\
-              Upgrade: websocket\r\n\
-              Connection: Upgrade\r\n\
-              Sec-WebSocket-Accept: ",
-        );
-        out.extend_from_slice(self.accept.as_bytes());
+        let name = self.subprotocol.and_then(|i| policy.subprotocols.get(i));
+        switching_protocols(&self.accept, name.map(String::as_str))
+    }
+}
+
+/// The `101` response with `accept` and an optional subprotocol.
+fn switching_protocols(accept: &str, subprotocol: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\n\
+          Upgrade: websocket\r\n\
+          Connection: Upgrade\r\n\
+          Sec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(name) = subprotocol {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\r\n");
-        if let Some(name) = self.subprotocol.and_then(|i| policy.subprotocols.get(i)) {
-            out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        out
     }
-}
-
-/// A refused request: an HTTP status and a short reason sent as the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reject {
-    /// HTTP status code.
-    pub status: u16,
-    /// Short, stable description, e.g. `"missing Sec-WebSocket-Key"`.
-    pub reason: &'static str,
-}
-
-impl Reject {
-    const fn new(status: u16, reason: &'static str) -> Self {
-        Reject { status, reason }
-    }
-
-    /// The complete HTTP response; the connection is closed after it.
-    /// A 426 carries `Sec-WebSocket-Version: 13` so the client learns which
-    /// version to retry with (RFC 6455 §4.4).
-    pub fn response(&self) -> Vec<u8> {
-        // A 405 lists the allowed method (RFC 9110 §15.5.6).
-        let version = match self.status {
-            426 => "Sec-WebSocket-Version: 13\r\n",
-            405 => "Allow: GET\r\n",
-            _ => "",
-        };
-        format!(
-            "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/plain\r\n\
-             Content-Length: {}\r\n{}\r\n{}\n",
-            self.status,
-            reason_phrase(self.status),
-            self.reason.len() + 1,
-            version,
-            self.reason,
-        )
-        .into_bytes()
-    }
-}
-
-/// Standard reason phrase for the statuses we produce.
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// Response to a health check: `200 OK`, body `ok\n`, then close.
@@ -153,157 +129,46 @@ pub fn service_unavailable() -> Reject {
     Reject::new(503, "connection limit reached")
 }
 
-/// Outcome of [`parse_get`]: a plain HTTP request such as the admin
-/// listener's `GET /metrics`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlainRequest<'a> {
-    /// The request head is not complete yet (and still within the limit).
-    Incomplete,
-    /// A complete `GET` request.
-    Get {
-        /// The request path, query string removed.
-        path: &'a str,
-        /// Length of the request head.
-        consumed: usize,
-    },
-    /// Refuse the request: send [`Reject::response`] and close.
-    Reject(Reject),
+/// Rejection sent when the request head does not arrive in time.
+pub fn request_timeout() -> Reject {
+    Reject::new(408, "request head not received in time")
 }
-
-/// Parses a plain (non-upgrade) HTTP/1.x request head at the start of `buf`.
-/// Only `GET` is served (anything else is 405 with `Allow: GET`); HTTP/1.0
-/// is accepted, since scrapers and `curl -0` may speak it. Same limits as
-/// [`parse_request`]: a head over `max_request_bytes` or with more than
-/// `max_headers` fields gets 431.
-pub fn parse_get(buf: &[u8], max_request_bytes: usize, max_headers: usize) -> PlainRequest<'_> {
-    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
-    let mut heap;
-    let slots: &mut [httparse::Header<'_>] = if max_headers <= INLINE_HEADERS {
-        &mut inline[..max_headers]
-    } else {
-        heap = vec![httparse::EMPTY_HEADER; max_headers];
-        &mut heap
-    };
-    let window = &buf[..buf.len().min(max_request_bytes)];
-    let mut request = httparse::Request::new(slots);
-    let consumed = match request.parse(window) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > max_request_bytes => {
-            return PlainRequest::Reject(Reject::new(431, "request head too large"))
-        }
-        Ok(httparse::Status::Partial) => return PlainRequest::Incomplete,
-        Err(httparse::Error::TooManyHeaders) => {
-            return PlainRequest::Reject(Reject::new(431, "too many headers"))
-        }
-        Err(_) => return PlainRequest::Reject(Reject::new(400, "malformed HTTP request")),
-    };
-    if request.method != Some("GET") {
-        return PlainRequest::Reject(Reject::new(405, "method must be GET"));
-    }
-    let target = request.path.unwrap_or("");
-    if !target.starts_with('/') {
-        return PlainRequest::Reject(Reject::new(400, "request target must be a path"));
-    }
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    PlainRequest::Get { path, consumed }
-}
-
-/// A complete `200 OK` response with `body`, after which the connection is
-/// closed (one request per connection keeps the admin side stateless).
-pub fn ok_response(content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// Header slots kept on the stack; a policy allowing more falls back to a
-/// heap array. Parsing is re-run on every read until the head is complete,
-/// so avoiding an allocation per attempt matters a little.
-const INLINE_HEADERS: usize = 32;
 
 /// Parses the request head at the start of `buf` (everything received so
 /// far) and decides what to do with the connection.
 pub fn parse_request(buf: &[u8], policy: &HandshakePolicy) -> Parsed {
-    let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADERS];
-    let mut heap;
-    let slots: &mut [httparse::Header<'_>] = if policy.max_headers <= INLINE_HEADERS {
-        &mut inline[..policy.max_headers]
-    } else {
-        heap = vec![httparse::EMPTY_HEADER; policy.max_headers];
-        &mut heap
-    };
-    // Never look further than the limit: a head that has not ended by then
-    // is refused whatever follows.
-    let window = &buf[..buf.len().min(policy.max_request_bytes)];
-    let mut request = httparse::Request::new(slots);
-    let consumed = match request.parse(window) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > policy.max_request_bytes => {
-            return reject(431, "request head too large")
-        }
-        Ok(httparse::Status::Partial) => return Parsed::Incomplete,
-        Err(httparse::Error::TooManyHeaders) => return reject(431, "too many headers"),
-        Err(_) => return reject(400, "malformed HTTP request"),
-    };
-    match check(&request, policy) {
-        Ok(Route::Health) => Parsed::Health { consumed },
-        Ok(Route::WebSocket {
-            route,
-            subprotocol,
-            key,
-        }) => Parsed::Upgrade(Upgrade {
-            consumed,
-            route,
-            subprotocol,
-            accept: derive_accept_key(key),
-        }),
-        Err(rejection) => Parsed::Reject(rejection),
-    }
-}
-
-fn reject(status: u16, reason: &'static str) -> Parsed {
-    Parsed::Reject(Reject::new(status, reason))
-}
-
-/// Where a well-formed request goes.
-enum Route<'a> {
-    Health,
-    WebSocket {
-        route: usize,
-        subprotocol: Option<usize>,
-        key: &'a [u8],
-    },
+    http::with_request(buf, policy.limits(), |head| match head {
+        Head::Incomplete => Parsed::Incomplete,
+        Head::Invalid(r) => Parsed::Reject(r),
+        Head::Complete(req) => match check(&req, policy) {
+            Ok(Route::Health) => Parsed::Health {
+                consumed: req.head_len,
+            },
+            Ok(Route::WebSocket(up)) => Parsed::Upgrade(up),
+            Err(r) => Parsed::Reject(r),
+        },
+    })
 }
 
 /// Applies HTTP-level then RFC 6455 §4.2.1 checks to a complete head.
-fn check<'a>(
-    request: &httparse::Request<'_, 'a>,
-    policy: &HandshakePolicy,
-) -> Result<Route<'a>, Reject> {
+pub fn check(request: &http::Request<'_, '_>, policy: &HandshakePolicy) -> Result<Route, Reject> {
     // httparse accepts HTTP/1.0 too; the upgrade mechanism needs 1.1.
-    if request.version != Some(1) {
+    if request.minor_version != 1 {
         return Err(Reject::new(400, "HTTP version must be 1.1"));
     }
-    if request.method != Some("GET") {
+    if request.method != "GET" {
         return Err(Reject::new(400, "method must be GET"));
     }
-    let headers: &[httparse::Header<'a>] = request.headers;
     // RFC 9112 §3.2: a 1.1 request without exactly one Host gets a 400.
-    match count(headers, "Host") {
+    match request.values("Host").count() {
         0 => return Err(Reject::new(400, "missing Host")),
         1 => {}
         _ => return Err(Reject::new(400, "duplicate Host")),
     }
 
-    let target = request.path.unwrap_or("");
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let upgrade = values(headers, "Upgrade").next();
-    let wants_websocket = has_token(headers, "Upgrade", "websocket");
+    let path = request.path();
+    let upgrade = request.header("Upgrade");
+    let wants_websocket = request.has_token("Upgrade", b"websocket", true);
 
     if !wants_websocket && policy.health_path.as_deref() == Some(path) {
         return Ok(Route::Health);
@@ -318,16 +183,16 @@ fn check<'a>(
     if !wants_websocket {
         return Err(Reject::new(400, "Upgrade header must be websocket"));
     }
-    if !has_token(headers, "Connection", "upgrade") {
+    if !request.has_token("Connection", b"upgrade", true) {
         return Err(Reject::new(400, "Connection header must include Upgrade"));
     }
-    let mut versions = values(headers, "Sec-WebSocket-Version");
+    let mut versions = request.values("Sec-WebSocket-Version");
     match (versions.next(), versions.next()) {
         (Some(v), None) if v.trim_ascii() == b"13" => {}
         (None, _) => return Err(Reject::new(426, "missing Sec-WebSocket-Version")),
         _ => return Err(Reject::new(426, "unsupported Sec-WebSocket-Version")),
     }
-    let mut keys = values(headers, "Sec-WebSocket-Key");
+    let mut keys = request.values("Sec-WebSocket-Key");
     let key = match (keys.next(), keys.next()) {
         (Some(key), None) => key.trim_ascii(),
         (None, _) => return Err(Reject::new(400, "missing Sec-WebSocket-Key")),
@@ -337,7 +202,7 @@ fn check<'a>(
         return Err(Reject::new(400, "invalid Sec-WebSocket-Key"));
     }
     if !policy.allowed_origins.is_empty() {
-        let mut origins = values(headers, "Origin");
+        let mut origins = request.values("Origin");
         let allowed = match (origins.next(), origins.next()) {
             (Some(origin), None) => {
                 let origin = origin.trim_ascii();
@@ -355,53 +220,13 @@ fn check<'a>(
     let subprotocol = policy
         .subprotocols
         .iter()
-        .position(|p| offers(headers, "Sec-WebSocket-Protocol", p.as_bytes(), false));
-    Ok(Route::WebSocket {
+        .position(|p| request.has_token("Sec-WebSocket-Protocol", p.as_bytes(), false));
+    Ok(Route::WebSocket(Upgrade {
+        consumed: request.head_len,
         route,
         subprotocol,
-        key,
-    })
-}
-
-/// Values of every header named `name` (case-insensitive), in order.
-fn values<'h, 'b>(
-    headers: &'h [httparse::Header<'b>],
-    name: &'static str,
-) -> impl Iterator<Item = &'b [u8]> + 'h {
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
-}
-
-fn count(headers: &[httparse::Header<'_>], name: &'static str) -> usize {
-    values(headers, name).count()
-}
-
-/// Whether a comma-separated list header contains `token`, ASCII
-/// case-insensitively (header names and these tokens are case-insensitive).
-fn has_token(headers: &[httparse::Header<'_>], name: &'static str, token: &str) -> bool {
-    offers(headers, name, token.as_bytes(), true)
-}
-
-/// Whether any `name` header, split on commas, contains `token`. The list
-/// may be spread over several header lines (RFC 9110 §5.3).
-fn offers(
-    headers: &[httparse::Header<'_>],
-    name: &'static str,
-    token: &[u8],
-    ignore_case: bool,
-) -> bool {
-    values(headers, name)
-        .flat_map(|value| value.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .any(|t| {
-            if ignore_case {
-                t.eq_ignore_ascii_case(token)
-            } else {
-                t == token
-            }
-        })
+        accept: derive_accept_key(key),
+    }))
 }
 
 /// RFC 6455 §4.2.1 item 5: base64 of exactly 16 bytes, i.e. 22 base64
@@ -412,6 +237,106 @@ fn is_valid_key(key: &[u8]) -> bool {
         && key[..22]
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// The client side of the handshake: the request, and the checks on the
+/// server's answer. The key is the caller's (sans-IO: no randomness here;
+/// `tungstenite::handshake::client::generate_key` makes a good one).
+#[derive(Debug, Clone)]
+pub struct ClientHandshake {
+    key: String,
+}
+
+/// The server's answer to a [`ClientHandshake`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAnswer {
+    /// Not complete yet: read more and call again with everything so far.
+    Incomplete,
+    /// `101` with the right accept key: frames follow at `consumed`.
+    Accepted {
+        /// Length of the response head.
+        consumed: usize,
+        /// The subprotocol the server selected, if any.
+        subprotocol: Option<String>,
+    },
+    /// A complete response with another status (e.g. 404, 503).
+    Refused {
+        /// Its status.
+        status: u16,
+    },
+    /// A response that breaks the protocol (bad accept key, unoffered
+    /// subprotocol, missing upgrade headers, malformed head).
+    Invalid(&'static str),
+}
+
+impl ClientHandshake {
+    /// A handshake with `key`, the base64 of 16 random bytes.
+    pub fn new(key: String) -> Self {
+        Self { key }
+    }
+
+    /// The upgrade request for `path` (with query) on `host`, offering
+    /// `subprotocols` and adding `extra` header fields.
+    pub fn request(
+        &self,
+        host: &str,
+        path: &str,
+        subprotocols: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Vec<u8> {
+        let protocols = subprotocols.join(", ");
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", &self.key),
+            ("Sec-WebSocket-Version", "13"),
+        ];
+        if !subprotocols.is_empty() {
+            headers.push(("Sec-WebSocket-Protocol", &protocols));
+        }
+        headers.extend_from_slice(extra);
+        http::request("GET", path, host, &headers, b"")
+    }
+
+    /// Checks the server's answer so far (`buf`: everything received).
+    pub fn answer(&self, buf: &[u8], offered: &[&str]) -> ServerAnswer {
+        let limits = HeadLimits {
+            max_bytes: 16 * 1024,
+            max_headers: 64,
+        };
+        http::with_response(buf, limits, |head| {
+            let resp = match head {
+                Head::Incomplete => return ServerAnswer::Incomplete,
+                Head::Invalid(_) => return ServerAnswer::Invalid("malformed response head"),
+                Head::Complete(r) => r,
+            };
+            if resp.status != 101 {
+                return ServerAnswer::Refused {
+                    status: resp.status,
+                };
+            }
+            if !resp.has_token("Upgrade", b"websocket", true)
+                || !resp.has_token("Connection", b"upgrade", true)
+            {
+                return ServerAnswer::Invalid("101 without Upgrade: websocket");
+            }
+            let accept = resp.header("Sec-WebSocket-Accept").map(<[u8]>::trim_ascii);
+            if accept != Some(derive_accept_key(self.key.as_bytes()).as_bytes()) {
+                return ServerAnswer::Invalid("wrong Sec-WebSocket-Accept");
+            }
+            let subprotocol = match resp.header("Sec-WebSocket-Protocol") {
+                None => None,
+                Some(p) => match std::str::from_utf8(p.trim_ascii()) {
+                    Ok(p) if offered.contains(&p) => Some(p.to_string()),
+                    _ => return ServerAnswer::Invalid("subprotocol not offered"),
+                },
+            };
+            ServerAnswer::Accepted {
+                consumed: resp.head_len,
+                subprotocol,
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -757,64 +682,51 @@ mod tests {
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
     }
 
-    fn plain_status(parsed: &PlainRequest<'_>) -> Option<u16> {
-        match parsed {
-            PlainRequest::Reject(r) => Some(r.status),
-            _ => None,
-        }
-    }
-
     #[test]
-    fn plain_get_requests() {
-        let req = b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n";
-        assert_eq!(
-            parse_get(req, 1024, 8),
-            PlainRequest::Get {
-                path: "/metrics",
-                consumed: req.len()
-            }
+    fn client_handshake_against_the_server_side() {
+        let client = ClientHandshake::new(KEY.into());
+        let req = client.request(
+            "example.com",
+            "/ws?x=1",
+            &["v1.gateway"],
+            &[("Origin", "o")],
         );
-        // HTTP/1.0 without Host is fine for a plain GET.
-        assert!(matches!(
-            parse_get(b"GET / HTTP/1.0\r\n\r\n", 1024, 8),
-            PlainRequest::Get { path: "/", .. }
-        ));
-        // Every prefix of a valid head is incomplete, not an error.
-        for end in 0..req.len() {
-            assert_eq!(parse_get(&req[..end], 1024, 8), PlainRequest::Incomplete);
-        }
-        for (request, status) in [
-            (&b"POST /metrics HTTP/1.1\r\nHost: a\r\n\r\n"[..], 405),
-            (b"HEAD /metrics HTTP/1.1\r\n\r\n", 405),
-            (b"GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n", 400),
-            (b"\x16\x03\x01 TLS hello", 400),
-            (b"GET * HTTP/1.1\r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431),
-        ] {
+        let up = upgrade(parse_request(&req, &policy()));
+        assert_eq!(up.route, 0);
+        assert_eq!(up.subprotocol, Some(1));
+        let mut answer = up.response(&policy());
+        let head_len = answer.len();
+        for end in 0..head_len {
             assert_eq!(
-                plain_status(&parse_get(request, 1024, 2)),
-                Some(status),
-                "{:?}",
-                String::from_utf8_lossy(request)
+                client.answer(&answer[..end], &["v1.gateway"]),
+                ServerAnswer::Incomplete
             );
         }
-        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));
-        assert_eq!(plain_status(&parse_get(long.as_bytes(), 64, 8)), Some(431));
-        let r405 = String::from_utf8(Reject::new(405, "method must be GET").response()).unwrap();
-        assert!(
-            r405.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
-            "{r405}"
-        );
-        assert!(r405.contains("\r\nAllow: GET\r\n"), "{r405}");
-    }
-
-    #[test]
-    fn ok_response_has_exact_length() {
-        let r = String::from_utf8(ok_response("text/plain", b"abc\n")).unwrap();
+        answer.extend_from_slice(&[0x81, 0]);
         assert_eq!(
-            r,
-            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\
-             Content-Length: 4\r\n\r\nabc\n"
+            client.answer(&answer, &["v1.gateway"]),
+            ServerAnswer::Accepted {
+                consumed: head_len,
+                subprotocol: Some("v1.gateway".into())
+            }
+        );
+        // A subprotocol we did not offer, a wrong key, a refusal.
+        assert_eq!(
+            client.answer(&answer, &["other"]),
+            ServerAnswer::Invalid("subprotocol not offered")
+        );
+        let other = ClientHandshake::new("AAAAAAAAAAAAAAAAAAAAAA==".into());
+        assert_eq!(
+            other.answer(&answer, &["v1.gateway"]),
+            ServerAnswer::Invalid("wrong Sec-WebSocket-Accept")
+        );
+        assert_eq!(
+            client.answer(&service_unavailable().response(), &[]),
+            ServerAnswer::Refused { status: 503 }
+        );
+        assert_eq!(
+            client.answer(b"SSH-2.0-OpenSSH\r\n\r\n", &[]),
+            ServerAnswer::Invalid("malformed response head")
         );
     }
 }

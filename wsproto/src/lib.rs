@@ -6,3 +6,5 @@
 
 pub mod codec;
 pub mod handshake;
+pub mod http;
+pub mod session;

@@ -1,0 +1,503 @@
+//! The server side of one WebSocket connection's life, sans-IO: the HTTP
+//! upgrade, the open session (pings, idle timeout, protocol errors, the
+//! close echo) and the closing phase.
+//!
+//! Like `quinn-proto`, it owns no socket, ring or clock. The driver calls it
+//! with received bytes ([`Session::input`]), the passing of its deadline
+//! ([`Session::timeout`]) or the peer's EOF, always with `now` in
+//! milliseconds, and the session answers through a [`Sink`]: bytes to
+//! queue, the transport close to perform, its next deadline, application
+//! events, and notes for metrics. Tests drive it with a simulated client and
+//! a clock they advance (see `tests/session_pair.rs`).
+//!
+//! The application (echo, pub/sub, an upstream proxy) sits behind the sink:
+//! it sees the upgrade request, then each message, and answers with a
+//! [`Flow`].
+
+use bytes::Bytes;
+use tungstenite::protocol::frame::coding::{Control, OpCode};
+
+use crate::codec::{self, Codec, Event, FrameClass, FrameCounts, Limits, MessageKind, Role};
+use crate::handshake::{self, HandshakePolicy, Route};
+use crate::http::{self, Head, Reject};
+
+/// Settings every session of a server shares.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Routes, health path, subprotocols, origins and head limits.
+    pub policy: HandshakePolicy,
+    /// Frame and message limits.
+    pub limits: Limits,
+    /// Accept → complete request head, else 408.
+    pub handshake_ms: u64,
+    /// Nothing received for this long: close 1001.
+    pub idle_ms: u64,
+    /// Ping after this much silence; 0 = never.
+    pub ping_interval_ms: u64,
+    /// After our last bytes (close frame or HTTP answer), how long the peer
+    /// has to close before the connection is aborted.
+    pub close_ms: u64,
+}
+
+/// How the driver should close the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Send what is queued, then shut down our side and wait for the peer's.
+    Graceful,
+    /// Drop everything now.
+    Abort,
+}
+
+/// How a connection ended, decided once (the first decision sticks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A close handshake, an HTTP answer, or the application closing.
+    Normal,
+    /// A protocol error, or the peer vanishing without a close frame.
+    Error,
+    /// Handshake, idle or close deadline.
+    Timeout,
+    /// The peer does not read what it is sent.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl Ending {
+    /// Every ending, in index order (`as usize`).
+    pub const ALL: [Ending; 5] = [
+        Ending::Normal,
+        Ending::Error,
+        Ending::Timeout,
+        Ending::SlowConsumer,
+        Ending::Shutdown,
+    ];
+
+    /// Stable lower-case name (a metric label value).
+    pub fn label(self) -> &'static str {
+        match self {
+            Ending::Normal => "normal",
+            Ending::Error => "error",
+            Ending::Timeout => "timeout",
+            Ending::SlowConsumer => "slow_consumer",
+            Ending::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Why [`Sink::send`] did not queue bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The transport is closing or gone.
+    Closed,
+    /// The peer is not reading: its queue is over the limit.
+    Slow,
+}
+
+/// Whether a send may be refused because the peer is not reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Refuse ([`Refused::Slow`]) when the queue is over the limit.
+    Check,
+    /// Queue regardless.
+    Force,
+}
+
+/// What the application wants after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// Close the WebSocket with this code and reason (further input is
+    /// ignored), recording `ending`.
+    Close {
+        /// Close code sent to the peer.
+        code: u16,
+        /// Close reason sent to the peer.
+        reason: &'static str,
+        /// How the connection ends, for metrics.
+        ending: Ending,
+    },
+}
+
+/// Something worth counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note<'a> {
+    /// An HTTP response with this status was queued (101 for an upgrade).
+    Status(u16),
+    /// Frames received in one input, by class.
+    FramesIn(&'a FrameCounts),
+    /// A frame the session queued itself (pong, ping, close).
+    FrameOut(FrameClass),
+    /// A close frame arrived (`None`: empty payload).
+    CloseIn(Option<u16>),
+    /// A close frame was queued (0: empty payload).
+    CloseOut(u16),
+    /// A ping arrived.
+    PingIn,
+    /// A pong arrived.
+    PongIn,
+    /// The session sent a keepalive ping.
+    PingOut,
+    /// The peer went away without a close frame (1006).
+    Abnormal,
+    /// How the connection is going to end (first decision).
+    Ending(Ending),
+}
+
+/// A validated upgrade request, as the application sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct UpgradeRequest<'r, 'h, 'b> {
+    /// Index of the matched route in the policy.
+    pub route: usize,
+    /// The selected subprotocol's index in the policy, if any.
+    pub subprotocol: Option<usize>,
+    /// The whole request head: path, query, headers.
+    pub request: &'r http::Request<'h, 'b>,
+}
+
+/// The driver's side: I/O, time, the application and metrics.
+pub trait Sink {
+    /// Queues bytes for the peer. Returns the bytes now queued, or why not.
+    /// With [`Backpressure::Check`] the driver refuses with
+    /// [`Refused::Slow`] when the queue *before* these bytes is over its
+    /// limit (so one large message still goes out); the session's last
+    /// words (close frame, HTTP answer) and its pings are `Force`d.
+    fn send(&mut self, bytes: Bytes, backpressure: Backpressure) -> Result<usize, Refused>;
+    /// Closes the transport.
+    fn close_transport(&mut self, how: Transport);
+    /// The session's next deadline in the driver's milliseconds (0: none).
+    fn set_deadline(&mut self, at_ms: u64);
+    /// A valid upgrade request: the application accepts (the session sends
+    /// `101`) or refuses with an HTTP status.
+    fn open(&mut self, request: &UpgradeRequest<'_, '_, '_>) -> Result<(), Reject>;
+    /// A complete message (text is valid UTF-8).
+    fn message(&mut self, kind: MessageKind, payload: &[u8]) -> Flow;
+    /// Something to count.
+    fn note(&mut self, note: Note<'_>);
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Reading the request head; holds an incomplete one (empty and
+    /// unallocated in the common case of a head in one read).
+    Http(Vec<u8>),
+    /// An open WebSocket.
+    Open(Open),
+    /// Our last bytes are queued and our side is shutting down; input is
+    /// discarded until the peer's EOF or the close deadline.
+    Closing,
+}
+
+/// The state of an open WebSocket.
+#[derive(Debug)]
+struct Open {
+    codec: Codec,
+    /// When we last received anything (driver milliseconds).
+    last_rx: u64,
+    /// A keepalive ping is outstanding.
+    pinged: bool,
+}
+
+impl Open {
+    /// The next moment the idle logic needs to look at this connection.
+    fn next_check(&self, cfg: &SessionConfig) -> u64 {
+        if cfg.ping_interval_ms > 0 && !self.pinged {
+            self.last_rx + cfg.ping_interval_ms
+        } else {
+            self.last_rx + cfg.idle_ms
+        }
+    }
+}
+
+/// One connection's protocol state: 64 bytes, no heap while idle (the
+/// frame limits live in the shared [`SessionConfig`], not here).
+#[derive(Debug)]
+pub struct Session {
+    phase: Phase,
+}
+
+impl Session {
+    /// A fresh connection accepted at `now`, and its first deadline: the
+    /// request head is due within `handshake_ms`.
+    pub fn new(cfg: &SessionConfig, now: u64) -> (Self, u64) {
+        let session = Session {
+            phase: Phase::Http(Vec::new()),
+        };
+        (session, now + cfg.handshake_ms)
+    }
+
+    /// True while the WebSocket is open (upgraded, not closing).
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open(_))
+    }
+
+    /// True once the session has decided to end (closing or closed).
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing)
+    }
+
+    /// Bytes received. `data` may be modified in place (unmasking).
+    pub fn input(&mut self, cfg: &SessionConfig, now: u64, data: &mut [u8], sink: &mut impl Sink) {
+        match self.phase {
+            Phase::Http(_) => self.on_head(cfg, now, data, sink),
+            Phase::Open(_) => self.on_frames(cfg, now, data, sink),
+            Phase::Closing => {}
+        }
+    }
+
+    /// The deadline the session last set has passed.
+    pub fn timeout(&mut self, cfg: &SessionConfig, now: u64, sink: &mut impl Sink) {
+        match self.phase {
+            Phase::Http(_) => {
+                let r = handshake::request_timeout();
+                sink.note(Note::Status(r.status));
+                self.finish(cfg, now, Some(r.response().into()), Ending::Timeout, sink);
+            }
+            Phase::Closing => {
+                sink.note(Note::Ending(Ending::Timeout));
+                sink.close_transport(Transport::Abort);
+            }
+            Phase::Open(ref mut open) => {
+                if now >= open.last_rx + cfg.idle_ms {
+                    self.close(cfg, now, 1001, "idle timeout", Ending::Timeout, sink);
+                    return;
+                }
+                if cfg.ping_interval_ms > 0
+                    && !open.pinged
+                    && now >= open.last_rx + cfg.ping_interval_ms
+                {
+                    open.pinged = true;
+                    let ping = codec::encode_frame(OpCode::Control(Control::Ping), true, &[], None);
+                    if sink.send(ping, Backpressure::Force).is_ok() {
+                        sink.note(Note::PingOut);
+                        sink.note(Note::FrameOut(FrameClass::Ping));
+                    }
+                }
+                sink.set_deadline(open.next_check(cfg));
+            }
+        }
+    }
+
+    /// The peer shut down its sending side.
+    pub fn peer_eof(&mut self, sink: &mut impl Sink) {
+        match self.phase {
+            Phase::Open(_) => {
+                sink.note(Note::Abnormal);
+                sink.note(Note::Ending(Ending::Error));
+                sink.close_transport(Transport::Abort);
+            }
+            Phase::Http(_) => {
+                sink.note(Note::Ending(Ending::Error));
+                sink.close_transport(Transport::Abort);
+            }
+            Phase::Closing => {}
+        }
+    }
+
+    /// The server is shutting down: say goodbye (1001) to an open WebSocket,
+    /// drop a connection still in its handshake.
+    pub fn shutdown(&mut self, cfg: &SessionConfig, now: u64, sink: &mut impl Sink) {
+        match self.phase {
+            Phase::Open(_) => self.close(
+                cfg,
+                now,
+                1001,
+                "server shutting down",
+                Ending::Shutdown,
+                sink,
+            ),
+            Phase::Http(_) => {
+                sink.note(Note::Ending(Ending::Shutdown));
+                sink.close_transport(Transport::Abort);
+            }
+            Phase::Closing => {}
+        }
+    }
+
+    /// Refuses the connection with an HTTP answer before reading anything
+    /// (e.g. 503 at the connection limit).
+    pub fn refuse(&mut self, cfg: &SessionConfig, now: u64, reject: Reject, sink: &mut impl Sink) {
+        if let Phase::Http(_) = self.phase {
+            sink.note(Note::Status(reject.status));
+            self.finish(
+                cfg,
+                now,
+                Some(reject.response().into()),
+                Ending::Normal,
+                sink,
+            );
+        }
+    }
+
+    /// Closes an open WebSocket with `code` and `reason` (truncated to the
+    /// 123 bytes a close frame allows); no-op in other phases.
+    pub fn close(
+        &mut self,
+        cfg: &SessionConfig,
+        now: u64,
+        code: u16,
+        reason: &str,
+        ending: Ending,
+        sink: &mut impl Sink,
+    ) {
+        if !self.is_open() {
+            return;
+        }
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        sink.note(Note::CloseOut(code));
+        sink.note(Note::FrameOut(FrameClass::Close));
+        let frame = codec::encode_close(code, &reason[..end], None);
+        self.finish(cfg, now, Some(frame), ending, sink);
+    }
+
+    /// Queues our last bytes and starts a graceful close bounded by `close_ms`.
+    fn finish(
+        &mut self,
+        cfg: &SessionConfig,
+        now: u64,
+        last: Option<Bytes>,
+        ending: Ending,
+        sink: &mut impl Sink,
+    ) {
+        if let Some(bytes) = last {
+            let _ = sink.send(bytes, Backpressure::Force);
+        }
+        self.phase = Phase::Closing;
+        sink.note(Note::Ending(ending));
+        sink.close_transport(Transport::Graceful);
+        sink.set_deadline(now + cfg.close_ms);
+    }
+
+    fn on_head(&mut self, cfg: &SessionConfig, now: u64, data: &mut [u8], sink: &mut impl Sink) {
+        let Phase::Http(pending) = &mut self.phase else {
+            unreachable!()
+        };
+        let mut owned = std::mem::take(pending);
+        let buffered = !owned.is_empty();
+        let head = http::gather(&mut owned, data);
+        let decision = http::with_request(head, cfg.policy.limits(), |parsed| match parsed {
+            Head::Incomplete => None,
+            Head::Invalid(r) => Some(Err(r)),
+            Head::Complete(req) => Some(match handshake::check(&req, &cfg.policy) {
+                Ok(Route::Health) => Ok(None),
+                Ok(Route::WebSocket(up)) => {
+                    let request = UpgradeRequest {
+                        route: up.route,
+                        subprotocol: up.subprotocol,
+                        request: &req,
+                    };
+                    sink.open(&request).map(|()| Some(up))
+                }
+                Err(r) => Err(r),
+            }),
+        });
+        match decision {
+            None => {
+                let keep = if buffered { owned } else { head.to_vec() };
+                self.phase = Phase::Http(keep);
+            }
+            Some(Ok(None)) => {
+                sink.note(Note::Status(200));
+                let ok = Bytes::from_static(handshake::health_response());
+                self.finish(cfg, now, Some(ok), Ending::Normal, sink);
+            }
+            Some(Err(r)) => {
+                sink.note(Note::Status(r.status));
+                self.finish(cfg, now, Some(r.response().into()), Ending::Normal, sink);
+            }
+            Some(Ok(Some(up))) => {
+                sink.note(Note::Status(101));
+                let _ = sink.send(up.response(&cfg.policy).into(), Backpressure::Force);
+                let open = Open {
+                    codec: Codec::new(Role::Server),
+                    last_rx: now,
+                    pinged: false,
+                };
+                sink.set_deadline(open.next_check(cfg));
+                self.phase = Phase::Open(open);
+                let rest = &mut head[up.consumed..];
+                if !rest.is_empty() {
+                    self.on_frames(cfg, now, rest, sink);
+                }
+            }
+        }
+    }
+
+    fn on_frames(&mut self, cfg: &SessionConfig, now: u64, data: &mut [u8], sink: &mut impl Sink) {
+        let Phase::Open(open) = &mut self.phase else {
+            unreachable!()
+        };
+        open.last_rx = now;
+        open.pinged = false;
+        let mut frames = FrameCounts::default();
+        let mut peer_close = None;
+        let mut stop: Option<(u16, &'static str, Ending)> = None;
+        let result = open
+            .codec
+            .feed_counted(data, &cfg.limits, &mut frames, &mut |event| {
+                if peer_close.is_some() || stop.is_some() {
+                    return;
+                }
+                match event {
+                    Event::Message(kind, payload) => {
+                        if let Flow::Close {
+                            code,
+                            reason,
+                            ending,
+                        } = sink.message(kind, payload)
+                        {
+                            stop = Some((code, reason, ending));
+                        }
+                    }
+                    Event::Ping(payload) => {
+                        sink.note(Note::PingIn);
+                        let pong = codec::encode_frame(
+                            OpCode::Control(Control::Pong),
+                            true,
+                            payload,
+                            None,
+                        );
+                        match sink.send(pong, Backpressure::Check) {
+                            Ok(_) => sink.note(Note::FrameOut(FrameClass::Pong)),
+                            Err(Refused::Slow) => {
+                                stop = Some((1008, "slow consumer", Ending::SlowConsumer));
+                            }
+                            Err(Refused::Closed) => {}
+                        }
+                    }
+                    Event::Pong(_) => sink.note(Note::PongIn),
+                    Event::Close { code, .. } => peer_close = Some(code),
+                }
+            });
+        sink.note(Note::FramesIn(&frames));
+        if let Some(code) = peer_close {
+            sink.note(Note::CloseIn(code));
+            // Echo the peer's code (RFC 6455 §5.5.1); an empty close gets an
+            // empty reply.
+            let reply = match code {
+                Some(c) => codec::encode_close(c, "", None),
+                None => codec::encode_frame(OpCode::Control(Control::Close), true, &[], None),
+            };
+            sink.note(Note::CloseOut(code.unwrap_or(0)));
+            sink.note(Note::FrameOut(FrameClass::Close));
+            self.finish(cfg, now, Some(reply), Ending::Normal, sink);
+        } else if let Some((code, reason, ending)) = stop {
+            self.close(cfg, now, code, reason, ending, sink);
+        } else if let Err(e) = result {
+            let why = e.to_string();
+            self.close(cfg, now, e.close_code(), &why, Ending::Error, sink);
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_session_stays_small() {
+        let size = std::mem::size_of::<super::Session>();
+        assert!(size <= 64, "Session is {size} bytes");
+    }
+}
