@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::spawn::{spawn, SpawnOptions, WorkerSetup};
-use engine::EngineConfig;
+
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -135,12 +135,7 @@ pub fn run_process(
     let plan =
         Arc::new(Plan::new(s, connections, process, processes, abort).map_err(RunError::Plan)?);
     let workers = s.client.workers.clamp(1, connections.max(1));
-    let engine = EngineConfig {
-        ring_entries: s.client.ring_entries,
-        recv_buffers: s.client.recv_buffers,
-        recv_buffer_size: s.client.recv_buffer_size,
-        drain_ms: 2_000,
-    };
+    let engine = s.client.engine();
     let progress: Vec<Arc<Mutex<Progress>>> = (0..workers)
         .map(|_| Arc::new(Mutex::new(Progress::default())))
         .collect();

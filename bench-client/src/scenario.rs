@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+use engine::{EngineConfig, EngineKey};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -242,6 +243,18 @@ pub struct ClientOpts {
     /// Largest message (and frame) accepted from the server; a larger one
     /// fails the connection with 1009, counted as a protocol error.
     pub max_message_bytes: usize,
+}
+
+impl ClientOpts {
+    /// The engine sizing of each client worker.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            ring_entries: self.ring_entries,
+            recv_buffers: self.recv_buffers,
+            recv_buffer_size: self.recv_buffer_size,
+            drain_ms: 2_000,
+        }
+    }
 }
 
 impl Default for ClientOpts {
@@ -536,12 +549,6 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
             "must be at least 1",
         ));
     }
-    if !c.recv_buffers.is_power_of_two() || c.recv_buffers > 32768 {
-        return Err(invalid(
-            "client.recv_buffers",
-            "must be a power of two up to 32768",
-        ));
-    }
     if c.send_batch_us > 100_000 {
         return Err(invalid(
             "client.send_batch_us",
@@ -554,17 +561,13 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
             "must be from 1 to 1073741824",
         ));
     }
-    if !(256..=(1 << 20)).contains(&c.recv_buffer_size) {
-        return Err(invalid(
-            "client.recv_buffer_size",
-            "must be from 256 to 1048576",
-        ));
-    }
-    if !c.ring_entries.is_power_of_two() || !(8..=32768).contains(&c.ring_entries) {
-        return Err(invalid(
-            "client.ring_entries",
-            "must be a power of two from 8 to 32768",
-        ));
+    if let Err((key, problem)) = c.engine().check() {
+        let key = match key {
+            EngineKey::RingEntries => "client.ring_entries",
+            EngineKey::RecvBuffers => "client.recv_buffers",
+            EngineKey::RecvBufferSize => "client.recv_buffer_size",
+        };
+        return Err(invalid(key, problem));
     }
     if let Some(cidr) = &c.source_cidr {
         if !c.source_addrs.is_empty() {

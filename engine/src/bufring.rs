@@ -45,12 +45,8 @@ impl BufRing {
     /// worker keeps the ring in a field declared before the buffers, and
     /// unregisters at the end of its loop).
     pub unsafe fn new(ring: &Ring, bgid: u16, count: u32, size: u32) -> io::Result<Self> {
-        if count == 0 || count > 32768 || !count.is_power_of_two() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "buffer count must be a power of two <= 32768",
-            ));
-        }
+        // Checked by `EngineConfig::check` (the ring index math needs it).
+        debug_assert!(count.is_power_of_two() && count <= 32768);
         let page = 4096;
         let ring_bytes =
             (count as usize * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);

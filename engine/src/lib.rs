@@ -19,4 +19,4 @@ mod worker;
 
 pub use io::{CloseCause, CloseMode, ConnId, Io, SendError};
 pub use stats::EngineStats;
-pub use worker::{Conns, EngineConfig, Handler, Origin, Worker};
+pub use worker::{Conns, EngineConfig, EngineKey, Handler, Origin, Worker};

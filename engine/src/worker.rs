@@ -30,6 +30,43 @@ pub struct EngineConfig {
     pub drain_ms: u64,
 }
 
+/// An [`EngineConfig`] field, as named by [`EngineConfig::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKey {
+    /// [`EngineConfig::ring_entries`].
+    RingEntries,
+    /// [`EngineConfig::recv_buffers`].
+    RecvBuffers,
+    /// [`EngineConfig::recv_buffer_size`].
+    RecvBufferSize,
+}
+
+impl EngineConfig {
+    /// The one place the engine's sizing rules live; configuration layers
+    /// map the key to their own name for it (e.g. `io.recv_buffers`).
+    pub fn check(&self) -> Result<(), (EngineKey, &'static str)> {
+        if !(8..=32768).contains(&self.ring_entries) || !self.ring_entries.is_power_of_two() {
+            return Err((
+                EngineKey::RingEntries,
+                "must be a power of two from 8 to 32768",
+            ));
+        }
+        if !(1..=32768).contains(&self.recv_buffers) || !self.recv_buffers.is_power_of_two() {
+            return Err((
+                EngineKey::RecvBuffers,
+                "must be a power of two from 1 to 32768",
+            ));
+        }
+        if !(256..=(1 << 20)).contains(&self.recv_buffer_size) {
+            return Err((
+                EngineKey::RecvBufferSize,
+                "must be from 256 to 1048576 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How a connection came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -150,6 +187,9 @@ impl<H: Handler> Worker<H> {
     /// Sets up the ring and buffers. Call on the thread that will run it.
     /// `listeners` may be empty (client role); each gets a multishot accept.
     pub fn new(cfg: &EngineConfig, listeners: Vec<OwnedFd>, handler: H) -> io::Result<Self> {
+        cfg.check().map_err(|(key, problem)| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{key:?} {problem}"))
+        })?;
         let ring = Ring::new(cfg.ring_entries)?;
         // SAFETY: `run` unregisters the group before returning, and the ring
         // (in `io`) is declared before `bufs`, so it is dropped first.

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use engine::{EngineConfig, EngineKey};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration could not be used.
@@ -313,14 +314,13 @@ impl Config {
             })
         }
         let io = &self.io;
-        if !(8..=32768).contains(&io.ring_entries) || !io.ring_entries.is_power_of_two() {
-            return bad("io.ring_entries", "must be a power of two from 8 to 32768");
-        }
-        if !(1..=32768).contains(&io.recv_buffers) || !io.recv_buffers.is_power_of_two() {
-            return bad("io.recv_buffers", "must be a power of two from 1 to 32768");
-        }
-        if !(256..=(1 << 20)).contains(&io.recv_buffer_size) {
-            return bad("io.recv_buffer_size", "must be from 256 to 1048576 bytes");
+        if let Err((key, problem)) = self.engine().check() {
+            let key = match key {
+                EngineKey::RingEntries => "io.ring_entries",
+                EngineKey::RecvBuffers => "io.recv_buffers",
+                EngineKey::RecvBufferSize => "io.recv_buffer_size",
+            };
+            return bad(key, problem);
         }
         if io.max_send_queue_bytes < 1024 {
             return bad("io.max_send_queue_bytes", "must be at least 1024");
@@ -474,6 +474,16 @@ impl Config {
             }]
         } else {
             self.routes.clone()
+        }
+    }
+
+    /// The engine sizing of each worker.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            ring_entries: self.io.ring_entries,
+            recv_buffers: self.io.recv_buffers,
+            recv_buffer_size: self.io.recv_buffer_size,
+            drain_ms: self.timeouts.drain_ms,
         }
     }
 

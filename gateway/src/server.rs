@@ -13,7 +13,7 @@ use engine::spawn::{spawn, SpawnOptions, Spawned, WorkerSetup};
 use crate::config::Config;
 use crate::conn::{GatewayHandler, Shared, ADMIN_LISTENER};
 use crate::counters::Counters;
-use engine::{affinity, listener, EngineConfig, EngineStats};
+use engine::{affinity, listener, EngineStats};
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -108,12 +108,7 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
         name: "worker".into(),
         workers,
         cpus,
-        engine: EngineConfig {
-            ring_entries: config.io.ring_entries,
-            recv_buffers: config.io.recv_buffers,
-            recv_buffer_size: config.io.recv_buffer_size,
-            drain_ms: config.timeouts.drain_ms,
-        },
+        engine: config.engine(),
     };
     let shared = Arc::new(Shared::new(config));
     let stop = shutdown.clone();

@@ -92,6 +92,9 @@ impl Sink for Driver<'_> {
         match note {
             Note::Status(status) => {
                 c.http(status);
+                if status >= 400 {
+                    log::debug!("handshake rejected with {status}");
+                }
                 if status == 101 {
                     if let Some(m) = self.metrics {
                         let took_us = (self.ctx.io.now_us() as u32).wrapping_sub(self.since_us);

@@ -25,10 +25,12 @@
 //! counters, histograms rather than summaries, and only bounded labels
 //! (`worker`, close `reason`, HTTP `status`, frame `opcode`, close `code`).
 
+pub mod families;
 pub mod histogram;
 pub mod latency;
 pub mod process;
 
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{Counter, Gauge, Histogram};
@@ -38,22 +40,18 @@ use metrics_exporter_prometheus::{
 
 use crate::counters::{close_code_label, CloseReason, Counters, CLOSE_CODES, STATUSES};
 use engine::Io;
+use families::{self as f, Family, Kind};
 use histogram::LocalHistogram;
 use latency::SendTracker;
 use process::ProcessStats;
 use wsproto::codec::FrameClass;
 
-/// Histogram of accept-to-upgrade time (request read and validated, `101`
-/// queued), through the exporter.
-pub const HANDSHAKE_DURATION: &str = "gateway_handshake_duration_seconds";
-/// Upper bounds of [`HANDSHAKE_DURATION`]'s buckets, seconds.
+/// Upper bounds of the handshake duration histogram's buckets, seconds.
 pub const HANDSHAKE_BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
-/// Histogram of message arrival to send completion of its reply, per worker.
-pub const MESSAGE_LATENCY: &str = "gateway_message_latency_seconds";
-/// Upper bounds of [`MESSAGE_LATENCY`]'s buckets, microseconds.
+/// Upper bounds of the message latency histogram's buckets, microseconds.
 pub const MESSAGE_LATENCY_BUCKETS_US: [u64; 15] = [
     10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
     1_000_000,
@@ -77,195 +75,24 @@ impl std::fmt::Debug for Telemetry {
     }
 }
 
-/// Every metric this module registers, with its type and help text; the
-/// descriptions become the `# HELP` lines.
-const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
-    (
-        "gateway_build_info",
-        Kind::Gauge,
-        "Always 1; labels carry the gateway version and build profile.",
-    ),
-    (
-        "gateway_connections_limit",
-        Kind::Gauge,
-        "Configured server.max_connections (across all workers).",
-    ),
-    (
-        "gateway_connections_active",
-        Kind::Gauge,
-        "Client connections open (HTTP, WebSocket or closing) on the worker.",
-    ),
-    (
-        "gateway_connections_accepted_total",
-        Kind::Counter,
-        "Client connections accepted.",
-    ),
-    (
-        "gateway_connections_closed_total",
-        Kind::Counter,
-        "Client connections closed, by reason (normal, error, timeout, slow_consumer, shutdown).",
-    ),
-    (
-        "gateway_websocket_upgrades_total",
-        Kind::Counter,
-        "Handshakes answered with 101 Switching Protocols.",
-    ),
-    (
-        "gateway_health_checks_total",
-        Kind::Counter,
-        "Health checks answered with 200.",
-    ),
-    (
-        "gateway_handshake_rejections_total",
-        Kind::Counter,
-        "Requests refused before the upgrade, by HTTP status.",
-    ),
-    (
-        "gateway_messages_received_total",
-        Kind::Counter,
-        "Complete WebSocket messages received.",
-    ),
-    (
-        "gateway_messages_sent_total",
-        Kind::Counter,
-        "WebSocket messages queued for sending.",
-    ),
-    (
-        "gateway_message_received_bytes_total",
-        Kind::Counter,
-        "Payload bytes of WebSocket messages received.",
-    ),
-    (
-        "gateway_message_sent_bytes_total",
-        Kind::Counter,
-        "Payload bytes of WebSocket messages queued for sending.",
-    ),
-    (
-        "gateway_frames_received_total",
-        Kind::Counter,
-        "WebSocket frames received, by opcode class.",
-    ),
-    (
-        "gateway_frames_sent_total",
-        Kind::Counter,
-        "WebSocket frames queued for sending, by opcode class.",
-    ),
-    (
-        "gateway_close_frames_sent_total",
-        Kind::Counter,
-        "Close frames sent, by close code (none = empty payload).",
-    ),
-    (
-        "gateway_close_frames_received_total",
-        Kind::Counter,
-        "Close frames received, by close code (none = empty payload).",
-    ),
-    (
-        "gateway_abnormal_closures_total",
-        Kind::Counter,
-        "WebSockets that ended without a close frame from the peer (1006).",
-    ),
-    (
-        "gateway_engine_accept_errors_total",
-        Kind::Counter,
-        "Accept completions that failed (e.g. EMFILE).",
-    ),
-    (
-        "gateway_engine_recv_enobufs_total",
-        Kind::Counter,
-        "Multishot receives ended by an empty provided-buffer ring (ENOBUFS), re-armed.",
-    ),
-    (
-        "gateway_engine_recv_rearms_total",
-        Kind::Counter,
-        "Multishot receives ended by the kernel for another reason, re-armed.",
-    ),
-    (
-        "gateway_engine_recv_errors_total",
-        Kind::Counter,
-        "Receive completions with a socket error.",
-    ),
-    (
-        "gateway_engine_send_errors_total",
-        Kind::Counter,
-        "Send completions with a socket error.",
-    ),
-    (
-        "gateway_engine_stale_completions_total",
-        Kind::Counter,
-        "Completions for a released or reused slot, ignored (nonzero is an engine bug).",
-    ),
-    (
-        "gateway_engine_cq_overflow_total",
-        Kind::Counter,
-        "Completions the kernel dropped because the completion queue was full.",
-    ),
-    (
-        "gateway_engine_cq_overflow_iterations_total",
-        Kind::Counter,
-        "Loop iterations that found completions waiting in the kernel's CQ overflow list.",
-    ),
-    (
-        "gateway_engine_completions_total",
-        Kind::Counter,
-        "Completions reaped from the ring.",
-    ),
-    (
-        "gateway_engine_loop_iterations_total",
-        Kind::Counter,
-        "Event loop iterations (ring waits).",
-    ),
-    (
-        "gateway_engine_sq_backlog_entries",
-        Kind::Gauge,
-        "Submissions waiting for room in the submission queue.",
-    ),
-    (
-        "gateway_engine_sq_backlog_peak_entries",
-        Kind::Gauge,
-        "Most submissions ever waiting for room in the submission queue.",
-    ),
-    (
-        "gateway_engine_send_queue_bytes",
-        Kind::Gauge,
-        "Bytes queued for sending and not yet sent, over the worker's connections.",
-    ),
-    (
-        "gateway_engine_timer_entries",
-        Kind::Gauge,
-        "Entries in the worker's timing wheel.",
-    ),
-    (
-        "gateway_engine_slots_in_use",
-        Kind::Gauge,
-        "Connection slots held (client, admin and closing connections), until their last completion.",
-    ),
-    (
-        HANDSHAKE_DURATION,
-        Kind::Histogram,
-        "Time from accept to a validated upgrade request (101 queued).",
-    ),
-];
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
 impl Telemetry {
     /// A recorder for `workers` workers, with the process-wide series
     /// (`gateway_build_info`, `gateway_connections_limit`) set.
     pub fn new(workers: usize, max_connections: usize) -> Self {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(HANDSHAKE_DURATION.into()), &HANDSHAKE_BUCKETS)
+            .set_buckets_for_metric(
+                Matcher::Full(f::HANDSHAKE_DURATION.name.into()),
+                &HANDSHAKE_BUCKETS,
+            )
             .expect("bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            for &(name, kind, help) in DESCRIPTIONS {
-                match kind {
+            // The message latency histogram is rendered by `render`, not
+            // registered; everything else is described here.
+            for family in f::ALL.iter().filter(|f| *f != &f::MESSAGE_LATENCY) {
+                let (name, help) = (family.name, family.help);
+                match family.kind {
                     Kind::Counter => metrics::describe_counter!(name, help),
                     Kind::Gauge => metrics::describe_gauge!(name, help),
                     Kind::Histogram => metrics::describe_histogram!(name, help),
@@ -277,12 +104,12 @@ impl Telemetry {
                 "release"
             };
             metrics::gauge!(
-                "gateway_build_info",
+                f::BUILD_INFO.name,
                 "version" => env!("CARGO_PKG_VERSION"),
                 "profile" => profile
             )
             .set(1.0);
-            metrics::gauge!("gateway_connections_limit").set(max_connections as f64);
+            metrics::gauge!(f::CONNECTIONS_LIMIT.name).set(max_connections as f64);
         });
         Self {
             recorder,
@@ -304,15 +131,16 @@ impl Telemetry {
     /// latency histograms and the process metrics.
     pub fn render(&self) -> String {
         let mut out = self.handle.render();
-        out.push_str(
-            "# HELP gateway_message_latency_seconds Time from a message's arrival \
-             (fully received) to the completion of the send carrying its reply; \
-             one receive in admin.latency_sample_every is sampled.\n\
-             # TYPE gateway_message_latency_seconds histogram\n",
-        );
+        let family = f::MESSAGE_LATENCY;
+        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} histogram", family.name);
         for (worker, h) in self.latency.iter().enumerate() {
             let h = h.lock().unwrap_or_else(PoisonError::into_inner);
-            h.write_series(&mut out, MESSAGE_LATENCY, &format!("worker=\"{worker}\""));
+            h.write_series(
+                &mut out,
+                f::MESSAGE_LATENCY.name,
+                &format!("worker=\"{worker}\""),
+            );
         }
         out.push('\n');
         ProcessStats::read().write(&mut out);
@@ -380,70 +208,70 @@ impl WorkerMetrics {
     pub fn new(telemetry: Arc<Telemetry>, worker: usize, latency_sample_every: u32) -> Self {
         let w = worker.to_string();
         let (counter, gauge) = (
-            |name: &'static str| metrics::counter!(name, "worker" => w.clone()),
-            |name: &'static str| metrics::gauge!(name, "worker" => w.clone()),
+            |f: &Family| metrics::counter!(f.name, "worker" => w.clone()),
+            |f: &Family| metrics::gauge!(f.name, "worker" => w.clone()),
         );
         let shared = telemetry.clone();
         metrics::with_local_recorder(&shared.recorder, || WorkerMetrics {
             worker,
             tracker: SendTracker::sampling(latency_sample_every),
             latency: LocalHistogram::new(&MESSAGE_LATENCY_BUCKETS_US),
-            handshake: metrics::histogram!(HANDSHAKE_DURATION, "worker" => w.clone()),
+            handshake: metrics::histogram!(f::HANDSHAKE_DURATION.name, "worker" => w.clone()),
             next_publish_ms: 0,
-            accepted: counter("gateway_connections_accepted_total"),
+            accepted: counter(&f::CONNECTIONS_ACCEPTED_TOTAL),
             closed: std::array::from_fn(|i| {
-                metrics::counter!("gateway_connections_closed_total",
+                metrics::counter!(f::CONNECTIONS_CLOSED_TOTAL.name,
                     "worker" => w.clone(), "reason" => CloseReason::ALL[i].label())
             }),
-            upgrades: counter("gateway_websocket_upgrades_total"),
-            health: counter("gateway_health_checks_total"),
+            upgrades: counter(&f::WEBSOCKET_UPGRADES_TOTAL),
+            health: counter(&f::HEALTH_CHECKS_TOTAL),
             rejections: STATUSES
                 .iter()
                 .enumerate()
                 .filter(|(_, &s)| s >= 400)
                 .map(|(i, s)| {
-                    let c = metrics::counter!("gateway_handshake_rejections_total",
+                    let c = metrics::counter!(f::HANDSHAKE_REJECTIONS_TOTAL.name,
                         "worker" => w.clone(), "status" => s.to_string());
                     (i, c)
                 })
                 .collect(),
-            messages_in: counter("gateway_messages_received_total"),
-            messages_out: counter("gateway_messages_sent_total"),
-            bytes_in: counter("gateway_message_received_bytes_total"),
-            bytes_out: counter("gateway_message_sent_bytes_total"),
+            messages_in: counter(&f::MESSAGES_RECEIVED_TOTAL),
+            messages_out: counter(&f::MESSAGES_SENT_TOTAL),
+            bytes_in: counter(&f::MESSAGE_RECEIVED_BYTES_TOTAL),
+            bytes_out: counter(&f::MESSAGE_SENT_BYTES_TOTAL),
             frames_in: std::array::from_fn(|i| {
-                metrics::counter!("gateway_frames_received_total",
+                metrics::counter!(f::FRAMES_RECEIVED_TOTAL.name,
                     "worker" => w.clone(), "opcode" => FrameClass::ALL[i].label())
             }),
             frames_out: std::array::from_fn(|i| {
-                metrics::counter!("gateway_frames_sent_total",
+                metrics::counter!(f::FRAMES_SENT_TOTAL.name,
                     "worker" => w.clone(), "opcode" => FrameClass::ALL[i].label())
             }),
             close_sent: std::array::from_fn(|i| {
-                metrics::counter!("gateway_close_frames_sent_total",
+                metrics::counter!(f::CLOSE_FRAMES_SENT_TOTAL.name,
                     "worker" => w.clone(), "code" => close_code_label(i))
             }),
             close_received: std::array::from_fn(|i| {
-                metrics::counter!("gateway_close_frames_received_total",
+                metrics::counter!(f::CLOSE_FRAMES_RECEIVED_TOTAL.name,
                     "worker" => w.clone(), "code" => close_code_label(i))
             }),
-            abnormal: counter("gateway_abnormal_closures_total"),
-            active: gauge("gateway_connections_active"),
-            accept_errors: counter("gateway_engine_accept_errors_total"),
-            recv_enobufs: counter("gateway_engine_recv_enobufs_total"),
-            recv_rearms: counter("gateway_engine_recv_rearms_total"),
-            recv_errors: counter("gateway_engine_recv_errors_total"),
-            send_errors: counter("gateway_engine_send_errors_total"),
-            stale_completions: counter("gateway_engine_stale_completions_total"),
-            cq_overflow: counter("gateway_engine_cq_overflow_total"),
-            cq_overflow_iterations: counter("gateway_engine_cq_overflow_iterations_total"),
-            completions: counter("gateway_engine_completions_total"),
-            loops: counter("gateway_engine_loop_iterations_total"),
-            sq_backlog: gauge("gateway_engine_sq_backlog_entries"),
-            sq_backlog_peak: gauge("gateway_engine_sq_backlog_peak_entries"),
-            send_queue_bytes: gauge("gateway_engine_send_queue_bytes"),
-            timer_entries: gauge("gateway_engine_timer_entries"),
-            slots: gauge("gateway_engine_slots_in_use"),
+            abnormal: counter(&f::ABNORMAL_CLOSURES_TOTAL),
+            active: gauge(&f::CONNECTIONS_ACTIVE),
+            accept_errors: counter(&f::ENGINE_ACCEPT_ERRORS_TOTAL),
+            recv_enobufs: counter(&f::ENGINE_RECV_ENOBUFS_TOTAL),
+            recv_rearms: counter(&f::ENGINE_RECV_REARMS_TOTAL),
+            recv_errors: counter(&f::ENGINE_RECV_ERRORS_TOTAL),
+            send_errors: counter(&f::ENGINE_SEND_ERRORS_TOTAL),
+            stale_completions: counter(&f::ENGINE_STALE_COMPLETIONS_TOTAL),
+            cq_overflow: counter(&f::ENGINE_CQ_OVERFLOW_TOTAL),
+            cq_overflow_iterations: counter(&f::ENGINE_CQ_OVERFLOW_ITERATIONS_TOTAL),
+            completions: counter(&f::ENGINE_COMPLETIONS_TOTAL),
+            loops: counter(&f::ENGINE_LOOP_ITERATIONS_TOTAL),
+            sq_backlog: gauge(&f::ENGINE_SQ_BACKLOG_ENTRIES),
+            sq_backlog_peak: gauge(&f::ENGINE_SQ_BACKLOG_PEAK_ENTRIES),
+            send_queue_bytes: gauge(&f::ENGINE_SEND_QUEUE_BYTES),
+            timer_entries: gauge(&f::ENGINE_TIMER_ENTRIES),
+            slots: gauge(&f::ENGINE_SLOTS_IN_USE),
             telemetry,
         })
     }
@@ -654,6 +482,37 @@ mod tests {
             "gateway_build_info{{version=\"{}\",profile=",
             env!("CARGO_PKG_VERSION")
         )));
+    }
+
+    #[test]
+    fn the_family_table_is_exactly_what_is_exported() {
+        let t = Arc::new(Telemetry::new(1, 1));
+        WorkerMetrics::new(t.clone(), 0, 1).publish_counters(&Counters::default());
+        let text = t.render();
+        let exported: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .filter(|name| name.starts_with("gateway_"))
+            .collect();
+        for family in f::ALL {
+            assert!(
+                exported.contains(&family.name),
+                "{} not exported",
+                family.name
+            );
+            assert!(
+                text.contains(&format!("# HELP {} {}\n", family.name, family.help)),
+                "{} lacks its HELP text",
+                family.name
+            );
+        }
+        for name in exported {
+            assert!(
+                f::ALL.iter().any(|f| f.name == name),
+                "{name} is exported but not in the family table"
+            );
+        }
     }
 
     #[test]
