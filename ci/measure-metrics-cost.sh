@@ -3,7 +3,7 @@
 # `[admin] metrics = true` vs `false`, paired bursts against two resident
 # gateways. Method and statistics: ci/measure_metrics_cost.py.
 #
-#   ci/measure-metrics-cost.sh [--pairs N] [--secs S] [--loads ping-pong,batched,open-loop] [--control] [--vs TOML]
+#   ci/measure-metrics-cost.sh [--pairs N] [--secs S] [--loads ping-pong,batched,open-loop] [--control] [--vs TOML] [--baseline BINARY]
 #
 # Run it on a quiet machine (check /proc/loadavg). results/metrics-cost.md
 # records a run.

@@ -23,6 +23,9 @@ minutes apart differ by more than the 2 % budget being checked. Hence:
   than assumed.
 * `--vs TOML` reuses the procedure for any other setting: both gateways with
   metrics off, the second with TOML added to its configuration.
+* `--baseline BINARY` compares two builds instead: the first gateway is
+  BINARY (e.g. built from an earlier commit), the second the current build,
+  both with metrics off and the same configuration.
 * The verdict: both 95 % bootstrap intervals of the normalised difference
   (its mean and its Hodges-Lehmann median) below 2 %.
 
@@ -60,7 +63,7 @@ LOADS = {
 }
 
 
-def start_gateway(tmp, name, metrics, extra=""):
+def start_gateway(tmp, name, metrics, extra="", binary=GATEWAY):
     conf = os.path.join(tmp, f"gw-{name}.toml")
     with open(conf, "w") as f:
         f.write(
@@ -70,7 +73,7 @@ def start_gateway(tmp, name, metrics, extra=""):
         )
     out = open(os.path.join(tmp, f"gw-{name}.out"), "w+")
     proc = subprocess.Popen(
-        ["taskset", "-c", "0", GATEWAY, "--config", conf, "--listen", "127.0.0.1:0"],
+        ["taskset", "-c", "0", binary, "--config", conf, "--listen", "127.0.0.1:0"],
         stdout=out,
         stderr=subprocess.STDOUT,
     )
@@ -148,17 +151,23 @@ def main():
         help="compare another setting instead: both gateways with metrics off, the second "
         "with this TOML added, e.g. $'[io]\\nrecv_buffers = 256'",
     )
+    ap.add_argument(
+        "--baseline",
+        metavar="BINARY",
+        help="compare builds instead: this gateway binary (off) against the current one (new), "
+        "both with metrics off",
+    )
     args = ap.parse_args()
     loads = args.loads.split(",")
     for load in loads:
         if load not in LOADS:
             sys.exit(f"unknown load {load!r}; known: {', '.join(LOADS)}")
     os.sched_setaffinity(0, {1})  # this script and its scraper stay off the gateway's core
-    b_name = "off2" if args.control else "vs" if args.vs else "on"
+    b_name = "off2" if args.control else "vs" if args.vs else "new" if args.baseline else "on"
     b_metrics = b_name == "on"
 
     with tempfile.TemporaryDirectory() as tmp:
-        a, a_addr, _ = start_gateway(tmp, "off", metrics=False)
+        a, a_addr, _ = start_gateway(tmp, "off", False, binary=args.baseline or GATEWAY)
         b, b_addr, b_admin = start_gateway(tmp, b_name, b_metrics, args.vs or "")
         stop = threading.Event()
         if b_metrics:
@@ -193,6 +202,7 @@ def report(results, args, b_name):
     label = {
         "off2": "A/A control: metrics off on both",
         "vs": f"{args.vs!r} (vs) against the same without it (off)",
+        "new": f"current build (new) against {args.baseline} (off), metrics off on both",
     }.get(b_name, "metrics on vs off")
     print(f"\n{label}; {args.pairs} pairs of {args.secs} s bursts per load; "
           f"difference = {b_name} / off - 1 per pair; mean and median (Hodges-Lehmann), "
