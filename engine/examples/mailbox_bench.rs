@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use engine::mailbox::{Bell, Mailbox, WakeMode};
 use engine::spawn::{spawn, SpawnOptions, WorkerSetup};
-use engine::{affinity, CloseCause, ConnId, EngineConfig, Handler, Io, Origin};
+use engine::{affinity, CloseCause, ConnId, Conns, EngineConfig, Handler, Io, Origin};
 use hdrhistogram::Histogram;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -108,7 +108,7 @@ impl Handler for Node {
     fn on_deadline(&mut self, _: &mut Io, _: ConnId, _: &mut ()) {}
     fn on_closed(&mut self, _: &mut Io, _: ConnId, _: (), _: CloseCause) {}
 
-    fn on_wake(&mut self, io: &mut Io) {
+    fn on_wake(&mut self, io: &mut Io, _: &mut Conns<'_, ()>) {
         while let Some((_, posted)) = self.boxes[self.me].pop() {
             self.received += 1;
             let now = self.now_ns();

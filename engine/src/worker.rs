@@ -139,8 +139,9 @@ pub trait Handler {
     fn on_tick(&mut self, _io: &mut Io) {}
 
     /// This worker's bell rang (see [`crate::mailbox`]): drain the mailbox
-    /// it belongs to. Runs once per wake-up, which may stand for many posts.
-    fn on_wake(&mut self, _io: &mut Io) {}
+    /// it belongs to. Runs once per wake-up, which may stand for many posts;
+    /// every connection's state is at hand, as in `on_schedule`.
+    fn on_wake(&mut self, _io: &mut Io, _conns: &mut Conns<'_, Self::Conn>) {}
 
     /// Runs after `on_tick` with access to every connection's state, for work
     /// no single connection's I/O triggers (e.g. sends on a schedule).
@@ -245,7 +246,12 @@ impl<H: Handler> Worker<H> {
         }
         self.io.stats.wakes += 1;
         bell.answer(from_eventfd);
-        self.handler.on_wake(&mut self.io);
+        self.handler.on_wake(
+            &mut self.io,
+            &mut Conns {
+                conns: &mut self.conns,
+            },
+        );
     }
 
     /// The handler, e.g. to read its counters.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use engine::mailbox::{Bell, Mailbox, WakeMode};
 use engine::spawn::{spawn, SpawnOptions, WorkerSetup};
-use engine::{CloseCause, ConnId, EngineConfig, Handler, Io, Origin};
+use engine::{CloseCause, ConnId, Conns, EngineConfig, Handler, Io, Origin};
 
 /// Message: (poster, sequence number).
 type Msg = (u32, u64);
@@ -39,7 +39,7 @@ impl Handler for Node {
     fn on_deadline(&mut self, _: &mut Io, _: ConnId, _: &mut ()) {}
     fn on_closed(&mut self, _: &mut Io, _: ConnId, _: (), _: CloseCause) {}
 
-    fn on_wake(&mut self, _io: &mut Io) {
+    fn on_wake(&mut self, _io: &mut Io, _: &mut Conns<'_, ()>) {
         while let Some((from, seq)) = self.boxes[self.me].pop() {
             let last = &mut self.last[from as usize];
             if *last != u64::MAX && seq != *last + 1 {

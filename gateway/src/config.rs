@@ -59,6 +59,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Admin listener and metrics.
     pub admin: AdminConfig,
+    /// The `pubsub` app: Centrifugo client protocol, channels, fan-out.
+    pub pubsub: PubSubConfig,
+    /// The server HTTP API (publish, broadcast, subscribe, ...).
+    pub api: ApiConfig,
 }
 
 /// `[server]`: where to listen and how many workers.
@@ -136,6 +140,9 @@ impl Default for IoConfig {
 pub enum AppKind {
     /// Every message is sent back (text stays text).
     Echo,
+    /// Channels and fan-out, speaking the Centrifugo client protocol v2
+    /// (JSON); see `[pubsub]`.
+    Pubsub,
 }
 
 /// `[[routes]]`: one WebSocket path and the application behind it.
@@ -224,6 +231,150 @@ impl Default for TimeoutsConfig {
             ping_interval_ms: 30_000,
             close_ms: 5_000,
             drain_ms: 10_000,
+        }
+    }
+}
+
+/// What clients of a channel namespace may do (Centrifugo's option names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelOptions {
+    /// Clients with a user (from a token) may subscribe without a
+    /// subscription token.
+    pub allow_subscribe_for_client: bool,
+    /// Anonymous clients may too (with `allow_subscribe_for_client`).
+    pub allow_subscribe_for_anonymous: bool,
+    /// Clients with a user may publish.
+    pub allow_publish_for_client: bool,
+    /// Anonymous clients may too (with `allow_publish_for_client`).
+    pub allow_publish_for_anonymous: bool,
+    /// Clients subscribed to the channel may publish to it.
+    pub allow_publish_for_subscriber: bool,
+}
+
+/// `[[pubsub.namespaces]]`: channels named `name:...`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    /// The part of a channel name before the first `:`.
+    pub name: String,
+    /// Clients with a user may subscribe without a subscription token.
+    #[serde(default)]
+    pub allow_subscribe_for_client: bool,
+    /// Anonymous clients may too (with `allow_subscribe_for_client`).
+    #[serde(default)]
+    pub allow_subscribe_for_anonymous: bool,
+    /// Clients with a user may publish.
+    #[serde(default)]
+    pub allow_publish_for_client: bool,
+    /// Anonymous clients may too (with `allow_publish_for_client`).
+    #[serde(default)]
+    pub allow_publish_for_anonymous: bool,
+    /// Clients subscribed to the channel may publish to it.
+    #[serde(default)]
+    pub allow_publish_for_subscriber: bool,
+}
+
+impl Namespace {
+    /// Its options.
+    pub fn options(&self) -> ChannelOptions {
+        ChannelOptions {
+            allow_subscribe_for_client: self.allow_subscribe_for_client,
+            allow_subscribe_for_anonymous: self.allow_subscribe_for_anonymous,
+            allow_publish_for_client: self.allow_publish_for_client,
+            allow_publish_for_anonymous: self.allow_publish_for_anonymous,
+            allow_publish_for_subscriber: self.allow_publish_for_subscriber,
+        }
+    }
+}
+
+/// What happens to a subscriber whose send queue is over
+/// `pubsub.client_queue_max_bytes` when a publication arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowPolicy {
+    /// Skip this publication for that subscriber (counted).
+    Drop,
+    /// Disconnect it with 3008 "slow" (counted); the SDK reconnects.
+    Disconnect,
+}
+
+/// `[pubsub]`: the Centrifugo-protocol app's settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubSubConfig {
+    /// Connect without a token (user "").
+    pub allow_anonymous: bool,
+    /// HMAC key of HS256 connection and subscription tokens; empty: tokens
+    /// are refused (3500 "invalid token").
+    pub token_hmac_secret: String,
+    /// App-level ping (`{}`) interval, sent whatever the traffic.
+    pub ping_interval_ms: u64,
+    /// The client's pong (anything) must arrive within this after a ping,
+    /// else disconnect 3012 "no pong".
+    pub pong_timeout_ms: u64,
+    /// A connection that has not sent `connect` within this (checked at its
+    /// ping ticks) is closed with 3502 "stale".
+    pub stale_ms: u64,
+    /// Channels one connection may subscribe to (error 106 beyond).
+    pub channel_limit: usize,
+    /// Longest channel name (error 107 beyond).
+    pub channel_max_length: usize,
+    /// Largest publication data from a client or the API (error 106 / 413).
+    pub max_publication_bytes: usize,
+    /// Unsent bytes on a subscriber before it counts as slow.
+    pub client_queue_max_bytes: usize,
+    /// What a slow subscriber gets.
+    pub slow_subscriber: SlowPolicy,
+    /// Publications waiting per worker for its share of a fan-out; full:
+    /// dropped for that worker and counted.
+    pub mailbox_capacity: usize,
+    /// Options of channels without a namespace.
+    pub without_namespace: ChannelOptions,
+    /// Named namespaces; any other `ns:` prefix is unknown (error 102).
+    pub namespaces: Vec<Namespace>,
+}
+
+impl Default for PubSubConfig {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: false,
+            token_hmac_secret: String::new(),
+            ping_interval_ms: 25_000,
+            pong_timeout_ms: 8_000,
+            stale_ms: 10_000,
+            channel_limit: 128,
+            channel_max_length: 255,
+            max_publication_bytes: 65_536,
+            client_queue_max_bytes: 1 << 20,
+            slow_subscriber: SlowPolicy::Disconnect,
+            mailbox_capacity: 65_536,
+            without_namespace: ChannelOptions::default(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+/// `[api]`: the server HTTP API, Centrifugo-shaped (`POST /api/publish`, ...).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The key, in `X-API-Key` or `Authorization: apikey KEY`; empty: the
+    /// API is off (404).
+    pub key: String,
+    /// Its own listener (served by worker 0's ring); absent: the admin
+    /// listener serves it.
+    pub listen: Option<SocketAddr>,
+    /// Largest request body (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            key: String::new(),
+            listen: None,
+            max_body_bytes: 1 << 20,
         }
     }
 }
@@ -427,6 +578,65 @@ impl Config {
                 ),
             );
         }
+        let ps = &self.pubsub;
+        for (key, v) in [
+            ("pubsub.ping_interval_ms", ps.ping_interval_ms),
+            ("pubsub.pong_timeout_ms", ps.pong_timeout_ms),
+            ("pubsub.stale_ms", ps.stale_ms),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if ps.pong_timeout_ms >= ps.ping_interval_ms {
+            return bad(
+                "pubsub.pong_timeout_ms",
+                format!(
+                    "({}) must be below pubsub.ping_interval_ms ({})",
+                    ps.pong_timeout_ms, ps.ping_interval_ms
+                ),
+            );
+        }
+        for (key, v) in [
+            ("pubsub.channel_limit", ps.channel_limit),
+            ("pubsub.channel_max_length", ps.channel_max_length),
+            ("pubsub.max_publication_bytes", ps.max_publication_bytes),
+            ("pubsub.client_queue_max_bytes", ps.client_queue_max_bytes),
+            ("pubsub.mailbox_capacity", ps.mailbox_capacity),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        for (i, ns) in ps.namespaces.iter().enumerate() {
+            if ns.name.is_empty() || ns.name.contains(':') {
+                return bad(
+                    "pubsub.namespaces.name",
+                    format!("{:?} must be non-empty and contain no ':'", ns.name),
+                );
+            }
+            if ps.namespaces[..i].iter().any(|n| n.name == ns.name) {
+                return bad(
+                    "pubsub.namespaces.name",
+                    format!("{:?} is declared twice", ns.name),
+                );
+            }
+        }
+        if self.api.max_body_bytes == 0 {
+            return bad("api.max_body_bytes", "must be at least 1");
+        }
+        if self.api.listen.is_some() && self.api.key.is_empty() {
+            return bad(
+                "api.key",
+                "must be set when api.listen is (an API without a key)",
+            );
+        }
+        if !self.api.key.is_empty() && self.api.listen.is_none() && self.admin.listen.is_none() {
+            return bad(
+                "api.listen",
+                "or admin.listen must be set: api.key enables the API but nothing would serve it",
+            );
+        }
         let admin = &self.admin;
         if !(10..=60_000).contains(&admin.publish_ms) {
             return bad("admin.publish_ms", "must be from 10 to 60000");
@@ -593,6 +803,20 @@ mod tests {
                 "admin.listen",
             ),
             ("[admin]\nlisten = \"nowhere\"\n", "listen"),
+            (
+                "[pubsub]\nping_interval_ms = 1000\npong_timeout_ms = 1000\n",
+                "pubsub.pong_timeout_ms",
+            ),
+            (
+                "[[pubsub.namespaces]]\nname = \"a:b\"\n",
+                "pubsub.namespaces.name",
+            ),
+            (
+                "[[pubsub.namespaces]]\nname = \"chat\"\nallow_subscribe = true\n",
+                "allow_subscribe",
+            ),
+            ("[api]\nlisten = \"127.0.0.1:1\"\n", "api.key"),
+            ("[[routes]]\npath = \"/x\"\napp = \"chat\"\n", "app"),
         ] {
             let e = err(text);
             assert!(e.contains(key), "{text:?} -> {e}");

@@ -115,13 +115,22 @@ fn run(config: &Config) -> ExitCode {
         println!("admin listening on {admin}");
         log::info!(
             "metrics at http://{admin}{}{}",
-            gateway::conn::admin::METRICS_PATH,
+            gateway::conn::http::METRICS_PATH,
             if config.admin.metrics_enabled() {
                 ""
             } else {
                 " (disabled: admin.metrics = false)"
             }
         );
+    }
+    // A third line when the API has its own listener.
+    if let Some(api) = running.api_addr {
+        println!("api listening on {api}");
+    }
+    if !config.api.key.is_empty() {
+        if let Some(at) = running.api_addr.or(running.admin_addr) {
+            log::info!("server API at http://{at}/api/ (key in X-API-Key)");
+        }
     }
     for route in config.effective_routes() {
         log::info!(

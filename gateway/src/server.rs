@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use engine::spawn::{spawn, SpawnOptions, Spawned, WorkerSetup};
 
+use crate::app::pubsub::hub::HubMsg;
 use crate::config::Config;
-use crate::conn::{GatewayHandler, Shared, ADMIN_LISTENER};
+use crate::conn::http::Listener;
+use crate::conn::{GatewayHandler, Shared};
 use crate::counters::Counters;
+use engine::mailbox::{Bell, Mailbox, WakeMode};
 use engine::{affinity, listener, EngineStats};
 
 /// Why the gateway could not start or run.
@@ -26,11 +29,13 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Binding the admin listener failed.
-    #[error("cannot listen on {addr} (admin.listen): {source}")]
-    AdminListen {
+    /// Binding the admin or API listener failed.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    PlainListen {
         /// The configured address.
         addr: SocketAddr,
+        /// Its config key.
+        key: &'static str,
         /// The OS error.
         source: std::io::Error,
     },
@@ -58,6 +63,8 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// The admin listener's address, if there is one (port 0 resolved).
     pub admin_addr: Option<SocketAddr>,
+    /// The API's own listener's address, if it has one.
+    pub api_addr: Option<SocketAddr>,
     workers: Spawned<(Counters, EngineStats)>,
 }
 
@@ -78,24 +85,33 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
                 source,
             }
         })?;
-    // A plain listener (no SO_REUSEPORT: a second process must not share it).
-    let admin = match config.admin.listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .map_err(|source| ServerError::AdminListen { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| ServerError::AdminListen { addr, source })?;
-            Some((OwnedFd::from(listener), bound))
-        }
-        None => None,
+    // Plain listeners (no SO_REUSEPORT: a second process must not share
+    // them), served by worker 0 after its client listener.
+    let plain = |addr: SocketAddr, key: &'static str| {
+        let err = |source| ServerError::PlainListen { addr, key, source };
+        let listener = TcpListener::bind(addr).map_err(err)?;
+        let bound = listener.local_addr().map_err(err)?;
+        Ok::<_, ServerError>((OwnedFd::from(listener), bound))
     };
-    let admin_addr = admin.as_ref().map(|(_, a)| *a);
+    let admin = config
+        .admin
+        .listen
+        .map(|a| plain(a, "admin.listen"))
+        .transpose()?;
+    let api = config
+        .api
+        .listen
+        .map(|a| plain(a, "api.listen"))
+        .transpose()?;
+    let (admin_addr, api_addr) = (admin.as_ref().map(|l| l.1), api.as_ref().map(|l| l.1));
     // Each worker takes its listeners on its own thread.
     let mut per_worker: Vec<Vec<OwnedFd>> = listeners.into_iter().map(|l| vec![l]).collect();
-    if let Some((fd, _)) = admin {
-        per_worker[0].push(fd);
-        debug_assert_eq!(per_worker[0].len() - 1, ADMIN_LISTENER);
+    let mut kinds = vec![None];
+    for (l, kind) in [(admin, Listener::Admin), (api, Listener::Api)] {
+        if let Some((fd, _)) = l {
+            per_worker[0].push(fd);
+            kinds.push(Some(kind));
+        }
     }
     let per_worker: Mutex<Vec<Option<Vec<OwnedFd>>>> =
         Mutex::new(per_worker.into_iter().map(Some).collect());
@@ -110,7 +126,18 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
         cpus,
         engine: config.engine(),
     };
-    let shared = Arc::new(Shared::new(config));
+    // One mailbox per worker, woken through its eventfd (results/mailbox.md).
+    let mut bells = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        bells.push(Bell::new(WakeMode::EventFd).map_err(ServerError::WorkerSetup)?);
+    }
+    let mail: Arc<[Mailbox<HubMsg>]> = bells
+        .iter()
+        .map(|b| Mailbox::new(config.pubsub.mailbox_capacity, b.clone()))
+        .collect();
+    let mut shared = Shared::new(config, mail);
+    shared.listener_kinds = kinds;
+    let shared = Arc::new(shared);
     let stop = shutdown.clone();
     let workers = spawn(
         options,
@@ -126,7 +153,7 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
                 handler: GatewayHandler::new(shared.clone(), i),
                 listeners,
                 shutdown: stop.clone(),
-                bell: None,
+                bell: Some(bells[i].clone()),
             })
         },
         |_, worker| {
@@ -138,6 +165,7 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
     Ok(Running {
         local_addr,
         admin_addr,
+        api_addr,
         workers,
     })
 }

@@ -30,13 +30,39 @@ pub struct SessionConfig {
     pub limits: Limits,
     /// Accept → complete request head, else 408.
     pub handshake_ms: u64,
-    /// Nothing received for this long: close 1001.
-    pub idle_ms: u64,
-    /// Ping after this much silence; 0 = never.
-    pub ping_interval_ms: u64,
+    /// How each route keeps its connections alive (index = route; a
+    /// missing entry uses the first).
+    pub keepalive: Vec<Keepalive>,
     /// After our last bytes (close frame or HTTP answer), how long the peer
     /// has to close before the connection is aborted.
     pub close_ms: u64,
+}
+
+/// How an open WebSocket is kept alive and found dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keepalive {
+    /// A WebSocket ping after `ping_ms` of silence (0: none); close 1001
+    /// after `idle_ms` of silence.
+    Silence {
+        /// Silence before a ping.
+        ping_ms: u64,
+        /// Silence before the close.
+        idle_ms: u64,
+    },
+    /// An application ping (`ping`, an encoded frame such as the text `{}`
+    /// of the Centrifugo protocol) every `ping_ms` whatever the traffic;
+    /// the peer must send something within `pong_ms` of each, else the
+    /// session closes with `close`.
+    Periodic {
+        /// Interval between pings.
+        ping_ms: u64,
+        /// How long an answer may take.
+        pong_ms: u64,
+        /// The ping, ready to send.
+        ping: Bytes,
+        /// Close code and reason when no answer came.
+        close: (u16, &'static str),
+    },
 }
 
 /// How the driver should close the transport.
@@ -173,6 +199,12 @@ pub trait Sink {
     fn open(&mut self, request: &UpgradeRequest<'_, '_, '_>) -> Result<(), Reject>;
     /// A complete message (text is valid UTF-8).
     fn message(&mut self, kind: MessageKind, payload: &[u8]) -> Flow;
+    /// The open session's keepalive deadline passed (at most every ping
+    /// interval): the application's chance to run its own per-connection
+    /// timers, e.g. closing a client that never identified itself.
+    fn tick(&mut self, _now: u64) -> Flow {
+        Flow::Continue
+    }
     /// Something to count.
     fn note(&mut self, note: Note<'_>);
 }
@@ -193,20 +225,41 @@ enum Phase {
 #[derive(Debug)]
 struct Open {
     codec: Codec,
-    /// When we last received anything (driver milliseconds).
-    last_rx: u64,
-    /// A keepalive ping is outstanding.
+    /// `Silence`: when we last received anything. `Periodic`: when we last
+    /// sent a ping. Driver milliseconds.
+    at: u64,
+    /// A keepalive ping is outstanding (nothing received since it).
     pinged: bool,
+    /// The route, for its keepalive.
+    route: u8,
 }
 
 impl Open {
-    /// The next moment the idle logic needs to look at this connection.
-    fn next_check(&self, cfg: &SessionConfig) -> u64 {
-        if cfg.ping_interval_ms > 0 && !self.pinged {
-            self.last_rx + cfg.ping_interval_ms
-        } else {
-            self.last_rx + cfg.idle_ms
+    /// The next moment the keepalive logic needs to look at this connection.
+    fn next_check(&self, keepalive: &Keepalive) -> u64 {
+        match *keepalive {
+            Keepalive::Silence { ping_ms, .. } if ping_ms > 0 && !self.pinged => self.at + ping_ms,
+            Keepalive::Silence { idle_ms, .. } => self.at + idle_ms,
+            Keepalive::Periodic { pong_ms, .. } if self.pinged => self.at + pong_ms,
+            Keepalive::Periodic { ping_ms, .. } => self.at + ping_ms,
         }
+    }
+
+    /// Something arrived from the peer at `now`.
+    fn heard(&mut self, keepalive: &Keepalive, now: u64) {
+        if let Keepalive::Silence { .. } = keepalive {
+            self.at = now;
+        }
+        self.pinged = false;
+    }
+}
+
+impl SessionConfig {
+    fn keepalive(&self, route: u8) -> &Keepalive {
+        self.keepalive
+            .get(usize::from(route))
+            .or(self.keepalive.first())
+            .expect("at least one keepalive")
     }
 }
 
@@ -259,22 +312,48 @@ impl Session {
                 sink.close_transport(Transport::Abort);
             }
             Phase::Open(ref mut open) => {
-                if now >= open.last_rx + cfg.idle_ms {
-                    self.close(cfg, now, 1001, "idle timeout", Ending::Timeout, sink);
-                    return;
-                }
-                if cfg.ping_interval_ms > 0
-                    && !open.pinged
-                    && now >= open.last_rx + cfg.ping_interval_ms
-                {
-                    open.pinged = true;
-                    let ping = codec::encode_frame(OpCode::Control(Control::Ping), true, &[], None);
-                    if sink.send(ping, Backpressure::Force).is_ok() {
-                        sink.note(Note::PingOut);
-                        sink.note(Note::FrameOut(FrameClass::Ping));
+                let keepalive = cfg.keepalive(open.route);
+                match keepalive {
+                    Keepalive::Silence { idle_ms, .. } if now >= open.at + idle_ms => {
+                        return self.close(cfg, now, 1001, "idle timeout", Ending::Timeout, sink);
                     }
+                    Keepalive::Silence { ping_ms, .. }
+                        if *ping_ms > 0 && !open.pinged && now >= open.at + ping_ms =>
+                    {
+                        open.pinged = true;
+                        let ping =
+                            codec::encode_frame(OpCode::Control(Control::Ping), true, &[], None);
+                        if sink.send(ping, Backpressure::Force).is_ok() {
+                            sink.note(Note::PingOut);
+                            sink.note(Note::FrameOut(FrameClass::Ping));
+                        }
+                    }
+                    Keepalive::Periodic { pong_ms, close, .. }
+                        if open.pinged && now >= open.at + pong_ms =>
+                    {
+                        let (code, reason) = *close;
+                        return self.close(cfg, now, code, reason, Ending::Timeout, sink);
+                    }
+                    Keepalive::Periodic { ping_ms, ping, .. } if now >= open.at + ping_ms => {
+                        open.at = now;
+                        open.pinged = true;
+                        if sink.send(ping.clone(), Backpressure::Force).is_ok() {
+                            sink.note(Note::PingOut);
+                            sink.note(Note::FrameOut(FrameClass::Text));
+                        }
+                    }
+                    _ => {}
                 }
-                sink.set_deadline(open.next_check(cfg));
+                let next = open.next_check(keepalive);
+                if let Flow::Close {
+                    code,
+                    reason,
+                    ending,
+                } = sink.tick(now)
+                {
+                    return self.close(cfg, now, code, reason, ending, sink);
+                }
+                sink.set_deadline(next);
             }
         }
     }
@@ -414,10 +493,11 @@ impl Session {
                 let _ = sink.send(up.response(&cfg.policy).into(), Backpressure::Force);
                 let open = Open {
                     codec: Codec::new(Role::Server),
-                    last_rx: now,
+                    at: now,
                     pinged: false,
+                    route: up.route as u8,
                 };
-                sink.set_deadline(open.next_check(cfg));
+                sink.set_deadline(open.next_check(cfg.keepalive(open.route)));
                 self.phase = Phase::Open(open);
                 let rest = &mut head[up.consumed..];
                 if !rest.is_empty() {
@@ -431,8 +511,7 @@ impl Session {
         let Phase::Open(open) = &mut self.phase else {
             unreachable!()
         };
-        open.last_rx = now;
-        open.pinged = false;
+        open.heard(cfg.keepalive(open.route), now);
         let mut frames = FrameCounts::default();
         let mut peer_close = None;
         let mut stop: Option<(u16, &'static str, Ending)> = None;

@@ -7,7 +7,7 @@ use wsproto::codec::{self, Codec, Event, FrameClass, Limits, MessageKind, Role};
 use wsproto::handshake::{ClientHandshake, HandshakePolicy, ServerAnswer};
 use wsproto::http::Reject;
 use wsproto::session::{
-    Backpressure, Ending, Flow, Note, Refused, Session, SessionConfig, Sink, Transport,
+    Backpressure, Ending, Flow, Keepalive, Note, Refused, Session, SessionConfig, Sink, Transport,
     UpgradeRequest,
 };
 
@@ -33,8 +33,10 @@ fn config() -> SessionConfig {
             max_message_bytes: 1 << 20,
         },
         handshake_ms: 1_000,
-        idle_ms: 10_000,
-        ping_interval_ms: 3_000,
+        keepalive: vec![Keepalive::Silence {
+            ping_ms: 3_000,
+            idle_ms: 10_000,
+        }],
         close_ms: 500,
     }
 }
@@ -468,4 +470,52 @@ fn application_close_carries_code_and_reason() {
         })
         .unwrap();
     assert_eq!(reason_len, 123, "a close reason fits in a control frame");
+}
+
+#[test]
+fn periodic_app_pings_go_out_whatever_the_traffic_and_need_an_answer() {
+    let mut cfg = config();
+    let app_ping = codec::encode_message(MessageKind::Text, b"{}", None);
+    cfg.keepalive = vec![Keepalive::Periodic {
+        ping_ms: 1_000,
+        pong_ms: 300,
+        ping: app_ping,
+        close: (3012, "no pong"),
+    }];
+    let mut p = Pair::new(cfg);
+    let hs = ClientHandshake::new(KEY.into());
+    p.send(&hs.request("example", "/echo", &[], &[]));
+    p.take_wire();
+    let opened = p.now;
+    assert_eq!(p.driver.deadline, opened + 1_000);
+    // Traffic does not postpone the ping.
+    p.advance(opened + 500);
+    p.send(&codec::encode_message(MessageKind::Text, b"x", MASK));
+    p.advance(opened + 1_000);
+    assert_eq!(
+        p.received(),
+        [
+            Received::Message(MessageKind::Text, b"x".to_vec()),
+            Received::Message(MessageKind::Text, b"{}".to_vec()),
+        ]
+    );
+    // Answered in time: the next ping comes a full interval later.
+    p.advance(opened + 1_100);
+    p.send(&codec::encode_message(MessageKind::Text, b"{}", MASK));
+    p.advance(opened + 1_300);
+    assert!(p.server.is_open());
+    p.advance(opened + 2_000);
+    assert_eq!(
+        p.received(),
+        [
+            Received::Message(MessageKind::Text, b"{}".to_vec()),
+            Received::Message(MessageKind::Text, b"{}".to_vec()),
+        ]
+    );
+    // Not answered: closed with the configured code at pong_ms.
+    p.advance(opened + 2_299);
+    assert!(p.server.is_open());
+    p.advance(opened + 2_300);
+    assert_eq!(p.received(), [Received::Close(Some(3012))]);
+    assert_eq!(p.driver.ending, Some(Ending::Timeout));
 }

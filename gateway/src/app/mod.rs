@@ -9,6 +9,7 @@
 //! of its route, so it may keep per-worker state without locks.
 
 pub mod echo;
+pub mod pubsub;
 
 use bytes::Bytes;
 use engine::{ConnId, Io};
@@ -16,8 +17,11 @@ use wsproto::codec::{self, FrameClass, MessageKind};
 use wsproto::http::Reject;
 use wsproto::session::{Backpressure, Flow, Refused, UpgradeRequest};
 
+use std::sync::Arc;
+
 use crate::config::{AppKind, RouteConfig};
 use crate::counters::Counters;
+use pubsub::hub::Hub;
 
 /// What an application does with its connections. Every method runs on the
 /// worker thread and must not block.
@@ -35,8 +39,14 @@ pub trait App {
     /// A complete message from the client (text is valid UTF-8).
     fn message(&mut self, ctx: &mut Ctx<'_>, kind: MessageKind, payload: &[u8]) -> Flow;
 
+    /// The connection's keepalive tick (at most every ping interval): for
+    /// per-connection timers of the app.
+    fn tick(&mut self, _ctx: &mut Ctx<'_>, _now: u64) -> Flow {
+        Flow::Continue
+    }
+
     /// The connection is gone (after `open` accepted it).
-    fn closed(&mut self, _id: ConnId) {}
+    fn closed(&mut self, _ctx: &mut Ctx<'_>) {}
 }
 
 /// One worker's application instances, one per route (index = route).
@@ -44,15 +54,21 @@ pub trait App {
 pub enum RouteApp {
     /// [`echo::Echo`].
     Echo(echo::Echo),
+    /// [`pubsub::PubSub`].
+    PubSub(pubsub::PubSub),
 }
 
 impl RouteApp {
     /// The instances for `routes`, in route order.
-    pub fn for_routes(routes: &[RouteConfig]) -> Vec<RouteApp> {
+    pub fn for_routes(
+        routes: &[RouteConfig],
+        pubsub: &Arc<pubsub::hub::Settings>,
+    ) -> Vec<RouteApp> {
         routes
             .iter()
             .map(|r| match r.app {
                 AppKind::Echo => RouteApp::Echo(echo::Echo),
+                AppKind::Pubsub => RouteApp::PubSub(pubsub::PubSub::new(pubsub.clone())),
             })
             .collect()
     }
@@ -61,6 +77,7 @@ impl RouteApp {
     pub fn app(&mut self) -> &mut dyn App {
         match self {
             RouteApp::Echo(a) => a,
+            RouteApp::PubSub(a) => a,
         }
     }
 }
@@ -71,6 +88,8 @@ pub struct Ctx<'a> {
     pub(crate) io: &'a mut Io,
     pub(crate) id: ConnId,
     pub(crate) counters: &'a mut Counters,
+    /// The worker's channels (pub/sub).
+    pub(crate) hub: &'a mut Hub,
     /// `io.max_send_queue_bytes`: past it the peer is a slow consumer.
     pub(crate) max_queue: usize,
     /// Messages queued during this callback batch (for latency metrics).
@@ -84,12 +103,14 @@ impl<'a> Ctx<'a> {
         io: &'a mut Io,
         id: ConnId,
         counters: &'a mut Counters,
+        hub: &'a mut Hub,
         max_queue: usize,
     ) -> Self {
         Self {
             io,
             id,
             counters,
+            hub,
             max_queue,
             replies: 0,
             queued_after: 0,

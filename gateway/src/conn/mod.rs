@@ -1,35 +1,36 @@
 //! The gateway's engine handler: one [`Handler`] that dispatches each
-//! connection to its kind, a client WebSocket ([`ws`]) or an admin HTTP
-//! request ([`admin`]), and owns what the worker shares between them (the
-//! apps of every route, counters, metrics, admission control).
+//! connection to its kind, a client WebSocket ([`ws`]) or a plain HTTP
+//! connection on the admin or API listener ([`http`]), and owns what the
+//! worker shares between them: the apps of every route, the worker's
+//! channels ([`Hub`]), counters, metrics, admission control.
 //!
 //! The data path of a client connection, in order: the engine accepts and
 //! receives (`engine`), [`ws::WsConn`]'s sans-IO session parses the upgrade
 //! and the frames (`wsproto::session`), the route's app acts on messages
 //! ([`crate::app`]), and its sends go back through the engine's queue.
 
-pub mod admin;
+pub mod http;
 pub mod ws;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use engine::{CloseCause, CloseMode, ConnId, Handler, Io, Origin};
+use engine::mailbox::Mailbox;
+use engine::{CloseCause, CloseMode, ConnId, Conns, Handler, Io, Origin};
 use wsproto::codec::Limits;
 use wsproto::handshake::{self, HandshakePolicy};
-use wsproto::http::{self, HeadLimits};
-use wsproto::session::{Ending, Session, SessionConfig};
+use wsproto::http::{HeadLimits, Reject};
+use wsproto::session::{Ending, Keepalive, Session, SessionConfig};
 
+use crate::app::pubsub::api::{self, ApiContext};
+use crate::app::pubsub::hub::{self, Hub, HubMsg, Settings};
 use crate::app::{Ctx, RouteApp};
-use crate::config::Config;
+use crate::config::{AppKind, Config};
 use crate::counters::Counters;
 use crate::telemetry::{self, latency, Telemetry, WorkerMetrics};
-use admin::{AdminConn, AdminRequest};
+use http::{HttpConn, Listener, Next, METRICS_PATH};
 use ws::{Driver, WsConn};
-
-/// Index of the admin listener among worker 0's listeners (the client
-/// listener is 0).
-pub const ADMIN_LISTENER: usize = 1;
 
 /// Settings shared (read-only) by every worker, plus the one shared counter
 /// that `max_connections` needs.
@@ -43,14 +44,50 @@ pub struct Shared {
     pub active: AtomicUsize,
     /// The metrics recorder, when metrics are enabled (`[admin]`).
     pub telemetry: Option<Arc<Telemetry>>,
+    /// Channels: settings and every worker's mailbox.
+    pub pubsub: Arc<Settings>,
+    started: Instant,
+    /// This node's name in `/api/info`.
+    node: String,
+    /// What each of worker 0's listeners serves, by listener index (the
+    /// client listener, index 0, is `None`).
+    pub listener_kinds: Vec<Option<Listener>>,
 }
 
 impl Shared {
-    /// Derives the worker settings from the configuration.
-    pub fn new(config: &Config) -> Self {
+    /// Derives the worker settings from the configuration; `mail` holds
+    /// one mailbox per worker.
+    pub fn new(config: &Config, mail: Arc<[Mailbox<HubMsg>]>) -> Self {
         let ws = &config.websocket;
         let t = &config.timeouts;
+        let ps = &config.pubsub;
         let routes = config.effective_routes();
+        let mut subprotocols = ws.subprotocols.clone();
+        if routes.iter().any(|r| r.app == AppKind::Pubsub)
+            && !subprotocols.iter().any(|p| p == "centrifuge-json")
+        {
+            // Centrifugo's upgrader offers it; a client that asks for it
+            // must get it back (ws aborts otherwise).
+            subprotocols.push("centrifuge-json".into());
+        }
+        let keepalive = routes
+            .iter()
+            .map(|r| match r.app {
+                AppKind::Echo => Keepalive::Silence {
+                    ping_ms: t.ping_interval_ms,
+                    idle_ms: t.idle_ms,
+                },
+                AppKind::Pubsub => Keepalive::Periodic {
+                    ping_ms: ps.ping_interval_ms,
+                    pong_ms: ps.pong_timeout_ms,
+                    ping: hub::ping_frame(),
+                    close: (
+                        centrifuge_proto::codes::NO_PONG.code,
+                        centrifuge_proto::codes::NO_PONG.reason,
+                    ),
+                },
+            })
+            .collect();
         Self {
             session: SessionConfig {
                 policy: HandshakePolicy {
@@ -58,7 +95,7 @@ impl Shared {
                     max_headers: config.limits.max_headers,
                     routes: routes.iter().map(|r| r.path.clone()).collect(),
                     health_path: Some(ws.health_path.clone()),
-                    subprotocols: ws.subprotocols.clone(),
+                    subprotocols,
                     allowed_origins: ws.allowed_origins.clone(),
                 },
                 limits: Limits {
@@ -66,8 +103,7 @@ impl Shared {
                     max_message_bytes: config.limits.max_message_bytes,
                 },
                 handshake_ms: t.handshake_ms,
-                idle_ms: t.idle_ms,
-                ping_interval_ms: t.ping_interval_ms,
+                keepalive,
                 close_ms: t.close_ms,
             },
             config: config.clone(),
@@ -80,6 +116,10 @@ impl Shared {
                     config.server.max_connections,
                 ))
             }),
+            pubsub: Arc::new(Settings::new(&config.pubsub, mail)),
+            started: Instant::now(),
+            node: config.server.listen.to_string(),
+            listener_kinds: vec![None],
         }
     }
 }
@@ -89,8 +129,8 @@ impl Shared {
 pub enum Conn {
     /// A client connection on the WebSocket listener.
     Ws(WsConn),
-    /// A request on the admin listener.
-    Admin(AdminConn),
+    /// A request stream on the admin or API listener.
+    Http(HttpConn),
 }
 
 /// The per-worker handler.
@@ -105,6 +145,8 @@ pub struct GatewayHandler {
     metrics: Option<Box<WorkerMetrics>>,
     /// The app of each route, on this worker.
     apps: Vec<RouteApp>,
+    /// This worker's channels.
+    pub hub: Hub,
 }
 
 impl GatewayHandler {
@@ -117,13 +159,15 @@ impl GatewayHandler {
                 shared.config.admin.latency_sample_every,
             ))
         });
-        let apps = RouteApp::for_routes(&shared.config.effective_routes());
+        let apps = RouteApp::for_routes(&shared.config.effective_routes(), &shared.pubsub);
+        let hub = Hub::new(shared.pubsub.clone(), worker);
         Self {
             shared,
             counters: Counters::default(),
             worker,
             metrics,
             apps,
+            hub,
         }
     }
 
@@ -131,7 +175,7 @@ impl GatewayHandler {
     fn publish(&mut self, io: &mut Io) {
         if let Some(m) = self.metrics.as_deref_mut() {
             m.next_publish_ms = io.now_ms() + self.shared.config.admin.publish_ms;
-            m.publish(&self.counters, io);
+            m.publish(&self.counters, &self.hub, io);
             if self.worker == 0 {
                 m.telemetry().upkeep();
             }
@@ -157,8 +201,9 @@ impl GatewayHandler {
             since_us,
             ..
         } = c;
+        let max_queue = self.shared.max_send_queue_bytes;
         let mut driver = Driver {
-            ctx: Ctx::new(io, id, &mut self.counters, self.shared.max_send_queue_bytes),
+            ctx: Ctx::new(io, id, &mut self.counters, &mut self.hub, max_queue),
             apps: &mut self.apps,
             metrics: self.metrics.as_deref(),
             route,
@@ -173,32 +218,126 @@ impl GatewayHandler {
         }
     }
 
-    fn on_admin(&mut self, io: &mut Io, id: ConnId, a: &mut AdminConn, data: &mut [u8]) {
+    /// Disconnects what the hub asked to (slow subscribers, API
+    /// disconnects), now that every connection's state is at hand.
+    fn run_pending_closes(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
+        let now = io.now_ms();
+        for (id, code, reason) in std::mem::take(&mut self.hub.pending_closes) {
+            let Some(Conn::Ws(c)) = conns.get_mut(io, id) else {
+                continue;
+            };
+            if !c.session.is_open() {
+                continue;
+            }
+            let ending = if code == centrifuge_proto::codes::SLOW.code {
+                self.hub.counters.disconnected_slow += 1;
+                Ending::SlowConsumer
+            } else {
+                Ending::Normal
+            };
+            self.hub.counters.disconnect(code);
+            self.drive(io, id, c, |s, cfg, d| {
+                s.close(cfg, now, code, &reason, ending, d)
+            });
+        }
+    }
+
+    /// Serves the requests of an admin or API connection.
+    fn on_http(&mut self, io: &mut Io, id: ConnId, h: &mut HttpConn, data: &[u8]) {
+        let cfg = &self.shared.config;
         let limits = HeadLimits {
-            max_bytes: self.shared.config.limits.max_handshake_bytes,
-            max_headers: self.shared.config.limits.max_headers,
+            max_bytes: cfg.limits.max_handshake_bytes,
+            max_headers: cfg.limits.max_headers,
         };
-        let response = match a.input(data, limits) {
-            AdminRequest::Incomplete => return,
-            AdminRequest::Metrics => match self.shared.telemetry.clone() {
+        let (max_body, close_ms, handshake_ms) = (
+            cfg.api.max_body_bytes,
+            cfg.timeouts.close_ms,
+            cfg.timeouts.handshake_ms,
+        );
+        let mut input = data;
+        loop {
+            let (response, keep_alive) = match h.input(input, limits, max_body) {
+                Next::Incomplete => return,
+                Next::Reject(r) => (r.response(), false),
+                Next::Request(req) => {
+                    let keep_alive = req.keep_alive;
+                    (self.answer_http(io, h.listener, req), keep_alive)
+                }
+            };
+            input = b"";
+            let _ = io.send(id, response.into());
+            if keep_alive {
+                // The next request is due within handshake_ms.
+                io.set_deadline(id, io.now_ms() + handshake_ms);
+            } else {
+                io.close(id, CloseMode::Graceful);
+                io.set_deadline(id, io.now_ms() + close_ms);
+                return;
+            }
+        }
+    }
+
+    /// The response to one request on the admin or API listener.
+    fn answer_http(&mut self, io: &mut Io, listener: Listener, req: http::Request) -> Vec<u8> {
+        let keep = req.keep_alive;
+        let api_here = !self.shared.config.api.key.is_empty()
+            && (listener == Listener::Api || self.shared.config.api.listen.is_none());
+        if listener == Listener::Admin && req.path == METRICS_PATH {
+            if req.method != "GET" {
+                return Reject::new(405, "method must be GET").response();
+            }
+            return match self.shared.telemetry.clone() {
                 Some(t) => {
                     // This worker's own numbers are as fresh as the request.
                     self.publish(io);
                     let body = t.render();
-                    http::response(
-                        200,
-                        &[],
-                        Some(telemetry::CONTENT_TYPE),
-                        body.as_bytes(),
-                        false,
-                    )
+                    http::response(200, telemetry::CONTENT_TYPE, body.as_bytes(), keep)
                 }
-                None => http::Reject::new(404, "metrics are disabled (admin.metrics = false)")
-                    .response(),
-            },
-            AdminRequest::Reject(r) => r.response(),
+                None => http::response(
+                    404,
+                    "text/plain",
+                    b"metrics are disabled (admin.metrics = false)\n",
+                    keep,
+                ),
+            };
+        }
+        if !api_here || !req.path.starts_with("/api/") {
+            let hint: &[u8] = if listener == Listener::Admin {
+                b"no such path; try /metrics\n"
+            } else {
+                b"no such path\n"
+            };
+            return http::response(404, "text/plain", hint, keep);
+        }
+        let endpoint = api::endpoint(&req.path);
+        let answer =
+            if !api::authorized(req.authorized_with.as_deref(), &self.shared.config.api.key) {
+                api::Answer {
+                    status: 401,
+                    body: Vec::new(),
+                }
+            } else if req.method != "POST" {
+                api::Answer {
+                    status: 405,
+                    body: Vec::new(),
+                }
+            } else {
+                let cx = ApiContext {
+                    hub: &mut self.hub,
+                    io,
+                    counters: &mut self.counters,
+                    started: self.shared.started,
+                    node: &self.shared.node,
+                };
+                api::handle(cx, endpoint, &req.body)
+            };
+        self.hub.counters.api(endpoint, answer.status);
+        let content_type = if answer.status == 200 {
+            "application/json"
+        } else {
+            "text/plain"
         };
-        admin::answer(io, id, response, self.shared.config.timeouts.close_ms);
+        http::response(answer.status, content_type, &answer.body, keep)
     }
 }
 
@@ -206,9 +345,13 @@ impl Handler for GatewayHandler {
     type Conn = Conn;
 
     fn on_open(&mut self, io: &mut Io, id: ConnId, origin: Origin) -> Conn {
-        if origin == Origin::Accepted(ADMIN_LISTENER) {
+        let http_listener = match origin {
+            Origin::Accepted(i) => self.shared.listener_kinds.get(i).copied().flatten(),
+            Origin::Connected => None,
+        };
+        if let Some(listener) = http_listener {
             io.set_deadline(id, io.now_ms() + self.shared.config.timeouts.handshake_ms);
-            return Conn::Admin(AdminConn::default());
+            return Conn::Http(HttpConn::new(listener));
         }
         self.counters.accepted += 1;
         let (session, deadline) = Session::new(&self.shared.session, io.now_ms());
@@ -239,14 +382,14 @@ impl Handler for GatewayHandler {
                 let now = io.now_ms();
                 self.drive(io, id, c, |s, cfg, d| s.input(cfg, now, data, d));
             }
-            Conn::Admin(a) => self.on_admin(io, id, a, data),
+            Conn::Http(h) => self.on_http(io, id, h, data),
         }
     }
 
     fn on_peer_eof(&mut self, io: &mut Io, id: ConnId, conn: &mut Conn) {
         match conn {
             Conn::Ws(c) => self.drive(io, id, c, |s, _, d| s.peer_eof(d)),
-            Conn::Admin(_) => io.close(id, CloseMode::Abort),
+            Conn::Http(_) => io.close(id, CloseMode::Abort),
         }
     }
 
@@ -256,7 +399,7 @@ impl Handler for GatewayHandler {
                 let now = io.now_ms();
                 self.drive(io, id, c, |s, cfg, d| s.timeout(cfg, now, d));
             }
-            Conn::Admin(_) => io.close(id, CloseMode::Abort),
+            Conn::Http(_) => io.close(id, CloseMode::Abort),
         }
     }
 
@@ -266,7 +409,7 @@ impl Handler for GatewayHandler {
                 let now = io.now_ms();
                 self.drive(io, id, c, |s, cfg, d| s.shutdown(cfg, now, d));
             }
-            Conn::Admin(_) => io.close(id, CloseMode::Abort),
+            Conn::Http(_) => io.close(id, CloseMode::Abort),
         }
     }
 
@@ -275,6 +418,14 @@ impl Handler for GatewayHandler {
             m.tracker
                 .sent(&mut c.track, bytes, io.now_us() as u32, &mut m.latency);
         }
+    }
+
+    fn on_wake(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
+        let settings = self.shared.pubsub.clone();
+        while let Some(msg) = settings.mail[self.worker].pop() {
+            self.hub.apply(io, &mut self.counters, msg);
+        }
+        self.run_pending_closes(io, conns);
     }
 
     fn on_tick(&mut self, io: &mut Io) {
@@ -287,7 +438,13 @@ impl Handler for GatewayHandler {
         }
     }
 
-    fn on_closed(&mut self, _io: &mut Io, id: ConnId, conn: Conn, cause: CloseCause) {
+    fn on_schedule(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
+        if !self.hub.pending_closes.is_empty() {
+            self.run_pending_closes(io, conns);
+        }
+    }
+
+    fn on_closed(&mut self, io: &mut Io, id: ConnId, conn: Conn, cause: CloseCause) {
         let Conn::Ws(mut c) = conn else {
             return;
         };
@@ -295,7 +452,9 @@ impl Handler for GatewayHandler {
             m.tracker.forget(&mut c.track);
         }
         if let Some(route) = c.route {
-            self.apps[route as usize].app().closed(id);
+            let max_queue = self.shared.max_send_queue_bytes;
+            let mut ctx = Ctx::new(io, id, &mut self.counters, &mut self.hub, max_queue);
+            self.apps[route as usize].app().closed(&mut ctx);
         }
         if c.admitted {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);

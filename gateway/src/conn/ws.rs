@@ -87,6 +87,13 @@ impl Sink for Driver<'_> {
         self.apps[route].app().message(&mut self.ctx, kind, payload)
     }
 
+    fn tick(&mut self, now: u64) -> Flow {
+        match *self.route {
+            Some(route) => self.apps[route as usize].app().tick(&mut self.ctx, now),
+            None => Flow::Continue,
+        }
+    }
+
     fn note(&mut self, note: Note<'_>) {
         let c = &mut *self.ctx.counters;
         match note {

@@ -105,4 +105,24 @@ families! {
         "Time from accept to a validated upgrade request (101 queued).";
     MESSAGE_LATENCY = "gateway_message_latency_seconds", Histogram,
         "Time from a message's arrival (fully received) to the completion of the send carrying its reply; one receive in admin.latency_sample_every is sampled.";
+    PUBSUB_CLIENTS = "gateway_pubsub_clients", Gauge,
+        "Pub/sub connections that completed connect, on the worker.";
+    PUBSUB_USERS = "gateway_pubsub_users", Gauge,
+        "Distinct users among them (anonymous not counted; a user on two workers counts on both).";
+    PUBSUB_CHANNELS = "gateway_pubsub_channels", Gauge,
+        "Channels with at least one subscriber on the worker.";
+    PUBSUB_SUBSCRIPTIONS = "gateway_pubsub_subscriptions", Gauge,
+        "Channel subscriptions of the worker's connections.";
+    PUBSUB_PUBLICATIONS_TOTAL = "gateway_pubsub_publications_total", Counter,
+        "Publications accepted, by source (api, client).";
+    PUBSUB_DELIVERIES_TOTAL = "gateway_pubsub_deliveries_total", Counter,
+        "Publication copies queued to subscribers.";
+    PUBSUB_DROPS_TOTAL = "gateway_pubsub_drops_total", Counter,
+        "Publication copies not delivered, by reason (slow_consumer: drop policy; mailbox_full: a worker's mailbox).";
+    PUBSUB_ERRORS_TOTAL = "gateway_pubsub_errors_total", Counter,
+        "Error replies of the Centrifugo protocol, by code.";
+    PUBSUB_DISCONNECTS_TOTAL = "gateway_pubsub_disconnects_total", Counter,
+        "Disconnects of the Centrifugo protocol (close codes), by code.";
+    API_REQUESTS_TOTAL = "gateway_api_requests_total", Counter,
+        "Server API requests, by endpoint and HTTP status.";
 }

@@ -29,6 +29,7 @@ pub mod families;
 pub mod histogram;
 pub mod latency;
 pub mod process;
+pub mod pubsub;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,6 +39,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use crate::app::pubsub::hub::Hub;
 use crate::counters::{close_code_label, CloseReason, Counters, CLOSE_CODES, STATUSES};
 use engine::Io;
 use families::{self as f, Family, Kind};
@@ -191,6 +193,7 @@ pub struct WorkerMetrics {
     send_queue_bytes: Gauge,
     timer_entries: Gauge,
     slots: Gauge,
+    pubsub: pubsub::PubSubMetrics,
 }
 
 impl std::fmt::Debug for WorkerMetrics {
@@ -272,6 +275,7 @@ impl WorkerMetrics {
             send_queue_bytes: gauge(&f::ENGINE_SEND_QUEUE_BYTES),
             timer_entries: gauge(&f::ENGINE_TIMER_ENTRIES),
             slots: gauge(&f::ENGINE_SLOTS_IN_USE),
+            pubsub: pubsub::PubSubMetrics::register(&w, worker),
             telemetry,
         })
     }
@@ -282,9 +286,10 @@ impl WorkerMetrics {
     }
 
     /// Copies the worker's counts into the recorder: one store per series.
-    pub fn publish(&self, c: &Counters, io: &mut Io) {
+    pub fn publish(&self, c: &Counters, hub: &Hub, io: &mut Io) {
         self.publish_counters(c);
         self.publish_engine(io);
+        self.pubsub.publish(hub, self.worker);
     }
 
     /// The gateway half of [`WorkerMetrics::publish`], plus the latency

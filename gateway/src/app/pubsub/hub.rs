@@ -1,0 +1,568 @@
+//! One worker's share of the channels: which of its connections subscribe
+//! to what, and the delivery of publications to them.
+//!
+//! There is no shared map on the hot path. Each worker indexes its own
+//! connections (channel → subscribers, user → connections, client id →
+//! connection). A publication reaches the other workers through the engine
+//! mailboxes as one message per worker, however many subscribers they have;
+//! each worker encodes it once into one WebSocket frame (`Bytes`) and
+//! queues that same frame to every local subscriber. One publisher's
+//! publications are posted, and so delivered, in order.
+//!
+//! A subscriber whose send queue is over `pubsub.client_queue_max_bytes`
+//! gets the configured policy (drop this publication, or disconnect 3008)
+//! alone: nothing waits for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use centrifuge_proto::codes::{self, ErrorCode};
+use centrifuge_proto::reply::{self, ClientInfo, Lines};
+use engine::mailbox::Mailbox;
+use engine::{ConnId, Io};
+use serde_json::value::RawValue;
+use wsproto::codec::{self, FrameClass, MessageKind};
+
+use crate::config::{ChannelOptions, PubSubConfig, SlowPolicy};
+use crate::counters::Counters;
+
+/// A publication on its way to subscribers.
+#[derive(Debug)]
+pub struct Publication {
+    /// The channel.
+    pub channel: Box<str>,
+    /// The data, verbatim JSON.
+    pub data: Box<RawValue>,
+    /// The publishing client (`None` from the server API).
+    pub info: Option<(Box<str>, Box<str>)>,
+}
+
+/// Which connections an API call targets.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every connection of this user.
+    User(Box<str>),
+    /// The connection with this client id.
+    Client(Box<str>),
+}
+
+/// What workers post to each other.
+#[derive(Debug, Clone)]
+pub enum HubMsg {
+    /// Deliver to the local subscribers of the channel.
+    Publish(Arc<Publication>),
+    /// Server-side subscribe (API): subscribe and tell the client.
+    Subscribe(Target, Arc<str>),
+    /// Server-side unsubscribe (API).
+    Unsubscribe(Target, Arc<str>),
+    /// Disconnect with this code and reason (API).
+    Disconnect(Target, u16, Arc<str>),
+}
+
+/// Per-worker figures for `/api/info` and metrics, written by the worker,
+/// read by anyone.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Connections that sent `connect` successfully.
+    pub clients: AtomicU64,
+    /// Distinct users among them (anonymous not counted).
+    pub users: AtomicU64,
+    /// Channels with at least one local subscriber.
+    pub channels: AtomicU64,
+    /// Subscriptions.
+    pub subscriptions: AtomicU64,
+}
+
+/// The pub/sub settings every worker shares, resolved from config.
+#[derive(Debug)]
+pub struct Settings {
+    /// The configuration.
+    pub config: PubSubConfig,
+    /// Namespace name → options.
+    namespaces: HashMap<String, ChannelOptions>,
+    /// Each worker's mailbox (index = worker).
+    pub mail: Arc<[Mailbox<HubMsg>]>,
+    /// Each worker's figures (index = worker).
+    pub stats: Arc<[HubStats]>,
+}
+
+impl Settings {
+    /// Resolves `config`; `mail` and `stats` have one entry per worker.
+    pub fn new(config: &PubSubConfig, mail: Arc<[Mailbox<HubMsg>]>) -> Self {
+        let stats: Arc<[HubStats]> = (0..mail.len()).map(|_| HubStats::default()).collect();
+        Self {
+            namespaces: config
+                .namespaces
+                .iter()
+                .map(|n| (n.name.clone(), n.options()))
+                .collect(),
+            config: config.clone(),
+            mail,
+            stats,
+        }
+    }
+
+    /// The options of `channel`'s namespace (the part before the first
+    /// `:`, a leading `$` for private channels ignored); `None`: unknown.
+    pub fn options(&self, channel: &str) -> Option<&ChannelOptions> {
+        let name = channel.strip_prefix('$').unwrap_or(channel);
+        match name.split_once(':') {
+            None => Some(&self.config.without_namespace),
+            Some((ns, _)) => self.namespaces.get(ns),
+        }
+    }
+}
+
+/// One pub/sub connection.
+#[derive(Debug)]
+pub struct Client {
+    /// The engine's id for it.
+    pub conn: ConnId,
+    /// The protocol's client id.
+    pub client_id: Box<str>,
+    /// User id from the token ("" anonymous).
+    pub user: Box<str>,
+    /// `connect` succeeded.
+    pub connected: bool,
+    /// When the WebSocket opened (worker ms).
+    pub opened_ms: u64,
+    /// Channels, each with this connection's index in the channel's list.
+    subs: Vec<(Arc<str>, u32)>,
+}
+
+impl Client {
+    /// Whether the client is subscribed to `channel`.
+    pub fn subscribed(&self, channel: &str) -> bool {
+        self.subs.iter().any(|(c, _)| &**c == channel)
+    }
+
+    /// How many channels it is subscribed to.
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+}
+
+/// Pub/sub counters of one worker (published as metrics).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HubCounters {
+    /// Publications accepted from the API.
+    pub published_api: u64,
+    /// Publications accepted from clients.
+    pub published_client: u64,
+    /// Copies queued to subscribers.
+    pub deliveries: u64,
+    /// Copies skipped: subscriber over its queue limit (drop policy).
+    pub dropped_slow: u64,
+    /// Subscribers disconnected for being slow.
+    pub disconnected_slow: u64,
+    /// Publications a worker's full mailbox refused.
+    pub dropped_mailbox_full: u64,
+    /// Error replies by code (index = code - 100, for 100..=111).
+    pub errors: [u64; 12],
+    /// Disconnects decided by the protocol, by code (see [`DISCONNECTS`]).
+    pub disconnects: [u64; DISCONNECTS.len()],
+    /// API requests by endpoint and status (see `api::ENDPOINTS`, `api::STATUSES`).
+    pub api: [[u64; super::api::STATUSES.len()]; super::api::ENDPOINTS.len()],
+}
+
+/// Disconnect codes counted individually (the last entry: any other).
+pub const DISCONNECTS: [u16; 12] = [
+    3001, 3004, 3008, 3012, 3500, 3501, 3502, 3503, 3505, 3506, 3507, 0,
+];
+
+impl HubCounters {
+    /// Counts an error reply.
+    pub fn error(&mut self, e: ErrorCode) {
+        if let Some(slot) = (e.code as usize)
+            .checked_sub(100)
+            .and_then(|i| self.errors.get_mut(i))
+        {
+            *slot += 1;
+        }
+    }
+
+    /// Counts an API request.
+    pub fn api(&mut self, endpoint: usize, status: u16) {
+        let s = super::api::STATUSES
+            .iter()
+            .position(|&x| x == status)
+            .unwrap_or(super::api::STATUSES.len() - 1);
+        self.api[endpoint][s] += 1;
+    }
+
+    /// Counts a disconnect.
+    pub fn disconnect(&mut self, code: u16) {
+        let i = DISCONNECTS
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(DISCONNECTS.len() - 1);
+        self.disconnects[i] += 1;
+    }
+}
+
+/// One worker's hub.
+#[derive(Debug)]
+pub struct Hub {
+    worker: usize,
+    /// Shared settings and the other workers' mailboxes.
+    pub settings: Arc<Settings>,
+    clients: Vec<Option<Box<Client>>>,
+    channels: HashMap<Arc<str>, Vec<ConnId>>,
+    users: HashMap<Box<str>, Vec<ConnId>>,
+    by_client_id: HashMap<Box<str>, ConnId>,
+    /// Connections to disconnect once their state is at hand (the worker
+    /// runs them after the current callback).
+    pub pending_closes: Vec<(ConnId, u16, Arc<str>)>,
+    /// Counters.
+    pub counters: HubCounters,
+    rng: u64,
+}
+
+impl Hub {
+    /// The hub of worker `worker`.
+    pub fn new(settings: Arc<Settings>, worker: usize) -> Self {
+        let seed = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            (worker, std::time::SystemTime::now()),
+        );
+        Self {
+            worker,
+            settings,
+            clients: Vec::new(),
+            channels: HashMap::new(),
+            users: HashMap::new(),
+            by_client_id: HashMap::new(),
+            pending_closes: Vec::new(),
+            counters: HubCounters::default(),
+            rng: seed | 1,
+        }
+    }
+
+    fn stats(&self) -> &HubStats {
+        &self.settings.stats[self.worker]
+    }
+
+    /// A random client id in the UUID v4 text form.
+    fn client_id(&mut self) -> Box<str> {
+        let mut next = || {
+            // splitmix64
+            self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let (a, b) = (next(), next());
+        let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        )
+        .into_boxed_str()
+    }
+
+    /// A WebSocket opened on a pub/sub route.
+    pub fn open(&mut self, conn: ConnId, now_ms: u64) {
+        let client_id = self.client_id();
+        let i = conn.index();
+        if self.clients.len() <= i {
+            self.clients.resize_with(i + 1, || None);
+        }
+        self.clients[i] = Some(Box::new(Client {
+            conn,
+            client_id,
+            user: "".into(),
+            connected: false,
+            opened_ms: now_ms,
+            subs: Vec::new(),
+        }));
+    }
+
+    /// The client of a live connection.
+    pub fn client(&self, conn: ConnId) -> Option<&Client> {
+        self.clients
+            .get(conn.index())?
+            .as_deref()
+            .filter(|c| c.conn == conn)
+    }
+
+    fn client_mut(&mut self, conn: ConnId) -> Option<&mut Client> {
+        self.clients
+            .get_mut(conn.index())?
+            .as_deref_mut()
+            .filter(|c| c.conn == conn)
+    }
+
+    /// `connect` succeeded for `conn` as `user`.
+    pub fn connected(&mut self, conn: ConnId, user: &str) {
+        let Some(c) = self.client_mut(conn) else {
+            return;
+        };
+        c.connected = true;
+        c.user = user.into();
+        let client_id = c.client_id.clone();
+        self.by_client_id.insert(client_id, conn);
+        self.stats().clients.fetch_add(1, Ordering::Relaxed);
+        if !user.is_empty() {
+            let conns = self.users.entry(user.into()).or_default();
+            let first = conns.is_empty();
+            conns.push(conn);
+            if first {
+                self.stats().users.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Checks and makes a subscription (client command, token claim or
+    /// API). `with_token`: a valid subscription token grants it whatever
+    /// the namespace allows.
+    pub fn subscribe(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        with_token: bool,
+        server_side: bool,
+    ) -> Result<(), ErrorCode> {
+        let cfg = &self.settings.config;
+        if channel.len() > cfg.channel_max_length {
+            return Err(codes::BAD_REQUEST);
+        }
+        let Some(opts) = self.settings.options(channel) else {
+            return Err(codes::UNKNOWN_CHANNEL);
+        };
+        let limit = cfg.channel_limit;
+        let allowed = server_side
+            || with_token
+            || (!channel.starts_with('$') && opts.allow_subscribe_for_client && {
+                let user_empty = self.client(conn).is_none_or(|c| c.user.is_empty());
+                !user_empty || opts.allow_subscribe_for_anonymous
+            });
+        let Some(c) = self.client(conn) else {
+            return Err(codes::INTERNAL);
+        };
+        if c.subscribed(channel) {
+            return Err(codes::ALREADY_SUBSCRIBED);
+        }
+        if c.subs.len() >= limit {
+            return Err(codes::LIMIT_EXCEEDED);
+        }
+        if !allowed {
+            return Err(codes::PERMISSION_DENIED);
+        }
+        let key: Arc<str> = match self.channels.get_key_value(channel) {
+            Some((k, _)) => k.clone(),
+            None => {
+                self.stats().channels.fetch_add(1, Ordering::Relaxed);
+                Arc::from(channel)
+            }
+        };
+        let subs = self.channels.entry(key.clone()).or_default();
+        let pos = subs.len() as u32;
+        subs.push(conn);
+        self.client_mut(conn)
+            .expect("checked above")
+            .subs
+            .push((key, pos));
+        self.stats().subscriptions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes a subscription; false if there was none.
+    pub fn unsubscribe(&mut self, conn: ConnId, channel: &str) -> bool {
+        let Some(c) = self.client_mut(conn) else {
+            return false;
+        };
+        let Some(i) = c.subs.iter().position(|(ch, _)| &**ch == channel) else {
+            return false;
+        };
+        let (key, pos) = c.subs.swap_remove(i);
+        self.remove_from_channel(&key, pos);
+        true
+    }
+
+    /// Takes `conn` out of `channel`'s list at `pos`, fixing the position
+    /// the moved subscriber remembers.
+    fn remove_from_channel(&mut self, channel: &Arc<str>, pos: u32) {
+        let Some(list) = self.channels.get_mut(channel) else {
+            return;
+        };
+        list.swap_remove(pos as usize);
+        let moved = list.get(pos as usize).copied();
+        if list.is_empty() {
+            self.channels.remove(channel);
+            self.stats().channels.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.stats().subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if let Some(other) = moved.and_then(|m| self.client_mut(m)) {
+            if let Some(entry) = other
+                .subs
+                .iter_mut()
+                .find(|(ch, _)| Arc::ptr_eq(ch, channel))
+            {
+                entry.1 = pos;
+            }
+        }
+    }
+
+    /// The connection is gone: forget it everywhere.
+    pub fn closed(&mut self, conn: ConnId) {
+        let Some(slot) = self.clients.get_mut(conn.index()) else {
+            return;
+        };
+        if slot.as_ref().is_none_or(|c| c.conn != conn) {
+            return;
+        }
+        let c = slot.take().expect("checked above");
+        // Each stored position is current: removals fix the positions of
+        // the subscribers they move, and this client is no longer in the
+        // table for anyone to move it.
+        for (channel, pos) in &c.subs {
+            self.remove_from_channel(channel, *pos);
+        }
+        if c.connected {
+            self.by_client_id.remove(&c.client_id);
+            self.stats().clients.fetch_sub(1, Ordering::Relaxed);
+            if !c.user.is_empty() {
+                if let Some(conns) = self.users.get_mut(&c.user) {
+                    conns.retain(|&x| x != conn);
+                    if conns.is_empty() {
+                        self.users.remove(&c.user);
+                        self.stats().users.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes: delivers to this worker's subscribers and posts to every
+    /// other worker (one message each).
+    pub fn publish(&mut self, io: &mut Io, counters: &mut Counters, p: Publication) {
+        let p = Arc::new(p);
+        let settings = self.settings.clone();
+        for (w, mailbox) in settings.mail.iter().enumerate() {
+            if w != self.worker && mailbox.post(io, HubMsg::Publish(p.clone())).is_err() {
+                self.counters.dropped_mailbox_full += 1;
+            }
+        }
+        self.deliver(io, counters, &p);
+    }
+
+    /// Applies an API action here and on every other worker.
+    pub fn broadcast(&mut self, io: &mut Io, counters: &mut Counters, msg: HubMsg) {
+        let settings = self.settings.clone();
+        for (w, mailbox) in settings.mail.iter().enumerate() {
+            if w != self.worker && mailbox.post(io, msg.clone()).is_err() {
+                self.counters.dropped_mailbox_full += 1;
+            }
+        }
+        self.apply(io, counters, msg);
+    }
+
+    /// Handles a message from another worker (or this one's own share of
+    /// an API call).
+    pub fn apply(&mut self, io: &mut Io, counters: &mut Counters, msg: HubMsg) {
+        match msg {
+            HubMsg::Publish(p) => self.deliver(io, counters, &p),
+            HubMsg::Subscribe(target, channel) => {
+                for conn in self.targets(&target) {
+                    if self.client(conn).is_some_and(|c| c.connected)
+                        && self.subscribe(conn, &channel, false, true).is_ok()
+                    {
+                        let mut l = Lines::new();
+                        l.subscribe_push(&channel);
+                        send_lines(io, conn, &mut l);
+                    }
+                }
+            }
+            HubMsg::Unsubscribe(target, channel) => {
+                for conn in self.targets(&target) {
+                    if self.unsubscribe(conn, &channel) {
+                        let mut l = Lines::new();
+                        let (code, reason) = codes::UNSUBSCRIBE_SERVER;
+                        l.unsubscribe_push(&channel, code, reason);
+                        send_lines(io, conn, &mut l);
+                    }
+                }
+            }
+            HubMsg::Disconnect(target, code, reason) => {
+                for conn in self.targets(&target) {
+                    self.pending_closes.push((conn, code, reason.clone()));
+                }
+            }
+        }
+    }
+
+    fn targets(&self, target: &Target) -> Vec<ConnId> {
+        match target {
+            Target::User(u) => self.users.get(u).cloned().unwrap_or_default(),
+            Target::Client(c) => self.by_client_id.get(c).copied().into_iter().collect(),
+        }
+    }
+
+    /// Encodes `p` once and queues it to every local subscriber.
+    pub fn deliver(&mut self, io: &mut Io, counters: &mut Counters, p: &Publication) {
+        let Some(subs) = self.channels.get(&*p.channel) else {
+            return;
+        };
+        let info = p
+            .info
+            .as_ref()
+            .map(|(user, client)| ClientInfo { user, client });
+        let json = reply::publication_push(&p.channel, &p.data, info);
+        let frame = codec::encode_message(MessageKind::Text, &json, None);
+        let limit = self.settings.config.client_queue_max_bytes;
+        let policy = self.settings.config.slow_subscriber;
+        let mut delivered = 0u64;
+        for &conn in subs {
+            if io.queued_bytes(conn) > limit {
+                match policy {
+                    SlowPolicy::Drop => self.counters.dropped_slow += 1,
+                    SlowPolicy::Disconnect => {
+                        self.pending_closes.push((
+                            conn,
+                            codes::SLOW.code,
+                            Arc::from(codes::SLOW.reason),
+                        ));
+                    }
+                }
+                continue;
+            }
+            if io.send(conn, frame.clone()).is_ok() {
+                delivered += 1;
+            }
+        }
+        self.counters.deliveries += delivered;
+        counters.messages_out += delivered;
+        counters.bytes_out += delivered * json.len() as u64;
+        counters.frames_out.0[FrameClass::Text as usize] += delivered;
+    }
+
+    /// Client ids and subscriptions this worker holds (for tests and info).
+    pub fn local_counts(&self) -> (usize, usize) {
+        (self.by_client_id.len(), self.channels.len())
+    }
+}
+
+/// Queues the lines as one text frame to `conn` (server pushes outside a
+/// request; a closed connection just drops them).
+pub fn send_lines(io: &mut Io, conn: ConnId, lines: &mut Lines) {
+    if lines.is_empty() {
+        return;
+    }
+    let payload = lines.take();
+    let _ = io.send(
+        conn,
+        codec::encode_message(MessageKind::Text, &payload, None),
+    );
+}
+
+/// Frame bytes of an app-level ping (`{}` in a text frame).
+pub fn ping_frame() -> Bytes {
+    codec::encode_message(MessageKind::Text, b"{}", None)
+}

@@ -1,0 +1,330 @@
+//! The `pubsub` app: channels and fan-out behind the Centrifugo client
+//! protocol v2 (JSON), so Centrifugo's own SDKs (centrifuge-js,
+//! centrifuge-python) work against the gateway.
+//!
+//! What is implemented: `connect` (anonymous when allowed, or an HS256
+//! connection token: `sub`, `exp`, `channels` for server-side
+//! subscriptions), `subscribe` (namespace options, or an HS256
+//! subscription token), `unsubscribe`, `publish` (namespace options),
+//! app-level pings (`{}`) with pongs, the legacy `ping` command, `send`
+//! (accepted, no reply), publication / subscribe / unsubscribe pushes, and
+//! disconnects as close frames with the protocol's codes. Not implemented,
+//! answered with error 108 "not available": `history`, `presence`,
+//! `presence_stats`, `rpc`, `refresh`, `sub_refresh` (so recovery, presence
+//! and connection expiry are not offered: a token's `exp` is checked at
+//! connect only). Binary frames (the protobuf format) get 3506.
+//!
+//! The per-worker channel index and delivery are in [`hub`]; the server API
+//! that publishes into it is in [`api`].
+
+pub mod api;
+pub mod hub;
+
+use std::sync::Arc;
+
+use centrifuge_proto::codes::{self, Disconnect, ErrorCode};
+use centrifuge_proto::command::{self, Command, ConnectRequest, PublishRequest, SubscribeRequest};
+use centrifuge_proto::reply::{ConnectResult, Lines};
+use centrifuge_proto::token::{self, TokenError};
+use wsproto::codec::MessageKind;
+use wsproto::http::Reject;
+use wsproto::session::{Ending, Flow, Refused, UpgradeRequest};
+
+use super::{App, Ctx};
+use hub::{Publication, Settings};
+
+/// The version the connect reply reports.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A pub/sub route's app on one worker (the channels themselves are the
+/// worker's [`hub::Hub`], shared by all pub/sub routes).
+#[derive(Debug)]
+pub struct PubSub {
+    settings: Arc<Settings>,
+}
+
+/// How a command ended a frame early: a disconnect.
+type Stop = Disconnect;
+
+impl PubSub {
+    /// The app for one route.
+    pub fn new(settings: Arc<Settings>) -> Self {
+        Self { settings }
+    }
+
+    fn disconnect(ctx: &mut Ctx<'_>, d: Disconnect) -> Flow {
+        ctx.hub.counters.disconnect(d.code);
+        let ending = if d == codes::SLOW {
+            Ending::SlowConsumer
+        } else {
+            Ending::Normal
+        };
+        Flow::Close {
+            code: d.code,
+            reason: d.reason,
+            ending,
+        }
+    }
+
+    fn error(ctx: &mut Ctx<'_>, lines: &mut Lines, id: u32, e: ErrorCode) {
+        ctx.hub.counters.error(e);
+        lines.error(id, e);
+    }
+
+    /// One command; replies go to `lines`.
+    fn command(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cmd: Command<'_>,
+        lines: &mut Lines,
+    ) -> Result<(), Stop> {
+        let connected = ctx.hub.client(ctx.id).is_some_and(|c| c.connected);
+        match cmd {
+            Command::Connect(id, req) if !connected => self.connect(ctx, id, req, lines),
+            // A second connect, or anything but a pong before the first.
+            Command::Connect(..) => Err(codes::BAD_REQUEST_DISCONNECT),
+            Command::Pong => Ok(()),
+            _ if !connected => Err(codes::BAD_REQUEST_DISCONNECT),
+            Command::Subscribe(id, req) => self.subscribe(ctx, id, req, lines),
+            Command::Unsubscribe(id, req) => {
+                if req.channel.is_empty() {
+                    return Err(codes::BAD_REQUEST_DISCONNECT);
+                }
+                ctx.hub.unsubscribe(ctx.id, &req.channel);
+                lines.empty_result(id, "unsubscribe");
+                Ok(())
+            }
+            Command::Publish(id, req) => self.publish(ctx, id, req, lines),
+            Command::Ping(id) => {
+                lines.empty_result(id, "ping");
+                Ok(())
+            }
+            Command::Rpc(id, _) | Command::NotAvailable(id, _) => {
+                Self::error(ctx, lines, id, codes::NOT_AVAILABLE);
+                Ok(())
+            }
+            Command::Send(_) => Ok(()),
+        }
+    }
+
+    fn connect(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        req: ConnectRequest<'_>,
+        lines: &mut Lines,
+    ) -> Result<(), Stop> {
+        let cfg = &self.settings.config;
+        let (user, channels) = match req.token.as_deref().filter(|t| !t.is_empty()) {
+            None if cfg.allow_anonymous => (String::new(), Vec::new()),
+            // No credentials and anonymous connections not allowed:
+            // centrifuge answers "bad request".
+            None => return Err(codes::BAD_REQUEST_DISCONNECT),
+            Some(_) if cfg.token_hmac_secret.is_empty() => return Err(codes::INVALID_TOKEN),
+            Some(t) => match token::verify(t, cfg.token_hmac_secret.as_bytes(), unix_now()) {
+                Ok(claims) => (claims.sub, claims.channels),
+                Err(TokenError::Expired) => {
+                    Self::error(ctx, lines, id, codes::TOKEN_EXPIRED);
+                    return Ok(());
+                }
+                Err(TokenError::Invalid(why)) => {
+                    log::debug!("connect token refused: {why}");
+                    return Err(codes::INVALID_TOKEN);
+                }
+            },
+        };
+        // Server-side subscriptions: every namespace must exist and the
+        // whole set fit the per-connection limit.
+        if channels
+            .iter()
+            .any(|c| self.settings.options(c).is_none() || c.is_empty())
+        {
+            Self::error(ctx, lines, id, codes::UNKNOWN_CHANNEL);
+            return Ok(());
+        }
+        if channels.len() > cfg.channel_limit {
+            return Err(codes::CHANNEL_LIMIT);
+        }
+        ctx.hub.connected(ctx.id, &user);
+        let mut subs: Vec<&str> = Vec::with_capacity(channels.len());
+        for c in &channels {
+            if ctx.hub.subscribe(ctx.id, c, false, true).is_ok() {
+                subs.push(c);
+            }
+        }
+        let client_id = ctx
+            .hub
+            .client(ctx.id)
+            .map(|c| c.client_id.clone())
+            .unwrap_or_default();
+        lines.connect(
+            id,
+            &ConnectResult {
+                client: &client_id,
+                version: VERSION,
+                ping: cfg.ping_interval_ms.div_ceil(1000) as u32,
+                pong: true,
+                subs: &subs,
+            },
+        );
+        Ok(())
+    }
+
+    fn subscribe(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        req: SubscribeRequest<'_>,
+        lines: &mut Lines,
+    ) -> Result<(), Stop> {
+        if req.channel.is_empty() {
+            return Err(codes::BAD_REQUEST_DISCONNECT);
+        }
+        let cfg = &self.settings.config;
+        let mut with_token = false;
+        if let Some(t) = req.token.as_deref().filter(|t| !t.is_empty()) {
+            let claims = if cfg.token_hmac_secret.is_empty() {
+                Err(TokenError::Invalid("no token secret configured"))
+            } else {
+                token::verify(t, cfg.token_hmac_secret.as_bytes(), unix_now())
+            };
+            match claims {
+                Err(TokenError::Expired) => {
+                    Self::error(ctx, lines, id, codes::TOKEN_EXPIRED);
+                    return Ok(());
+                }
+                Err(TokenError::Invalid(_)) => {
+                    Self::error(ctx, lines, id, codes::PERMISSION_DENIED);
+                    return Ok(());
+                }
+                Ok(claims) => {
+                    let user = ctx.hub.client(ctx.id).map(|c| &*c.user).unwrap_or("");
+                    if claims.channel.as_deref() != Some(&*req.channel) || claims.sub != user {
+                        return Err(codes::INVALID_TOKEN);
+                    }
+                    with_token = true;
+                }
+            }
+        }
+        match ctx.hub.subscribe(ctx.id, &req.channel, with_token, false) {
+            Ok(()) => lines.empty_result(id, "subscribe"),
+            Err(e) => Self::error(ctx, lines, id, e),
+        }
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        req: PublishRequest<'_>,
+        lines: &mut Lines,
+    ) -> Result<(), Stop> {
+        if req.channel.is_empty() {
+            return Err(codes::BAD_REQUEST_DISCONNECT);
+        }
+        let Some(data) = req.data else {
+            Self::error(ctx, lines, id, codes::BAD_REQUEST);
+            return Ok(());
+        };
+        let cfg = &self.settings.config;
+        if req.channel.len() > cfg.channel_max_length {
+            Self::error(ctx, lines, id, codes::BAD_REQUEST);
+            return Ok(());
+        }
+        if data.get().len() > cfg.max_publication_bytes {
+            Self::error(ctx, lines, id, codes::LIMIT_EXCEEDED);
+            return Ok(());
+        }
+        let Some(opts) = self.settings.options(&req.channel) else {
+            Self::error(ctx, lines, id, codes::UNKNOWN_CHANNEL);
+            return Ok(());
+        };
+        let Some(client) = ctx.hub.client(ctx.id) else {
+            return Err(codes::SERVER_ERROR);
+        };
+        let allowed = (opts.allow_publish_for_client
+            && (!client.user.is_empty() || opts.allow_publish_for_anonymous))
+            || (opts.allow_publish_for_subscriber && client.subscribed(&req.channel));
+        if !allowed {
+            Self::error(ctx, lines, id, codes::PERMISSION_DENIED);
+            return Ok(());
+        }
+        let p = Publication {
+            channel: req.channel.into(),
+            data: data.to_owned(),
+            info: Some((client.user.clone(), client.client_id.clone())),
+        };
+        ctx.hub.counters.published_client += 1;
+        ctx.hub.publish(ctx.io, ctx.counters, p);
+        lines.empty_result(id, "publish");
+        Ok(())
+    }
+}
+
+impl App for PubSub {
+    fn open(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        _request: &UpgradeRequest<'_, '_, '_>,
+    ) -> Result<(), Reject> {
+        let now = ctx.now_ms();
+        ctx.hub.open(ctx.id, now);
+        Ok(())
+    }
+
+    fn message(&mut self, ctx: &mut Ctx<'_>, kind: MessageKind, payload: &[u8]) -> Flow {
+        if kind == MessageKind::Binary {
+            return Self::disconnect(ctx, codes::INAPPROPRIATE_PROTOCOL);
+        }
+        // Text frames are valid UTF-8 (the codec checked).
+        let text = std::str::from_utf8(payload).unwrap_or_default();
+        let mut lines = Lines::new();
+        let mut stop = None;
+        for cmd in command::decode_frame(text) {
+            let result = match cmd {
+                Ok(cmd) => self.command(ctx, cmd, &mut lines),
+                Err(e) => {
+                    log::debug!("bad command: {e}");
+                    Err(codes::BAD_REQUEST_DISCONNECT)
+                }
+            };
+            if let Err(d) = result {
+                stop = Some(d);
+                break;
+            }
+        }
+        // Replies to the commands before a disconnect still go out first.
+        if !lines.is_empty() {
+            let payload = lines.take();
+            if ctx.send_message(MessageKind::Text, &payload) == Err(Refused::Slow) {
+                stop = stop.or(Some(codes::SLOW));
+            }
+        }
+        match stop {
+            Some(d) => Self::disconnect(ctx, d),
+            None => Flow::Continue,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Ctx<'_>, now: u64) -> Flow {
+        let stale = ctx.hub.client(ctx.id).is_some_and(|c| {
+            !c.connected && now.saturating_sub(c.opened_ms) >= self.settings.config.stale_ms
+        });
+        if stale {
+            return Self::disconnect(ctx, codes::STALE);
+        }
+        Flow::Continue
+    }
+
+    fn closed(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.hub.closed(ctx.id);
+    }
+}
+
+/// Seconds since the Unix epoch, for token `exp`.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
