@@ -145,11 +145,19 @@ impl HttpConn {
     }
 }
 
-/// A response with `body` (and its `Content-Type`, when non-empty).
-pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Vec<u8> {
+/// A response with `body` (and its `Content-Type`, when non-empty); a 405
+/// names the method `path` takes (GET for metrics, POST for the API).
+pub fn response(
+    status: u16,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
     let ct = (!body.is_empty()).then_some(content_type);
+    let allow = if path == METRICS_PATH { "GET" } else { "POST" };
     let extra: &[(&str, &str)] = match status {
-        405 => &[("Allow", "POST")],
+        405 => &[("Allow", allow)],
         _ => &[],
     };
     http::response(status, extra, ct, body, keep_alive)

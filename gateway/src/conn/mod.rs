@@ -20,7 +20,7 @@ use engine::mailbox::Mailbox;
 use engine::{CloseCause, CloseMode, ConnId, Conns, Handler, Io, Origin};
 use wsproto::codec::Limits;
 use wsproto::handshake::{self, HandshakePolicy};
-use wsproto::http::{HeadLimits, Reject};
+use wsproto::http::HeadLimits;
 use wsproto::session::{Ending, Keepalive, Session, SessionConfig};
 
 use crate::app::pubsub::api::{self, ApiContext};
@@ -259,10 +259,7 @@ impl GatewayHandler {
             let (response, keep_alive) = match h.input(input, limits, max_body) {
                 Next::Incomplete => return,
                 Next::Reject(r) => (r.response(), false),
-                Next::Request(req) => {
-                    let keep_alive = req.keep_alive;
-                    (self.answer_http(io, h.listener, req), keep_alive)
-                }
+                Next::Request(req) => self.answer_http(io, h.listener, req),
             };
             input = b"";
             let _ = io.send(id, response.into());
@@ -277,27 +274,46 @@ impl GatewayHandler {
         }
     }
 
-    /// The response to one request on the admin or API listener.
-    fn answer_http(&mut self, io: &mut Io, listener: Listener, req: http::Request) -> Vec<u8> {
-        let keep = req.keep_alive;
+    /// The response to one request on the admin or API listener, and
+    /// whether the connection stays open: only after a success the client
+    /// wants to keep (a client error closes it, as a rejected upgrade does).
+    fn answer_http(
+        &mut self,
+        io: &mut Io,
+        listener: Listener,
+        req: http::Request,
+    ) -> (Vec<u8>, bool) {
+        let (status, content_type, body) = self.route_http(io, listener, &req);
+        let keep = req.keep_alive && status == 200;
+        (
+            http::response(status, &req.path, content_type, &body, keep),
+            keep,
+        )
+    }
+
+    /// Status, content type and body for one request.
+    fn route_http(
+        &mut self,
+        io: &mut Io,
+        listener: Listener,
+        req: &http::Request,
+    ) -> (u16, &'static str, Vec<u8>) {
         let api_here = !self.shared.config.api.key.is_empty()
             && (listener == Listener::Api || self.shared.config.api.listen.is_none());
         if listener == Listener::Admin && req.path == METRICS_PATH {
             if req.method != "GET" {
-                return Reject::new(405, "method must be GET").response();
+                return (405, "text/plain", b"method must be GET\n".to_vec());
             }
             return match self.shared.telemetry.clone() {
                 Some(t) => {
                     // This worker's own numbers are as fresh as the request.
                     self.publish(io);
-                    let body = t.render();
-                    http::response(200, telemetry::CONTENT_TYPE, body.as_bytes(), keep)
+                    (200, telemetry::CONTENT_TYPE, t.render().into_bytes())
                 }
-                None => http::response(
+                None => (
                     404,
                     "text/plain",
-                    b"metrics are disabled (admin.metrics = false)\n",
-                    keep,
+                    b"metrics are disabled (admin.metrics = false)\n".to_vec(),
                 ),
             };
         }
@@ -307,7 +323,7 @@ impl GatewayHandler {
             } else {
                 b"no such path\n"
             };
-            return http::response(404, "text/plain", hint, keep);
+            return (404, "text/plain", hint.to_vec());
         }
         let endpoint = api::endpoint(&req.path);
         let answer =
@@ -337,7 +353,7 @@ impl GatewayHandler {
         } else {
             "text/plain"
         };
-        http::response(answer.status, content_type, &answer.body, keep)
+        (answer.status, content_type, answer.body)
     }
 }
 

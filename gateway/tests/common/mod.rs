@@ -216,7 +216,10 @@ impl Gateway {
     #[track_caller]
     pub fn metrics(&self) -> Metrics {
         let admin = self.admin.expect("gateway started without [admin] listen");
-        let response = http_exchange(admin, b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+        let response = http_exchange(
+            admin,
+            b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(response.status, 200, "{response:?}");
         assert_eq!(
             response.header("Content-Type"),
