@@ -20,6 +20,9 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use wsproto::codec::{self, Codec, Event, Limits, MessageKind, Role};
 use wsproto::handshake::{ClientHandshake, ServerAnswer};
 
+use crate::pubsub::{
+    self as ps, ApiOutcome, ApiPublisher, Incoming, Layout, PublishOpts, SubscribeOpts, Via,
+};
 use crate::scenario::{self, Mode};
 use crate::stats::{new_histogram, Measurements};
 use crate::target_url::WsUrl;
@@ -81,6 +84,16 @@ pub struct Plan {
     pub epoch: Instant,
     /// Set (by SIGINT or the parent) to end the run early.
     pub abort: Arc<AtomicBool>,
+    /// Subscribe mode: the channels.
+    pub layout: Option<Layout>,
+    /// Subscribe mode: who subscribes how.
+    pub subscribe: SubscribeOpts,
+    /// Subscribe mode: who publishes how.
+    pub publish: PublishOpts,
+    /// Subscribe mode: this process runs the publisher (the first one).
+    pub publisher: bool,
+    /// Subscribe mode: µs between publications.
+    pub pub_interval_us: u64,
 }
 
 impl Plan {
@@ -167,6 +180,11 @@ impl Plan {
             cooldown_us: secs(l.cooldown_secs),
             epoch: Instant::now(),
             abort,
+            layout: (l.mode == Mode::Subscribe).then(|| Layout::new(&s.subscribe, l.connections)),
+            subscribe: s.subscribe.clone(),
+            publish: s.publish.clone(),
+            publisher: l.mode == Mode::Subscribe && process == 0 && s.publish.via != Via::None,
+            pub_interval_us: (1e6 / s.publish.rate.max(1e-6)) as u64,
         })
     }
 
@@ -184,6 +202,11 @@ impl Plan {
             }
             _ => Reply::Unexpected,
         }
+    }
+
+    /// Bytes of a publication's data (`load.message_size`, at least the stamp).
+    pub fn publish_size(&self) -> usize {
+        self.payload.len()
     }
 
     /// µs since the epoch.
@@ -265,6 +288,22 @@ enum State {
     Closing,
     /// The handshake failed and was counted; the connection is being aborted.
     Failed,
+    /// Subscribe mode: the HTTP connection to the server API.
+    Api(ApiPublisher),
+}
+
+/// Subscribe mode: a Centrifugo-protocol connection.
+#[derive(Debug, Default)]
+struct SubConn {
+    /// Publishes instead of subscribing.
+    publisher: bool,
+    /// Channels (subscribers).
+    channels: Vec<u64>,
+    /// Last sequence number seen per channel (`u64::MAX`: none yet).
+    last: Vec<u64>,
+    /// Publishers: next command id, and (id, channel, measured) awaiting replies.
+    next_id: u32,
+    awaiting: VecDeque<(u32, u64, bool)>,
 }
 
 /// Per-connection state.
@@ -272,6 +311,7 @@ enum State {
 pub struct Conn {
     state: State,
     pending: VecDeque<Pending>,
+    sub: Option<Box<SubConn>>,
 }
 
 /// The per-worker handler.
@@ -282,7 +322,7 @@ pub struct BenchHandler {
     /// Next connection number (of this process) this worker will open.
     next_conn: u64,
     /// When each slot's connect started (µs) and which URL it targets, by slot index.
-    connect_started: Vec<(u64, u32)>,
+    connect_started: Vec<(u64, u32, u64)>,
     phase: Phase,
     phase_until: u64,
     /// Connections not yet resolved (neither established nor failed).
@@ -296,6 +336,28 @@ pub struct BenchHandler {
     next_publish_us: u64,
     shutdown: Arc<AtomicBool>,
     rng: u64,
+    /// Subscribe mode, the publishing worker: the publisher's state.
+    publisher: Option<Box<Publisher>>,
+}
+
+/// The publishing side of subscribe mode (worker 0 of the first process).
+#[derive(Debug, Default)]
+struct Publisher {
+    /// The server API connection (`via = "api"`).
+    api: Option<ConnId>,
+    /// Publishing WebSocket connections (`via = "client"`).
+    conns: Vec<ConnId>,
+    /// Connections opened.
+    opened: bool,
+    /// When the next publication is due (µs since the epoch).
+    next_us: u64,
+    /// Round-robin position over the target channels, and over `conns`.
+    cursor: u64,
+    conn_cursor: usize,
+    /// Next sequence number per channel.
+    seq: Vec<u64>,
+    /// API requests awaiting their responses: (channel, measured).
+    fifo: VecDeque<(u64, bool)>,
 }
 
 impl BenchHandler {
@@ -325,7 +387,31 @@ impl BenchHandler {
             next_publish_us: 0,
             shutdown,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (worker + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            publisher: None,
         }
+        .with_subscribe_mode(worker)
+    }
+
+    /// Subscribe mode: per-channel tallies, and the publisher on worker 0
+    /// of the publishing process (its WebSocket publishers count among the
+    /// connections the ramp waits for).
+    fn with_subscribe_mode(mut self, worker: u64) -> Self {
+        let Some(layout) = &self.plan.layout else {
+            return self;
+        };
+        let n = layout.len() as usize;
+        self.measured.subscribed = vec![0; n];
+        if self.plan.publisher && worker == 0 {
+            self.measured.published = vec![0; n];
+            if self.plan.publish.via == Via::Client {
+                self.unresolved += self.plan.publish.connections;
+            }
+            self.publisher = Some(Box::new(Publisher {
+                seq: vec![0; n],
+                ..Publisher::default()
+            }));
+        }
+        self
     }
 
     /// Everything this worker measured.
@@ -370,9 +456,9 @@ impl BenchHandler {
             match io.connect(url.addr, bind) {
                 Ok(id) => {
                     if self.connect_started.len() <= id.index() {
-                        self.connect_started.resize(id.index() + 1, (0, 0));
+                        self.connect_started.resize(id.index() + 1, (0, 0, 0));
                     }
-                    self.connect_started[id.index()] = (now, url_index as u32);
+                    self.connect_started[id.index()] = (now, url_index as u32, global as u64);
                     io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
                 }
                 Err(e) => {
@@ -513,6 +599,7 @@ impl BenchHandler {
         io.set_deadline(id, 0);
         c.state = State::Open(Codec::new(Role::Client));
         match self.plan.mode {
+            Mode::Subscribe => self.say_hello(io, id, c),
             Mode::Echo if self.sending_allowed() => {
                 for _ in 0..self.plan.in_flight {
                     self.send_message(io, id, c, now, now);
@@ -609,6 +696,273 @@ impl BenchHandler {
         }
     }
 
+    /// Subscribe mode: the publishing worker opens its connections once,
+    /// at the start of the ramp.
+    fn open_publishers(&mut self, io: &mut Io, now: u64) {
+        let Some(p) = self.publisher.as_deref_mut().filter(|p| !p.opened) else {
+            return;
+        };
+        p.opened = true;
+        let plan = &self.plan;
+        match plan.publish.via {
+            Via::Api => {
+                let (_, addr) = ApiPublisher::new(&plan.publish.api_url, &plan.publish.api_key)
+                    .expect("validated with the scenario");
+                match io.connect(addr, None) {
+                    Ok(id) => p.api = Some(id),
+                    Err(e) => log::error!("server API socket: {e}"),
+                }
+            }
+            Via::Client => {
+                for j in 0..plan.publish.connections {
+                    let url_index = (j as usize) % plan.urls.len();
+                    match io.connect(plan.urls[url_index].addr, None) {
+                        Ok(id) => {
+                            if self.connect_started.len() <= id.index() {
+                                self.connect_started.resize(id.index() + 1, (0, 0, 0));
+                            }
+                            self.connect_started[id.index()] =
+                                (now, url_index as u32, u64::MAX - j);
+                            io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
+                            p.conns.push(id);
+                        }
+                        Err(e) => {
+                            self.measured
+                                .counts
+                                .connect_failed(e.raw_os_error().unwrap_or(0));
+                            self.unresolved -= 1;
+                        }
+                    }
+                }
+            }
+            Via::None => {}
+        }
+    }
+
+    /// Subscribe mode, after the 101: connect, and subscribe (publishers
+    /// only connect).
+    fn say_hello(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
+        let plan = self.plan.clone();
+        let Some(layout) = &plan.layout else { return };
+        let global = self.connect_started.get(id.index()).map_or(0, |s| s.2);
+        let sub = c.sub.get_or_insert_with(Box::default);
+        let names: Vec<String> = if sub.publisher {
+            Vec::new()
+        } else {
+            sub.channels = layout.of(global);
+            sub.last = vec![u64::MAX; sub.channels.len()];
+            sub.channels.iter().map(|&k| layout.name(k)).collect()
+        };
+        let opts = &plan.subscribe;
+        let token = (!opts.token_secret.is_empty()).then(|| {
+            let user = if sub.publisher {
+                format!("pub{}", u64::MAX - global)
+            } else {
+                format!("u{global}")
+            };
+            ps::token(&opts.token_secret, &user, &names, opts.server_side)
+        });
+        let frame = ps::hello(token.as_deref(), &names, opts.server_side);
+        let mask = self.mask();
+        let _ = io.send(
+            id,
+            codec::encode_message(MessageKind::Text, frame.as_bytes(), mask),
+        );
+    }
+
+    /// Subscribe mode: what the server sent a subscriber or publisher.
+    fn on_sub_frames(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
+        let State::Open(codec) = &mut c.state else {
+            return;
+        };
+        let plan = self.plan.clone();
+        let mut lines: Vec<Incoming> = Vec::new();
+        let mut bad = 0u64;
+        let mut server_close = None;
+        let mut server_ping = None;
+        let result = codec.feed(data, &plan.limits, &mut |ev| match ev {
+            Event::Message(MessageKind::Text, p) => {
+                for line in std::str::from_utf8(p).unwrap_or_default().split('\n') {
+                    match ps::parse_line(line) {
+                        Ok(i) => lines.push(i),
+                        Err(_) => bad += 1,
+                    }
+                }
+            }
+            Event::Message(MessageKind::Binary, _) | Event::Pong(_) => bad += 1,
+            Event::Ping(p) => server_ping = Some(p.to_vec()),
+            Event::Close { code, .. } => server_close = Some(code),
+        });
+        let now_mono = ps::mono_us();
+        let counts = &mut self.measured.counts;
+        counts.protocol_errors += bad;
+        let sub = c.sub.get_or_insert_with(Box::default);
+        let mut pong = false;
+        for line in lines {
+            match line {
+                Incoming::Ping => pong = true,
+                Incoming::Connected if !sub.publisher && plan.subscribe.server_side => {
+                    counts.subs_ok += sub.channels.len() as u64;
+                    for &k in &sub.channels {
+                        self.measured.subscribed[k as usize] += 1;
+                    }
+                }
+                Incoming::Connected => {}
+                Incoming::Ok(reply) if sub.publisher => {
+                    if let Some(pos) = sub.awaiting.iter().position(|a| a.0 == reply) {
+                        let (_, k, measured) = sub.awaiting.remove(pos).expect("in range");
+                        if measured {
+                            counts.pubs_ok += 1;
+                            self.measured.published[k as usize] += 1;
+                        }
+                    }
+                }
+                Incoming::Ok(reply) => {
+                    if let Some(&k) = sub.channels.get((reply as usize).wrapping_sub(2)) {
+                        counts.subs_ok += 1;
+                        self.measured.subscribed[k as usize] += 1;
+                    }
+                }
+                Incoming::Error(reply, code) => {
+                    log::debug!("error {code} for command {reply}");
+                    if sub.publisher {
+                        counts.pubs_failed += 1;
+                        sub.awaiting.retain(|a| a.0 != reply);
+                    } else {
+                        counts.subs_failed += 1;
+                    }
+                }
+                Incoming::Publication(t, seq, k, measured) => {
+                    counts.replies_all += 1;
+                    let Some(i) = sub.channels.iter().position(|&ch| ch == k) else {
+                        counts.protocol_errors += 1;
+                        continue;
+                    };
+                    let last = &mut sub.last[i];
+                    if *last != u64::MAX && seq == *last {
+                        counts.deliveries_dup += 1;
+                        continue;
+                    }
+                    if *last != u64::MAX && seq < *last {
+                        counts.deliveries_ooo += 1;
+                    } else {
+                        *last = seq;
+                    }
+                    if measured {
+                        counts.deliveries += 1;
+                        let latency = now_mono.saturating_sub(t).max(1);
+                        let _ = self.measured.latency.record(latency);
+                        let _ = self.interval.record(latency);
+                    }
+                }
+                Incoming::Unsubscribed(_) => counts.unsubscribed += 1,
+                Incoming::Other => {}
+            }
+        }
+        if pong {
+            let mask = self.mask();
+            let _ = io.send(id, codec::encode_message(MessageKind::Text, b"{}", mask));
+        }
+        if let Some(payload) = server_ping {
+            let mask = self.mask();
+            let _ = io.send(
+                id,
+                codec::encode_frame(OpCode::Control(Control::Pong), true, &payload, mask),
+            );
+        }
+        if let Err(e) = result {
+            log::debug!("protocol error from server: {e}");
+            self.measured.counts.protocol_errors += 1;
+            io.close(id, CloseMode::Abort);
+        } else if let Some(code) = server_close {
+            log::debug!("server closed connection with {code:?}");
+            let mask = self.mask();
+            let _ = io.send(id, codec::encode_close(code.unwrap_or(1000), "", mask));
+            io.close(id, CloseMode::Graceful);
+        }
+    }
+
+    /// Subscribe mode: the server API answered a publication.
+    fn on_api_outcome(&mut self, outcome: ApiOutcome) {
+        let Some(p) = self.publisher.as_deref_mut() else {
+            return;
+        };
+        let Some((k, measured)) = p.fifo.pop_front() else {
+            return;
+        };
+        match outcome {
+            ApiOutcome::Ok if measured => {
+                self.measured.counts.pubs_ok += 1;
+                self.measured.published[k as usize] += 1;
+            }
+            ApiOutcome::Ok => {}
+            ApiOutcome::Failed(status) => {
+                log::debug!("server API refused a publication ({status})");
+                self.measured.counts.pubs_failed += 1;
+            }
+        }
+    }
+
+    /// Subscribe mode: sends the publications that are due.
+    fn publish_due(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>, now: u64) {
+        if !matches!(self.phase, Phase::Warmup | Phase::Window) {
+            return;
+        }
+        let plan = self.plan.clone();
+        let Some(layout) = &plan.layout else { return };
+        let targets = layout.targets(plan.publish.to);
+        let measured = self.phase == Phase::Window;
+        let mut mask = self.mask();
+        let p = self
+            .publisher
+            .as_deref_mut()
+            .expect("checked by the caller");
+        if p.next_us == 0 {
+            p.next_us = now;
+        }
+        // At most a second's worth at once, should the loop have stalled.
+        let mut budget = (1e6 / plan.pub_interval_us as f64).ceil() as u64 + 1;
+        while p.next_us <= now && budget > 0 && !targets.is_empty() {
+            budget -= 1;
+            p.next_us += plan.pub_interval_us;
+            let k = targets.start + p.cursor % (targets.end - targets.start);
+            p.cursor += 1;
+            let seq = p.seq[k as usize];
+            p.seq[k as usize] += 1;
+            let data = ps::publication_data(ps::mono_us(), seq, k, measured, plan.publish_size());
+            let name = layout.name(k);
+            if let Some(api) = p.api {
+                let Some(Conn {
+                    state: State::Api(a),
+                    ..
+                }) = conns.get_mut(io, api)
+                else {
+                    continue;
+                };
+                if io.send(api, a.request(&name, &data).into()).is_ok() {
+                    p.fifo.push_back((k, measured));
+                }
+            } else if !p.conns.is_empty() {
+                let pubconn = p.conns[p.conn_cursor % p.conns.len()];
+                p.conn_cursor += 1;
+                let Some(c) = conns.get_mut(io, pubconn) else {
+                    continue;
+                };
+                let (State::Open(_), Some(sub)) = (&c.state, c.sub.as_deref_mut()) else {
+                    continue;
+                };
+                let cmd_id = sub.next_id;
+                sub.next_id += 1;
+                let cmd = ps::publish_command(cmd_id, &name, &data);
+                let frame = codec::encode_message(MessageKind::Text, cmd.as_bytes(), mask);
+                mask = Some((cmd_id.wrapping_mul(0x9e37_79b9) ^ 0x5bd1_e995).to_ne_bytes());
+                if io.send(pubconn, frame).is_ok() {
+                    sub.awaiting.push_back((cmd_id, k, measured));
+                }
+            }
+        }
+    }
+
     fn publish(&mut self, now: u64, force: bool) {
         if !force && now < self.next_publish_us {
             return;
@@ -641,6 +995,24 @@ impl Handler for BenchHandler {
     type Conn = Conn;
 
     fn on_open(&mut self, io: &mut Io, id: ConnId, _: Origin) -> Conn {
+        let publisher = self.publisher.as_deref();
+        if publisher.is_some_and(|p| p.api == Some(id)) {
+            let (api, _) =
+                ApiPublisher::new(&self.plan.publish.api_url, &self.plan.publish.api_key)
+                    .expect("validated with the scenario");
+            return Conn {
+                state: State::Api(api),
+                pending: VecDeque::new(),
+                sub: None,
+            };
+        }
+        let sub = publisher.is_some_and(|p| p.conns.contains(&id)).then(|| {
+            Box::new(SubConn {
+                publisher: true,
+                next_id: 2,
+                ..SubConn::default()
+            })
+        });
         let hs = ClientHandshake::new(tungstenite::handshake::client::generate_key());
         let url_index = self
             .connect_started
@@ -654,13 +1026,22 @@ impl Handler for BenchHandler {
                 head: Vec::new(),
             },
             pending: VecDeque::new(),
+            sub,
         }
     }
 
     fn on_data(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
         match c.state {
             State::Handshake { .. } => self.on_handshake(io, id, c, data),
+            State::Open(_) if self.plan.mode == Mode::Subscribe => {
+                self.on_sub_frames(io, id, c, data)
+            }
             State::Open(_) => self.on_frames(io, id, c, data),
+            State::Api(ref mut api) => {
+                for outcome in api.input(data) {
+                    self.on_api_outcome(outcome);
+                }
+            }
             State::Closing | State::Failed => {}
         }
     }
@@ -672,7 +1053,9 @@ impl Handler for BenchHandler {
     fn on_deadline(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
         match c.state {
             State::Handshake { .. } => self.fail_handshake(io, id, c, |k| k.fail_timeout += 1),
-            State::Open(_) | State::Closing | State::Failed => io.close(id, CloseMode::Abort),
+            State::Open(_) | State::Closing | State::Failed | State::Api(_) => {
+                io.close(id, CloseMode::Abort)
+            }
         }
     }
 
@@ -685,6 +1068,11 @@ impl Handler for BenchHandler {
                 self.unresolved -= 1;
             }
             State::Failed => {}
+            State::Api(_) => {
+                if self.sending_allowed() {
+                    log::error!("the server API closed the publisher's connection");
+                }
+            }
             State::Open(_) => {
                 self.conns_up -= 1;
                 self.measured.counts.conn_dropped += 1;
@@ -696,7 +1084,16 @@ impl Handler for BenchHandler {
         }
     }
 
-    fn on_connect_failed(&mut self, _: &mut Io, _: ConnId, errno: i32) {
+    fn on_connect_failed(&mut self, _: &mut Io, id: ConnId, errno: i32) {
+        if let Some(p) = self.publisher.as_deref_mut().filter(|p| p.api == Some(id)) {
+            log::error!(
+                "cannot connect to the server API at {}: {}",
+                self.plan.publish.api_url,
+                std::io::Error::from_raw_os_error(errno)
+            );
+            p.api = None;
+            return;
+        }
         self.measured.counts.connect_failed(errno);
         self.unresolved -= 1;
     }
@@ -719,12 +1116,16 @@ impl Handler for BenchHandler {
         self.advance_phase(now);
         if self.phase == Phase::Ramp {
             self.open_due_connections(io, now);
+            self.open_publishers(io, now);
         }
         self.publish(now, false);
     }
 
     fn on_schedule(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
         let now = self.plan.now_us();
+        if self.publisher.is_some() {
+            self.publish_due(io, conns, now);
+        }
         while let Some(&Reverse((due, id))) = self.schedule.peek() {
             if due > now + self.plan.send_batch_us {
                 break;
@@ -755,7 +1156,15 @@ impl Handler for BenchHandler {
         let next_conn = (self.phase == Phase::Ramp && self.next_conn < self.plan.connections)
             .then(|| (self.next_conn as f64 * self.plan.connect_interval_us) as u64);
         let next_send = self.schedule.peek().map(|Reverse((due, _))| *due);
-        let next = [next_conn, next_send].into_iter().flatten().min()?;
+        let next_pub = self
+            .publisher
+            .as_deref()
+            .filter(|_| matches!(self.phase, Phase::Warmup | Phase::Window))
+            .map(|p| p.next_us);
+        let next = [next_conn, next_send, next_pub]
+            .into_iter()
+            .flatten()
+            .min()?;
         Some(Duration::from_micros(next.saturating_sub(now)))
     }
 }

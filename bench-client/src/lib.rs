@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod cost;
+pub mod pubsub;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -54,8 +54,12 @@ pub struct CellReport {
     pub tps: f64,
     /// Payload bytes per second, both directions, over the window.
     pub bytes_per_sec: f64,
-    /// Answered in time / sent (connect-only: established and still up / attempted).
+    /// Answered in time / sent (connect-only: established and still up /
+    /// attempted; subscribe: delivered / expected).
     pub success_rate: f64,
+    /// Subscribe mode: deliveries expected (measured publications × their
+    /// channel's subscribers).
+    pub expected_deliveries: u64,
     /// Seconds measured.
     pub window_secs: f64,
     /// Wall clock of the whole cell.
@@ -79,6 +83,11 @@ impl CellReport {
                 ratio(c.msgs_ok, c.pings_sent),
             ),
             Mode::Echo | Mode::Rate => (c.msgs_ok as f64 / window, ratio(c.msgs_ok, c.msgs_sent)),
+            // Deliveries per second, and delivered / expected.
+            Mode::Subscribe => (
+                c.deliveries as f64 / window,
+                ratio(c.deliveries, out.measured.expected_deliveries()),
+            ),
         };
         let latency = LatencySummary::of(&out.measured.latency);
         let handshake = LatencySummary::of(&out.measured.handshake);
@@ -98,6 +107,7 @@ impl CellReport {
             tps,
             bytes_per_sec: (c.bytes_sent + c.bytes_received) as f64 / window,
             success_rate,
+            expected_deliveries: out.measured.expected_deliveries(),
             window_secs: window,
             elapsed_secs: out.elapsed_secs,
             cost: out.cost.clone(),
@@ -199,7 +209,26 @@ pub fn summary_text(r: &CellReport) -> String {
         c.conn_up_at_end
     );
     let _ = writeln!(s, "{}", latency_row("handshake latency", &r.handshake));
-    if r.mode != "connect-only" {
+    if r.mode == "subscribe" {
+        let _ = writeln!(s, "--- publications ---");
+        let _ = writeln!(
+            s,
+            "subscriptions {} (refused {})  publications accepted {} (refused {})  unsubscribed by the server {}",
+            c.subs_ok, c.subs_failed, c.pubs_ok, c.pubs_failed, c.unsubscribed
+        );
+        let _ = writeln!(
+            s,
+            "deliveries {} of {} expected  missing {}  duplicate {}  out of order {}  protocol errors {}",
+            c.deliveries,
+            r.expected_deliveries,
+            c.missing(r.expected_deliveries),
+            c.deliveries_dup,
+            c.deliveries_ooo,
+            c.protocol_errors
+        );
+        let _ = writeln!(s, "{}", latency_row("delivery latency", &r.latency));
+        let _ = writeln!(s, "throughput             {:.0} deliveries/s", r.tps);
+    } else if r.mode != "connect-only" {
         let _ = writeln!(s, "--- messages ---");
         if r.mode == "ping" {
             let _ = writeln!(

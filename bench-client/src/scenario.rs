@@ -12,6 +12,7 @@ use engine::{EngineConfig, EngineKey};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
+use crate::pubsub::{ApiPublisher, Pattern, PublishOpts, PublishTo, SubscribeOpts, Via};
 use crate::target_url;
 
 /// Why a scenario cannot run.
@@ -75,6 +76,12 @@ pub struct Scenario {
     /// How the client itself runs.
     #[serde(default)]
     pub client: ClientOpts,
+    /// `subscribe` mode: channels and who subscribes where.
+    #[serde(default)]
+    pub subscribe: SubscribeOpts,
+    /// `subscribe` mode: who publishes, how often, how.
+    #[serde(default)]
+    pub publish: PublishOpts,
     /// Pass/fail criteria; any failing one makes the exit status 1.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -111,6 +118,10 @@ pub enum Mode {
     Rate,
     /// Heartbeat pings every `ping_interval_ms`; pong RTT and ratio.
     Ping,
+    /// Centrifugo-protocol subscribers (`[subscribe]`) and a publisher
+    /// (`[publish]`); delivery latency, deliveries/s, missing, duplicate
+    /// and out-of-order deliveries.
+    Subscribe,
 }
 
 impl Mode {
@@ -121,6 +132,7 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::Rate => "rate",
             Mode::Ping => "ping",
+            Mode::Subscribe => "subscribe",
         }
     }
 
@@ -139,6 +151,14 @@ impl Mode {
             Mode::Rate => &["in_flight", "ping_interval_ms"],
             // A ping carries its send time as payload.
             Mode::Ping => &["message_size", "message_kind", "in_flight", "rate"],
+            // Publications are JSON text; their rate is `publish.rate`.
+            Mode::Subscribe => &[
+                "message_kind",
+                "in_flight",
+                "rate",
+                "ping_interval_ms",
+                "message_timeout_ms",
+            ],
         }
     }
 }
@@ -532,6 +552,37 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
         Mode::Rate => positive("load.rate", l.rate)?,
         Mode::Ping => positive("load.ping_interval_ms", l.ping_interval_ms)?,
         Mode::ConnectOnly | Mode::Echo => {}
+        Mode::Subscribe => {
+            let (sub, publ) = (&s.subscribe, &s.publish);
+            if sub.pattern == Pattern::Channels && sub.channels == 0 {
+                return Err(invalid("subscribe.channels", "must be at least 1"));
+            }
+            if sub.pattern == Pattern::PersonalGroup && sub.group_size == 0 {
+                return Err(invalid("subscribe.group_size", "must be at least 1"));
+            }
+            if sub.server_side && sub.token_secret.is_empty() {
+                return Err(invalid(
+                    "subscribe.server_side",
+                    "needs subscribe.token_secret (the channels travel in the token)",
+                ));
+            }
+            if publ.via != Via::None {
+                positive("publish.rate", publ.rate)?;
+            }
+            if publ.via == Via::Api {
+                ApiPublisher::new(&publ.api_url, &publ.api_key)
+                    .map_err(|e| invalid("publish.api_url", e))?;
+            }
+            if publ.via == Via::Client && publ.connections == 0 {
+                return Err(invalid("publish.connections", "must be at least 1"));
+            }
+            if publ.to != PublishTo::All && sub.pattern != Pattern::PersonalGroup {
+                return Err(invalid(
+                    "publish.to",
+                    "group and personal need subscribe.pattern = \"personal-group\"",
+                ));
+            }
+        }
     }
     if l.message_timeout_ms == 0 {
         return Err(invalid("load.message_timeout_ms", "must be at least 1"));

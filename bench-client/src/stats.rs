@@ -56,6 +56,22 @@ pub struct Counts {
     /// Replies received in any phase (warm-up included): the denominator of
     /// CPU time per message, since the server works on those too.
     pub replies_all: u64,
+    /// Subscribe mode: subscriptions confirmed (replies, or server-side at connect).
+    pub subs_ok: u64,
+    /// Subscribe mode: connects or subscribes refused (error replies).
+    pub subs_failed: u64,
+    /// Subscribe mode: measured publications the server accepted.
+    pub pubs_ok: u64,
+    /// Subscribe mode: publications the server refused.
+    pub pubs_failed: u64,
+    /// Subscribe mode: measured publications received (first copy of each).
+    pub deliveries: u64,
+    /// Subscribe mode: a publication received again.
+    pub deliveries_dup: u64,
+    /// Subscribe mode: received after a later one of the same channel.
+    pub deliveries_ooo: u64,
+    /// Subscribe mode: server-side unsubscribes.
+    pub unsubscribed: u64,
 }
 
 impl Counts {
@@ -85,7 +101,15 @@ impl Counts {
             pings_sent,
             pongs_received,
             protocol_errors,
-            replies_all
+            replies_all,
+            subs_ok,
+            subs_failed,
+            pubs_ok,
+            pubs_failed,
+            deliveries,
+            deliveries_dup,
+            deliveries_ooo,
+            unsubscribed
         );
     }
 
@@ -97,6 +121,12 @@ impl Counts {
             + self.fail_bad_status
             + self.fail_bad_accept
             + self.fail_other
+    }
+
+    /// Subscribe mode: deliveries expected from what was published and who
+    /// subscribed (see [`Measurements::expected_deliveries`]).
+    pub fn missing(&self, expected: u64) -> u64 {
+        expected.saturating_sub(self.deliveries)
     }
 
     /// Records a failed connect by errno.
@@ -115,6 +145,12 @@ impl Counts {
 pub struct Measurements {
     /// Counters.
     pub counts: Counts,
+    /// Subscribe mode: measured publications accepted, per channel.
+    #[serde(default)]
+    pub published: Vec<u64>,
+    /// Subscribe mode: subscriptions, per channel.
+    #[serde(default)]
+    pub subscribed: Vec<u64>,
     /// Connect-to-101 latency, µs.
     #[serde(with = "hist_serde")]
     pub handshake: Histogram<u64>,
@@ -131,6 +167,8 @@ impl Default for Measurements {
     fn default() -> Self {
         Self {
             counts: Counts::default(),
+            published: Vec::new(),
+            subscribed: Vec::new(),
             handshake: new_histogram(),
             latency: new_histogram(),
             raw_latency: new_histogram(),
@@ -139,9 +177,27 @@ impl Default for Measurements {
 }
 
 impl Measurements {
+    /// Subscribe mode: Σ over channels of measured publications × subscribers.
+    pub fn expected_deliveries(&self) -> u64 {
+        self.published
+            .iter()
+            .zip(&self.subscribed)
+            .map(|(p, s)| p * s)
+            .sum()
+    }
+
     /// Adds another worker's or process's measurements.
     pub fn merge(&mut self, o: &Measurements) {
         self.counts.merge(&o.counts);
+        for (mine, theirs) in [
+            (&mut self.published, &o.published),
+            (&mut self.subscribed, &o.subscribed),
+        ] {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), 0);
+            }
+            mine.iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
+        }
         // Same bounds everywhere, so adding cannot fail.
         self.handshake
             .add(&o.handshake)
