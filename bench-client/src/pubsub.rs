@@ -506,7 +506,7 @@ mod tests {
         let (mut p, _) = ApiPublisher::new("http://127.0.0.1:9/api/publish", "k").unwrap();
         p.request("c", "1");
         p.request("c", "2");
-        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"result\":{HTTP/1.1 200 OK\r\nContent-Length: 43\r\n\r\n{\"error\":{\"code\":102,\"message\":\"unknown\"}}";
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"result\":{HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n{\"error\":{\"code\":102,\"message\":\"unknown\"}}";
         let mut got = p.input(&wire[..30]);
         got.extend(p.input(&wire[30..]));
         assert_eq!(got, [ApiOutcome::Ok, ApiOutcome::Failed(200)]);
