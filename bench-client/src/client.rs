@@ -23,7 +23,7 @@ use wsproto::handshake::{ClientHandshake, ServerAnswer};
 use crate::pubsub::{
     self as ps, ApiOutcome, ApiPublisher, Incoming, Layout, PublishOpts, SubscribeOpts, Via,
 };
-use crate::scenario::{self, Mode};
+use crate::scenario::{self, Mode, SessionOpts, SessionProtocol};
 use crate::stats::{new_histogram, Measurements};
 use crate::target_url::WsUrl;
 
@@ -94,6 +94,8 @@ pub struct Plan {
     pub publisher: bool,
     /// Subscribe mode: µs between publications.
     pub pub_interval_us: u64,
+    /// Session mode: the VUs' stages and behaviour.
+    pub session: SessionOpts,
 }
 
 impl Plan {
@@ -176,15 +178,41 @@ impl Plan {
             processes,
             connect_interval_us,
             warmup_us: secs(l.warmup_secs),
-            duration_us: secs(l.duration_secs),
+            duration_us: match l.mode {
+                Mode::Session => secs(s.session.total_secs()),
+                _ => secs(l.duration_secs),
+            },
             cooldown_us: secs(l.cooldown_secs),
             epoch: Instant::now(),
             abort,
-            layout: (l.mode == Mode::Subscribe).then(|| Layout::new(&s.subscribe, l.connections)),
+            layout: match l.mode {
+                Mode::Subscribe => Some(Layout::new(&s.subscribe, l.connections)),
+                // The hub channel: `{channel_prefix}0`.
+                Mode::Session => Some(Layout::new(
+                    &SubscribeOpts {
+                        pattern: crate::pubsub::Pattern::Shared,
+                        ..s.subscribe.clone()
+                    },
+                    1,
+                )),
+                _ => None,
+            },
             subscribe: s.subscribe.clone(),
             publish: s.publish.clone(),
-            publisher: l.mode == Mode::Subscribe && process == 0 && s.publish.via != Via::None,
-            pub_interval_us: (1e6 / s.publish.rate.max(1e-6)) as u64,
+            publisher: matches!(l.mode, Mode::Subscribe | Mode::Session)
+                && process == 0
+                && s.publish.via != Via::None,
+            pub_interval_us: {
+                let targets = match (l.mode, s.publish.per_channel) {
+                    (Mode::Subscribe, true) => {
+                        let range = Layout::new(&s.subscribe, l.connections).targets(s.publish.to);
+                        (range.end - range.start).max(1) as f64
+                    }
+                    _ => 1.0,
+                };
+                (1e6 / (s.publish.rate * targets).max(1e-6)).max(1.0) as u64
+            },
+            session: s.session.clone(),
         })
     }
 
@@ -306,12 +334,31 @@ struct SubConn {
     awaiting: VecDeque<(u32, u64, bool)>,
 }
 
+/// Session mode: one virtual user's current iteration.
+#[derive(Debug)]
+struct Vu {
+    /// VU number (for its personal channel and name).
+    n: u64,
+    /// When its connect started (µs since the epoch).
+    started_us: u64,
+    /// When it sends `LEAVE`, and when it closes.
+    leave_us: u64,
+    close_us: u64,
+    /// `LEAVE` sent.
+    left: bool,
+    /// We closed: the iteration completed.
+    closing: bool,
+    /// Messages sent (sequence of its `SAY`s).
+    said: u64,
+}
+
 /// Per-connection state.
 #[derive(Debug)]
 pub struct Conn {
     state: State,
     pending: VecDeque<Pending>,
     sub: Option<Box<SubConn>>,
+    vu: Option<Box<Vu>>,
 }
 
 /// The per-worker handler.
@@ -338,6 +385,13 @@ pub struct BenchHandler {
     rng: u64,
     /// Subscribe mode, the publishing worker: the publisher's state.
     publisher: Option<Box<Publisher>>,
+    /// Session mode: this worker's index and the workers of all processes.
+    vu_slot: (u64, u64),
+    /// Session mode: VUs running now, and VUs started so far.
+    vus: u64,
+    vus_started: u64,
+    /// Session mode: when the stages began (µs since the epoch).
+    stages_start: u64,
 }
 
 /// The publishing side of subscribe mode (worker 0 of the first process).
@@ -388,6 +442,10 @@ impl BenchHandler {
             shutdown,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (worker + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
             publisher: None,
+            vu_slot: (0, 1),
+            vus: 0,
+            vus_started: 0,
+            stages_start: 0,
         }
         .with_subscribe_mode(worker)
     }
@@ -396,6 +454,16 @@ impl BenchHandler {
     /// of the publishing process (its WebSocket publishers count among the
     /// connections the ramp waits for).
     fn with_subscribe_mode(mut self, worker: u64) -> Self {
+        if self.plan.mode == Mode::Session {
+            // No fixed connection count: the ramp is over at once, the
+            // stages run in the window.
+            self.unresolved = 0;
+            let p = &self.plan;
+            self.vu_slot = (
+                p.conn_offset * self.workers + worker,
+                p.processes * self.workers,
+            );
+        }
         let Some(layout) = &self.plan.layout else {
             return self;
         };
@@ -467,7 +535,7 @@ impl BenchHandler {
                     self.measured
                         .counts
                         .connect_failed(e.raw_os_error().unwrap_or(0));
-                    self.unresolved -= 1;
+                    self.unresolved = self.unresolved.saturating_sub(1);
                 }
             }
         }
@@ -594,12 +662,13 @@ impl BenchHandler {
             .handshake
             .record(now.saturating_sub(started).max(1));
         self.measured.counts.conn_established += 1;
-        self.unresolved -= 1;
+        self.unresolved = self.unresolved.saturating_sub(1);
         self.conns_up += 1;
         io.set_deadline(id, 0);
         c.state = State::Open(Codec::new(Role::Client));
         match self.plan.mode {
             Mode::Subscribe => self.say_hello(io, id, c),
+            Mode::Session => self.vu_hello(io, id, c, now),
             Mode::Echo if self.sending_allowed() => {
                 for _ in 0..self.plan.in_flight {
                     self.send_message(io, id, c, now, now);
@@ -628,7 +697,7 @@ impl BenchHandler {
     ) {
         c.state = State::Failed;
         count(&mut self.measured.counts);
-        self.unresolved -= 1;
+        self.unresolved = self.unresolved.saturating_sub(1);
         io.close(id, CloseMode::Abort);
     }
 
@@ -730,7 +799,7 @@ impl BenchHandler {
                             self.measured
                                 .counts
                                 .connect_failed(e.raw_os_error().unwrap_or(0));
-                            self.unresolved -= 1;
+                            self.unresolved = self.unresolved.saturating_sub(1);
                         }
                     }
                 }
@@ -820,7 +889,10 @@ impl BenchHandler {
                 Incoming::Ok(reply) => {
                     if let Some(&k) = sub.channels.get((reply as usize).wrapping_sub(2)) {
                         counts.subs_ok += 1;
-                        self.measured.subscribed[k as usize] += 1;
+                        // A session's personal channel is no bench channel.
+                        if let Some(n) = self.measured.subscribed.get_mut(k as usize) {
+                            *n += 1;
+                        }
                     }
                 }
                 Incoming::Error(reply, code) => {
@@ -830,6 +902,18 @@ impl BenchHandler {
                         sub.awaiting.retain(|a| a.0 != reply);
                     } else {
                         counts.subs_failed += 1;
+                    }
+                }
+                Incoming::Publication(t, _, k, measured) if plan.mode == Mode::Session => {
+                    // The hub's broadcasts are measured; the rest are the
+                    // VU's own chat coming back.
+                    counts.replies_all += 1;
+                    counts.vu_msgs_received += 1;
+                    if k == 0 && measured {
+                        counts.deliveries += 1;
+                        let latency = now_mono.saturating_sub(t).max(1);
+                        let _ = self.measured.latency.record(latency);
+                        let _ = self.interval.record(latency);
                     }
                 }
                 Incoming::Publication(t, seq, k, measured) => {
@@ -876,6 +960,179 @@ impl BenchHandler {
             io.close(id, CloseMode::Abort);
         } else if let Some(code) = server_close {
             log::debug!("server closed connection with {code:?}");
+            let mask = self.mask();
+            let _ = io.send(id, codec::encode_close(code.unwrap_or(1000), "", mask));
+            io.close(id, CloseMode::Graceful);
+        }
+    }
+
+    /// Session mode: starts VUs until this worker runs its share of the
+    /// current stage's target.
+    fn start_vus(&mut self, io: &mut Io, now: u64) {
+        if self.phase != Phase::Window {
+            return;
+        }
+        if self.stages_start == 0 {
+            self.stages_start = now;
+        }
+        let plan = self.plan.clone();
+        let t = now.saturating_sub(self.stages_start) as f64 / 1e6;
+        let total = plan.session.target_at(t).floor() as u64;
+        let (slot, slots) = self.vu_slot;
+        let mine = total / slots + u64::from(slot < total % slots);
+        let mut budget = CONNECTS_PER_TICK;
+        while self.vus < mine && budget > 0 {
+            budget -= 1;
+            let n = self.vus_started * slots + slot;
+            self.vus_started += 1;
+            let url_index = (n as usize) % plan.urls.len();
+            let bind = (!plan.sources.is_empty())
+                .then(|| SocketAddr::new(plan.sources[n as usize % plan.sources.len()], 0));
+            self.measured.counts.conn_attempted += 1;
+            self.measured.counts.sessions_started += 1;
+            match io.connect(plan.urls[url_index].addr, bind) {
+                Ok(id) => {
+                    self.vus += 1;
+                    if self.connect_started.len() <= id.index() {
+                        self.connect_started.resize(id.index() + 1, (0, 0, 0));
+                    }
+                    self.connect_started[id.index()] = (now, url_index as u32, n);
+                    io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
+                }
+                Err(e) => {
+                    self.measured
+                        .counts
+                        .connect_failed(e.raw_os_error().unwrap_or(0));
+                    self.measured.counts.sessions_failed += 1;
+                }
+            }
+        }
+    }
+
+    /// Session mode, after the 101: introduce the VU and plan its first message.
+    fn vu_hello(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, now: u64) {
+        let Some(vu) = c.vu.as_deref() else { return };
+        let n = vu.n;
+        let frame = match self.plan.session.protocol {
+            SessionProtocol::Raw => format!("{{\"event\":\"SET_NAME\",\"new_name\":\"Croc {n}\"}}"),
+            SessionProtocol::Centrifuge => {
+                let layout = self.plan.layout.as_ref().expect("session layout");
+                let names = [layout.name(0), self.personal_channel(n)];
+                let sub = c.sub.get_or_insert_with(Box::default);
+                sub.channels = vec![0, u64::MAX];
+                sub.last = vec![u64::MAX; 2];
+                let opts = &self.plan.subscribe;
+                let token = (!opts.token_secret.is_empty())
+                    .then(|| ps::token(&opts.token_secret, &format!("vu{n}"), &names, false));
+                ps::hello(token.as_deref(), &names, false)
+            }
+        };
+        self.send_vu_text(io, id, frame.as_bytes());
+        let next = now + self.vu_gap();
+        self.schedule.push(Reverse((next, id)));
+    }
+
+    fn personal_channel(&self, n: u64) -> String {
+        format!("{}vu{n}", self.plan.subscribe.channel_prefix)
+    }
+
+    /// A random gap between two messages of a VU, µs.
+    fn vu_gap(&mut self) -> u64 {
+        let s = &self.plan.session;
+        let span = s.send_max_ms - s.send_min_ms + 1;
+        (s.send_min_ms + self.random() % span) * 1000
+    }
+
+    fn send_vu_text(&mut self, io: &mut Io, id: ConnId, text: &[u8]) {
+        let mask = self.mask();
+        if io
+            .send(id, codec::encode_message(MessageKind::Text, text, mask))
+            .is_ok()
+            && self.phase <= Phase::Cooldown
+        {
+            self.measured.counts.vu_msgs_sent += 1;
+        }
+    }
+
+    /// Session mode: VUs whose next step is due: a message, `LEAVE`, or the close.
+    fn vu_events(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>, now: u64) {
+        while let Some(&Reverse((due, id))) = self.schedule.peek() {
+            if due > now {
+                break;
+            }
+            self.schedule.pop();
+            let Some(c) = conns.get_mut(io, id) else {
+                continue;
+            };
+            let Some(vu) = c.vu.as_deref_mut() else {
+                continue;
+            };
+            if vu.closing || !matches!(c.state, State::Open(_)) {
+                continue;
+            }
+            if now >= vu.close_us {
+                vu.closing = true;
+                c.state = State::Closing;
+                let mask = self.mask();
+                let _ = io.send(id, codec::encode_close(1000, "", mask));
+                io.close(id, CloseMode::Graceful);
+                continue;
+            }
+            let (n, leave) = (vu.n, now >= vu.leave_us && !vu.left);
+            let text = if leave {
+                vu.left = true;
+                "{\"event\":\"LEAVE\"}".to_string()
+            } else {
+                vu.said += 1;
+                format!(
+                    "{{\"event\":\"SAY\",\"message\":\"I'm saying {}\"}}",
+                    vu.said
+                )
+            };
+            let (left, leave_us, close_us, said) = (vu.left, vu.leave_us, vu.close_us, vu.said);
+            let frame = match self.plan.session.protocol {
+                SessionProtocol::Raw => text,
+                SessionProtocol::Centrifuge => {
+                    let data = ps::chat_data(ps::mono_us(), said, &text);
+                    ps::publish_command(1000 + said as u32, &self.personal_channel(n), &data)
+                }
+            };
+            self.send_vu_text(io, id, frame.as_bytes());
+            let next = if left {
+                close_us
+            } else {
+                (now + self.vu_gap()).min(leave_us)
+            };
+            self.schedule.push(Reverse((next, id)));
+        }
+    }
+
+    /// Session mode, raw protocol: whatever the server sends is received.
+    fn on_vu_frames(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
+        let State::Open(codec) = &mut c.state else {
+            return;
+        };
+        let plan = self.plan.clone();
+        let (mut received, mut ping, mut close) = (0u64, None, None);
+        let result = codec.feed(data, &plan.limits, &mut |ev| match ev {
+            Event::Message(..) => received += 1,
+            Event::Ping(p) => ping = Some(p.to_vec()),
+            Event::Pong(_) => {}
+            Event::Close { code, .. } => close = Some(code),
+        });
+        self.measured.counts.vu_msgs_received += received;
+        self.measured.counts.replies_all += received;
+        if let Some(payload) = ping {
+            let mask = self.mask();
+            let _ = io.send(
+                id,
+                codec::encode_frame(OpCode::Control(Control::Pong), true, &payload, mask),
+            );
+        }
+        if result.is_err() {
+            self.measured.counts.protocol_errors += 1;
+            io.close(id, CloseMode::Abort);
+        } else if let Some(code) = close {
             let mask = self.mask();
             let _ = io.send(id, codec::encode_close(code.unwrap_or(1000), "", mask));
             io.close(id, CloseMode::Graceful);
@@ -1004,6 +1261,7 @@ impl Handler for BenchHandler {
                 state: State::Api(api),
                 pending: VecDeque::new(),
                 sub: None,
+                vu: None,
             };
         }
         let sub = publisher.is_some_and(|p| p.conns.contains(&id)).then(|| {
@@ -1020,6 +1278,23 @@ impl Handler for BenchHandler {
             .map_or(0, |s| s.1 as usize);
         let url = &self.plan.urls[url_index];
         let _ = io.send(id, hs.request(&url.host, &url.path, &[], &[]).into());
+        let started = self
+            .connect_started
+            .get(id.index())
+            .copied()
+            .unwrap_or_default();
+        let vu = (self.plan.mode == Mode::Session).then(|| {
+            let leave_us = started.0 + (self.plan.session.session_secs * 1e6) as u64;
+            Box::new(Vu {
+                n: started.2,
+                started_us: started.0,
+                leave_us,
+                close_us: leave_us + (self.plan.session.close_after_leave_secs * 1e6) as u64,
+                left: false,
+                closing: false,
+                said: 0,
+            })
+        });
         Conn {
             state: State::Handshake {
                 hs,
@@ -1027,15 +1302,21 @@ impl Handler for BenchHandler {
             },
             pending: VecDeque::new(),
             sub,
+            vu,
         }
     }
 
     fn on_data(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
         match c.state {
             State::Handshake { .. } => self.on_handshake(io, id, c, data),
-            State::Open(_) if self.plan.mode == Mode::Subscribe => {
+            State::Open(_)
+                if self.plan.mode == Mode::Subscribe
+                    || (self.plan.mode == Mode::Session
+                        && self.plan.session.protocol == SessionProtocol::Centrifuge) =>
+            {
                 self.on_sub_frames(io, id, c, data)
             }
+            State::Open(_) if self.plan.mode == Mode::Session => self.on_vu_frames(io, id, c, data),
             State::Open(_) => self.on_frames(io, id, c, data),
             State::Api(ref mut api) => {
                 for outcome in api.input(data) {
@@ -1060,12 +1341,22 @@ impl Handler for BenchHandler {
     }
 
     fn on_closed(&mut self, _: &mut Io, _: ConnId, mut c: Conn, _: CloseCause) {
+        if let Some(vu) = &c.vu {
+            self.vus = self.vus.saturating_sub(1);
+            if vu.closing {
+                self.measured.counts.sessions_completed += 1;
+                let took = self.plan.now_us().saturating_sub(vu.started_us).max(1);
+                let _ = self.measured.iteration.record(took);
+            } else {
+                self.measured.counts.sessions_failed += 1;
+            }
+        }
         match c.state {
             State::Handshake { .. } => {
                 // The server closed or reset before its 101 (failures we
                 // decided ourselves left `State::Failed`, counted already).
                 self.measured.counts.fail_reset += 1;
-                self.unresolved -= 1;
+                self.unresolved = self.unresolved.saturating_sub(1);
             }
             State::Failed => {}
             State::Api(_) => {
@@ -1095,7 +1386,11 @@ impl Handler for BenchHandler {
             return;
         }
         self.measured.counts.connect_failed(errno);
-        self.unresolved -= 1;
+        self.unresolved = self.unresolved.saturating_sub(1);
+        if self.plan.mode == Mode::Session {
+            self.vus = self.vus.saturating_sub(1);
+            self.measured.counts.sessions_failed += 1;
+        }
     }
 
     fn on_shutdown(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
@@ -1116,7 +1411,12 @@ impl Handler for BenchHandler {
         self.advance_phase(now);
         if self.phase == Phase::Ramp {
             self.open_due_connections(io, now);
+        }
+        if self.phase < Phase::Cooldown {
             self.open_publishers(io, now);
+        }
+        if self.plan.mode == Mode::Session {
+            self.start_vus(io, now);
         }
         self.publish(now, false);
     }
@@ -1125,6 +1425,9 @@ impl Handler for BenchHandler {
         let now = self.plan.now_us();
         if self.publisher.is_some() {
             self.publish_due(io, conns, now);
+        }
+        if self.plan.mode == Mode::Session {
+            return self.vu_events(io, conns, now);
         }
         while let Some(&Reverse((due, id))) = self.schedule.peek() {
             if due > now + self.plan.send_batch_us {

@@ -22,6 +22,10 @@ struct Cli {
     /// Override a scenario key, e.g. --set load.connections=500 or --set 'load.message_size=[100,1000]'.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Target URL (repeat for several; connections are spread over them):
+    /// shorthand for --set 'target.urls=["URL", ...]'.
+    #[arg(long = "target", value_name = "URL")]
+    targets: Vec<String>,
     /// Where to write summary.json, results.csv, report.md and plots
     /// (default results/<date>-<scenario>/).
     #[arg(long)]
@@ -130,8 +134,19 @@ fn validate(file: &Path, sets: &[String]) -> ExitCode {
     }
 }
 
+/// `--target` URLs as a `target.urls` override, ahead of the `--set`s.
+fn overrides(cli: &Cli) -> Vec<String> {
+    let mut sets = Vec::with_capacity(cli.sets.len() + 1);
+    if !cli.targets.is_empty() {
+        let urls: Vec<String> = cli.targets.iter().map(|u| format!("{u:?}")).collect();
+        sets.push(format!("target.urls=[{}]", urls.join(",")));
+    }
+    sets.extend(cli.sets.iter().cloned());
+    sets
+}
+
 fn run(cli: &Cli, file: &Path, abort: Arc<AtomicBool>) -> ExitCode {
-    let matrix = match scenario::load(file, &cli.sets) {
+    let matrix = match scenario::load(file, &overrides(cli)) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");

@@ -93,8 +93,11 @@ impl Default for SubscribeOpts {
 pub struct PublishOpts {
     /// How.
     pub via: Via,
-    /// Publications per second, in total, round-robin over the target channels.
+    /// Publications per second, in total, round-robin over the target
+    /// channels (per channel with `per_channel`).
     pub rate: f64,
+    /// `rate` is per target channel (the total grows with the channels).
+    pub per_channel: bool,
     /// Which channels.
     pub to: PublishTo,
     /// `http://host:port/api/publish` of the server API.
@@ -110,6 +113,7 @@ impl Default for PublishOpts {
         Self {
             via: Via::Api,
             rate: 10.0,
+            per_channel: false,
             to: PublishTo::All,
             api_url: "http://127.0.0.1:9465/api/publish".into(),
             api_key: String::new(),
@@ -211,6 +215,17 @@ pub fn publication_data(t: u64, seq: u64, channel: u64, measured: bool, size: us
     }
     s.push_str("\"}");
     s
+}
+
+/// A VU's chat message as publication data: stamped like a bench
+/// publication (so subscribers parse it alike) but on no bench channel
+/// (`k` = `u64::MAX`) and never measured.
+pub fn chat_data(t: u64, seq: u64, text: &str) -> String {
+    format!(
+        "{{\"t\":{t},\"s\":{seq},\"k\":{},\"m\":0,\"p\":{}}}",
+        u64::MAX,
+        json_str(text)
+    )
 }
 
 /// What a subscriber reads from one publication.

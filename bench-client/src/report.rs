@@ -50,6 +50,8 @@ pub struct CellReport {
     pub latency: LatencySummary,
     /// Rate mode: uncorrected latency.
     pub raw_latency: Option<LatencySummary>,
+    /// Session mode: iteration duration.
+    pub iteration: Option<LatencySummary>,
     /// Transactions (answered messages) per second over the window.
     pub tps: f64,
     /// Payload bytes per second, both directions, over the window.
@@ -88,6 +90,11 @@ impl CellReport {
                 c.deliveries as f64 / window,
                 ratio(c.deliveries, out.measured.expected_deliveries()),
             ),
+            // Sessions per second, and completed / started.
+            Mode::Session => (
+                c.sessions_completed as f64 / window,
+                ratio(c.sessions_completed, c.sessions_started),
+            ),
         };
         let latency = LatencySummary::of(&out.measured.latency);
         let handshake = LatencySummary::of(&out.measured.handshake);
@@ -102,6 +109,8 @@ impl CellReport {
             counts: c.clone(),
             raw_latency: (s.load.mode == Mode::Rate)
                 .then(|| LatencySummary::of(&out.measured.raw_latency)),
+            iteration: (s.load.mode == Mode::Session)
+                .then(|| LatencySummary::of(&out.measured.iteration)),
             handshake,
             latency,
             tps,
@@ -209,7 +218,26 @@ pub fn summary_text(r: &CellReport) -> String {
         c.conn_up_at_end
     );
     let _ = writeln!(s, "{}", latency_row("handshake latency", &r.handshake));
-    if r.mode == "subscribe" {
+    if r.mode == "session" {
+        let _ = writeln!(s, "--- sessions ---");
+        let _ = writeln!(
+            s,
+            "started {}  completed {}  failed {}  messages sent {}  received {}  hub broadcasts received {}",
+            c.sessions_started,
+            c.sessions_completed,
+            c.sessions_failed,
+            c.vu_msgs_sent,
+            c.vu_msgs_received,
+            c.deliveries
+        );
+        if let Some(it) = &r.iteration {
+            let _ = writeln!(s, "{}", latency_row("iteration duration", it));
+        }
+        if r.latency.count > 0 {
+            let _ = writeln!(s, "{}", latency_row("broadcast latency", &r.latency));
+        }
+        let _ = writeln!(s, "throughput             {:.1} sessions/s", r.tps);
+    } else if r.mode == "subscribe" {
         let _ = writeln!(s, "--- publications ---");
         let _ = writeln!(
             s,

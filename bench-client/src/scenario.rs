@@ -82,6 +82,9 @@ pub struct Scenario {
     /// `subscribe` mode: who publishes, how often, how.
     #[serde(default)]
     pub publish: PublishOpts,
+    /// `session` mode: virtual users and their stages.
+    #[serde(default)]
+    pub session: SessionOpts,
     /// Pass/fail criteria; any failing one makes the exit status 1.
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -122,6 +125,9 @@ pub enum Mode {
     /// (`[publish]`); delivery latency, deliveries/s, missing, duplicate
     /// and out-of-order deliveries.
     Subscribe,
+    /// k6-style virtual users in stages (`[session]`): connect, send every
+    /// 1–3 s, leave, close, start again (seed 004's chat hub).
+    Session,
 }
 
 impl Mode {
@@ -133,6 +139,7 @@ impl Mode {
             Mode::Rate => "rate",
             Mode::Ping => "ping",
             Mode::Subscribe => "subscribe",
+            Mode::Session => "session",
         }
     }
 
@@ -153,6 +160,18 @@ impl Mode {
             Mode::Ping => &["message_size", "message_kind", "in_flight", "rate"],
             // Publications are JSON text; their rate is `publish.rate`.
             Mode::Subscribe => &[
+                "message_kind",
+                "in_flight",
+                "rate",
+                "ping_interval_ms",
+                "message_timeout_ms",
+            ],
+            // VUs follow `session.stages`, not a fixed connection count.
+            Mode::Session => &[
+                "connections",
+                "connect_rate",
+                "ramp_secs",
+                "duration_secs",
                 "message_kind",
                 "in_flight",
                 "rate",
@@ -308,7 +327,97 @@ pub struct Thresholds {
 }
 
 /// Keys whose list values are lists, not matrix dimensions.
-const LIST_KEYS: &[&str] = &["target.urls", "client.cpus", "client.source_addrs"];
+const LIST_KEYS: &[&str] = &[
+    "target.urls",
+    "client.cpus",
+    "client.source_addrs",
+    "session.stages",
+];
+
+/// What a virtual user speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionProtocol {
+    /// Plain text messages (seed 004's `SET_NAME`, `SAY`, `LEAVE` JSON),
+    /// e.g. against `/echo`.
+    Raw,
+    /// The Centrifugo protocol: connect, subscribe to the hub channel
+    /// (`{subscribe.channel_prefix}0`) and a personal one, `SAY` as a
+    /// publication to the personal channel; the hub is broadcast to by
+    /// `[publish]`.
+    Centrifuge,
+}
+
+/// One k6-style stage: move linearly to `target` VUs over `duration_secs`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Length of the stage.
+    pub duration_secs: f64,
+    /// VUs at its end.
+    pub target: u64,
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionOpts {
+    /// The stages, in order; the measured window is all of them.
+    pub stages: Vec<Stage>,
+    /// A session sends `LEAVE` this long after it connected.
+    pub session_secs: f64,
+    /// And closes this long after `LEAVE`.
+    pub close_after_leave_secs: f64,
+    /// A VU sends every uniform(min, max) milliseconds.
+    pub send_min_ms: u64,
+    /// See `send_min_ms`.
+    pub send_max_ms: u64,
+    /// What VUs speak.
+    pub protocol: SessionProtocol,
+}
+
+impl Default for SessionOpts {
+    fn default() -> Self {
+        Self {
+            stages: vec![Stage {
+                duration_secs: 30.0,
+                target: 100,
+            }],
+            session_secs: 10.0,
+            close_after_leave_secs: 3.0,
+            send_min_ms: 1000,
+            send_max_ms: 3000,
+            protocol: SessionProtocol::Raw,
+        }
+    }
+}
+
+impl SessionOpts {
+    /// The stages' total length, seconds.
+    pub fn total_secs(&self) -> f64 {
+        self.stages.iter().map(|s| s.duration_secs).sum()
+    }
+
+    /// VUs wanted `t` seconds into the stages (k6: linear from the previous
+    /// stage's target, starting from 0).
+    pub fn target_at(&self, t: f64) -> f64 {
+        let (mut start, mut from) = (0.0, 0.0);
+        for s in &self.stages {
+            if t < start + s.duration_secs {
+                let f = (t - start) / s.duration_secs;
+                return from + (s.target as f64 - from) * f;
+            }
+            start += s.duration_secs;
+            from = s.target as f64;
+        }
+        0.0
+    }
+
+    /// Most VUs any stage asks for.
+    pub fn peak(&self) -> u64 {
+        self.stages.iter().map(|s| s.target).max().unwrap_or(0)
+    }
+}
 
 /// One cell of the matrix.
 #[derive(Debug, Clone)]
@@ -552,6 +661,34 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
         Mode::Rate => positive("load.rate", l.rate)?,
         Mode::Ping => positive("load.ping_interval_ms", l.ping_interval_ms)?,
         Mode::ConnectOnly | Mode::Echo => {}
+        Mode::Session => {
+            let ss = &s.session;
+            if ss.stages.is_empty() {
+                return Err(invalid("session.stages", "needs at least one stage"));
+            }
+            for st in &ss.stages {
+                positive("session.stages.duration_secs", st.duration_secs)?;
+            }
+            positive("session.session_secs", ss.session_secs)?;
+            non_negative("session.close_after_leave_secs", ss.close_after_leave_secs)?;
+            if ss.send_min_ms == 0 || ss.send_max_ms < ss.send_min_ms {
+                return Err(invalid(
+                    "session.send_max_ms",
+                    "must be at least session.send_min_ms, which must be at least 1",
+                ));
+            }
+            if ss.protocol == SessionProtocol::Centrifuge && s.publish.via == Via::Client {
+                return Err(invalid(
+                    "publish.via",
+                    "session mode broadcasts through the API (\"api\") or not at all (\"none\")",
+                ));
+            }
+            if s.publish.via == Via::Api {
+                positive("publish.rate", s.publish.rate)?;
+                ApiPublisher::new(&s.publish.api_url, &s.publish.api_key)
+                    .map_err(|e| invalid("publish.api_url", e))?;
+            }
+        }
         Mode::Subscribe => {
             let (sub, publ) = (&s.subscribe, &s.publish);
             if sub.pattern == Pattern::Channels && sub.channels == 0 {

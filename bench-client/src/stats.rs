@@ -72,6 +72,16 @@ pub struct Counts {
     pub deliveries_ooo: u64,
     /// Subscribe mode: server-side unsubscribes.
     pub unsubscribed: u64,
+    /// Session mode: sessions started in the window.
+    pub sessions_started: u64,
+    /// Session mode: sessions that ran to their own close.
+    pub sessions_completed: u64,
+    /// Session mode: sessions that failed to connect or were dropped.
+    pub sessions_failed: u64,
+    /// Session mode: messages the VUs sent (window).
+    pub vu_msgs_sent: u64,
+    /// Session mode: messages the VUs received (window).
+    pub vu_msgs_received: u64,
 }
 
 impl Counts {
@@ -109,7 +119,12 @@ impl Counts {
             deliveries,
             deliveries_dup,
             deliveries_ooo,
-            unsubscribed
+            unsubscribed,
+            sessions_started,
+            sessions_completed,
+            sessions_failed,
+            vu_msgs_sent,
+            vu_msgs_received
         );
     }
 
@@ -161,6 +176,9 @@ pub struct Measurements {
     /// Rate mode: latency from the actual send time (uncorrected), µs.
     #[serde(with = "hist_serde")]
     pub raw_latency: Histogram<u64>,
+    /// Session mode: iteration (session) duration, µs.
+    #[serde(with = "hist_serde")]
+    pub iteration: Histogram<u64>,
 }
 
 impl Default for Measurements {
@@ -172,6 +190,7 @@ impl Default for Measurements {
             handshake: new_histogram(),
             latency: new_histogram(),
             raw_latency: new_histogram(),
+            iteration: new_histogram(),
         }
     }
 }
@@ -205,6 +224,9 @@ impl Measurements {
         self.latency.add(&o.latency).expect("same histogram bounds");
         self.raw_latency
             .add(&o.raw_latency)
+            .expect("same histogram bounds");
+        self.iteration
+            .add(&o.iteration)
             .expect("same histogram bounds");
     }
 }

@@ -15,7 +15,19 @@ use std::time::{Duration, Instant};
 struct Gateway {
     child: Child,
     addr: SocketAddr,
+    /// The admin listener, when the configuration has one.
+    admin: Option<SocketAddr>,
 }
+
+/// A gateway with an echo route, a pubsub route open to anonymous clients
+/// and the API on the admin listener (key "k").
+const PUBSUB: &str = "[[routes]]\npath = \"/echo\"\napp = \"echo\"\n\
+    [[routes]]\npath = \"/connection/websocket\"\napp = \"pubsub\"\n\
+    [pubsub]\nallow_anonymous = true\n\
+    [pubsub.without_namespace]\nallow_subscribe_for_client = true\n\
+    allow_subscribe_for_anonymous = true\nallow_publish_for_client = true\n\
+    allow_publish_for_anonymous = true\n\
+    [api]\nkey = \"k\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
 
 /// The gateway binary beside ours, built if it is not there yet.
 fn gateway_binary() -> PathBuf {
@@ -39,13 +51,20 @@ fn gateway_binary() -> PathBuf {
 
 impl Gateway {
     fn start() -> Option<Gateway> {
+        Self::start_with("")
+    }
+
+    /// Starts the gateway with `extra` TOML appended to the base config.
+    fn start_with(extra: &str) -> Option<Gateway> {
         let dir = std::env::temp_dir().join(format!("bench-e2e-gw-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join(format!("gateway-{:?}.toml", std::thread::current().id()));
         std::fs::write(
             &config,
-            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\npin_workers = false\n\
-             [io]\nrecv_buffers = 256\nrecv_buffer_size = 4096\n[log]\nlevel = \"warn\"\n",
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\npin_workers = false\n\
+                 [io]\nrecv_buffers = 256\nrecv_buffer_size = 4096\n[log]\nlevel = \"warn\"\n{extra}"
+            ),
         )
         .unwrap();
         let stderr_path = config.with_extension("log");
@@ -60,6 +79,15 @@ impl Gateway {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         let _ = stdout.read_line(&mut line);
+        let mut admin = None;
+        if extra.contains("[admin]") {
+            let mut second = String::new();
+            let _ = stdout.read_line(&mut second);
+            admin = second
+                .trim_end()
+                .strip_prefix("admin listening on ")
+                .and_then(|a| a.parse().ok());
+        }
         // Keep draining stdout so the gateway never writes to a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let addr = line
@@ -67,7 +95,7 @@ impl Gateway {
             .and_then(|rest| rest.split_once(' '))
             .and_then(|(addr, _)| addr.parse().ok());
         match addr {
-            Some(addr) => Some(Gateway { child, addr }),
+            Some(addr) => Some(Gateway { child, addr, admin }),
             None => {
                 let _ = child.wait();
                 let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -313,4 +341,117 @@ fn bad_scenarios_exit_2_naming_the_key() {
     let (o, _) = bench(&["validate", scenario("seed000.toml").to_str().unwrap()]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("12 cell(s)"));
+}
+
+#[test]
+fn subscribe_mode_counts_every_delivery_through_the_api() {
+    let Some(gw) = Gateway::start_with(PUBSUB) else {
+        return;
+    };
+    let out = out_dir("subscribe");
+    let scenario = scenario("fanout.toml");
+    let url = format!("target.urls=[\"ws://{}/connection/websocket\"]", gw.addr);
+    let api = format!("publish.api_url=http://{}/api/publish", gw.admin.unwrap());
+    let (o, _) = bench(&[
+        "-q",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--set",
+        &url,
+        "--set",
+        &api,
+        "--set",
+        "publish.api_key=\"k\"",
+        "--set",
+        "load.connections=60",
+        "--set",
+        "subscribe.channels=[3]",
+        "--set",
+        "load.warmup_secs=0.5",
+        "--set",
+        "load.duration_secs=1.5",
+        "--set",
+        "load.cooldown_secs=0.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cell = &summary(&out)["cells"][0];
+    let c = &cell["counts"];
+    assert_eq!(c["subs_ok"], 60, "{cell}");
+    // 10 publications/s on each of 3 channels of 20 subscribers, 1.5 s.
+    let deliveries = c["deliveries"].as_u64().unwrap();
+    assert!((700..=1000).contains(&deliveries), "{cell}");
+    assert_eq!(
+        cell["expected_deliveries"].as_u64(),
+        Some(deliveries),
+        "{cell}"
+    );
+    assert_eq!(
+        (c["deliveries_dup"].as_u64(), c["deliveries_ooo"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(text.contains("missing 0"), "{text}");
+}
+
+#[test]
+fn session_mode_runs_stages_of_virtual_users() {
+    let Some(gw) = Gateway::start_with(PUBSUB) else {
+        return;
+    };
+    let out = out_dir("session");
+    let scenario = scenario("seed004-hub.toml");
+    let url = format!("target.urls=[\"ws://{}/connection/websocket\"]", gw.addr);
+    let api = format!("publish.api_url=http://{}/api/publish", gw.admin.unwrap());
+    let (o, _) = bench(&[
+        "-q",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--set",
+        &url,
+        "--set",
+        &api,
+        "--set",
+        "publish.api_key=\"k\"",
+        "--set",
+        "publish.rate=4",
+        "--set",
+        "session.stages=[{duration_secs = 2, target = 20}]",
+        "--set",
+        "session.session_secs=0.8",
+        "--set",
+        "session.close_after_leave_secs=0.2",
+        "--set",
+        "session.send_min_ms=100",
+        "--set",
+        "session.send_max_ms=300",
+        "--set",
+        "load.cooldown_secs=1.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let c = &summary(&out)["cells"][0]["counts"];
+    let (started, completed) = (
+        c["sessions_started"].as_u64().unwrap(),
+        c["sessions_completed"].as_u64().unwrap(),
+    );
+    assert!(started >= 20, "{c}");
+    assert_eq!(completed, started, "{c}");
+    assert_eq!(c["sessions_failed"], 0, "{c}");
+    assert!(c["vu_msgs_sent"].as_u64() > Some(started * 3), "{c}");
+    assert!(
+        c["deliveries"].as_u64() > Some(0),
+        "hub broadcasts reached the VUs: {c}"
+    );
 }
