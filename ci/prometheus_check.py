@@ -96,6 +96,7 @@ PROMQL_WORDS = {
     "sum", "rate", "by", "on", "without", "max", "min", "avg", "count", "time",
     "histogram_quantile", "clamp_min", "le", "job", "instance", "worker", "reason",
     "status", "opcode", "code", "version", "profile", "ignoring", "group_left",
+    "source", "endpoint",
 }
 names = set()
 for _, expr in exprs:
