@@ -20,6 +20,7 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 use wsproto::codec::{self, Codec, Event, Limits, MessageKind, Role};
 use wsproto::handshake::{ClientHandshake, ServerAnswer};
 
+use crate::ack::{self, AckProtocol, Answer, Resolved};
 use crate::pubsub::{
     self as ps, ApiOutcome, ApiPublisher, Incoming, Layout, PublishOpts, SubscribeOpts, Via,
 };
@@ -96,6 +97,8 @@ pub struct Plan {
     pub pub_interval_us: u64,
     /// Session mode: the VUs' stages and behaviour.
     pub session: SessionOpts,
+    /// Ack mode: envelopes, answer matching, bound and timeout.
+    pub ack: Option<AckProtocol>,
 }
 
 impl Plan {
@@ -121,6 +124,13 @@ impl Plan {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let l = &s.load;
+        let ack = match l.mode {
+            Mode::Ack => Some(
+                AckProtocol::new(&l.ack, l.message_size, l.message_timeout_ms)
+                    .map_err(|(key, problem)| format!("`{key}` {problem}"))?,
+            ),
+            _ => None,
+        };
         let payload: Bytes = match l.message_kind {
             scenario::MessageKind::Text => {
                 (0..l.message_size).map(|i| b'a' + (i % 26) as u8).collect()
@@ -165,13 +175,15 @@ impl Plan {
             },
             in_flight: l.in_flight as usize,
             interval_us: match l.mode {
-                Mode::Rate => (1e6 / l.rate) as u64,
+                Mode::Rate | Mode::Ack => (1e6 / l.rate) as u64,
                 Mode::Ping => (l.ping_interval_ms * 1e3) as u64,
                 _ => 0,
             }
             .max(1),
             send_batch_us: s.client.send_batch_us,
-            message_timeout_us: l.message_timeout_ms * 1000,
+            message_timeout_us: ack
+                .as_ref()
+                .map_or(l.message_timeout_ms * 1000, |a| a.timeout_us),
             handshake_timeout_ms: l.handshake_timeout_ms,
             connections,
             conn_offset: process,
@@ -213,16 +225,17 @@ impl Plan {
                 (1e6 / (s.publish.rate * targets).max(1e-6)).max(1.0) as u64
             },
             session: s.session.clone(),
+            ack,
         })
     }
 
     /// Decides whether a message from the server answers one of ours.
     ///
-    /// This is the seam for gateway-protocol modes: echo expects its own
-    /// payload back; an `ack` mode would parse the gateway's ack (and match
-    /// it by id instead of by order), a `subscribe` mode would read the
-    /// publish timestamp carried in a broadcast. Everything else — pending
-    /// bookkeeping, timeouts, windows, histograms — stays as it is.
+    /// Echo and rate modes expect their own payload back, answering the
+    /// oldest outstanding message. The gateway-protocol modes have their
+    /// own paths: `ack` matches the server's ack by id (`on_ack_frames`,
+    /// [`crate::ack`]), `subscribe` and `session` read the publish
+    /// timestamp carried in a broadcast (`on_sub_frames`).
     pub fn classify(&self, kind: MessageKind, payload: &[u8]) -> Reply {
         match self.mode {
             Mode::Echo | Mode::Rate if kind == self.kind && payload.len() == self.payload.len() => {
@@ -359,6 +372,8 @@ pub struct Conn {
     pending: VecDeque<Pending>,
     sub: Option<Box<SubConn>>,
     vu: Option<Box<Vu>>,
+    /// Ack mode: messages awaiting their acks.
+    ack: Option<Box<ack::Outstanding>>,
 }
 
 /// The per-worker handler.
@@ -674,7 +689,10 @@ impl BenchHandler {
                     self.send_message(io, id, c, now, now);
                 }
             }
-            Mode::Rate | Mode::Ping => {
+            Mode::Rate | Mode::Ping | Mode::Ack => {
+                if self.plan.mode == Mode::Ack {
+                    c.ack = Some(Box::default());
+                }
                 // Random phase so connections do not send in lockstep.
                 let first = now + self.random() % self.plan.interval_us;
                 self.schedule.push(Reverse((first, id)));
@@ -682,7 +700,11 @@ impl BenchHandler {
             _ => {}
         }
         if !rest.is_empty() {
-            self.on_frames(io, id, c, &mut rest);
+            if self.plan.mode == Mode::Ack {
+                self.on_ack_frames(io, id, c, &mut rest);
+            } else {
+                self.on_frames(io, id, c, &mut rest);
+            }
         }
     }
 
@@ -759,6 +781,155 @@ impl BenchHandler {
         } else if let Some(code) = server_close {
             // The server closed first: answer, and the connection counts as dropped in on_closed.
             log::debug!("server closed connection with {code:?}");
+            *self
+                .measured
+                .counts
+                .close_codes
+                .entry(code.unwrap_or(1005))
+                .or_default() += 1;
+            let mask = self.mask();
+            let _ = io.send(id, codec::encode_close(code.unwrap_or(1000), "", mask));
+            io.close(id, CloseMode::Graceful);
+        }
+    }
+
+    /// Ack mode: the connection's next message, unless `max_outstanding`
+    /// still await their acks (then the send is skipped and counted).
+    /// Timed-out messages are swept first, so the bound counts only live ones.
+    fn send_ack_message(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, now: u64) {
+        let plan = self.plan.clone();
+        let proto = plan.ack.as_ref().expect("ack mode has a protocol");
+        let measured = self.phase == Phase::Window;
+        let mask = self.mask();
+        let out = c.ack.get_or_insert_with(Box::default);
+        let counts = &mut self.measured.counts;
+        counts.msgs_timed_out += out.expire(now, proto.timeout_us).measured;
+        let Some(mid) = out.begin(now, measured, proto.max_outstanding) else {
+            if measured {
+                counts.ack_skipped += 1;
+            }
+            return;
+        };
+        let msg = proto.message(mid);
+        if io
+            .send(id, codec::encode_message(MessageKind::Text, &msg, mask))
+            .is_err()
+        {
+            out.cancel(mid);
+            return;
+        }
+        if measured {
+            counts.msgs_sent += 1;
+            counts.bytes_sent += msg.len() as u64;
+        }
+    }
+
+    /// Ack mode: the server's acks, error answers, pushes and close.
+    fn on_ack_frames(&mut self, io: &mut Io, id: ConnId, c: &mut Conn, data: &mut [u8]) {
+        let State::Open(codec) = &mut c.state else {
+            return;
+        };
+        let plan = self.plan.clone();
+        let proto = plan.ack.as_ref().expect("ack mode has a protocol");
+        let mut incoming: Vec<(Answer, usize)> = Vec::new();
+        let mut server_ping: Option<Vec<u8>> = None;
+        let mut server_close: Option<Option<u16>> = None;
+        let result = codec.feed(data, &plan.limits, &mut |ev| match ev {
+            Event::Message(MessageKind::Text, p) => incoming.push((proto.classify(p), p.len())),
+            Event::Message(MessageKind::Binary, p) => incoming.push((Answer::Other, p.len())),
+            Event::Pong(_) => {}
+            Event::Ping(p) => server_ping = Some(p.to_vec()),
+            Event::Close { code, .. } => server_close = Some(code),
+        });
+        let now = plan.now_us();
+        // Oddities are counted for the window and the cool-down (answers
+        // to window messages), not for the warm-up.
+        let watch = matches!(self.phase, Phase::Window | Phase::Cooldown);
+        let out = c.ack.get_or_insert_with(Box::default);
+        for (what, bytes) in incoming {
+            let mask = self.mask();
+            let counts = &mut self.measured.counts;
+            counts.replies_all += 1;
+            match what {
+                Answer::Ack(mid) => match out.resolve(mid, now, proto.timeout_us) {
+                    Resolved::InTime {
+                        latency_us,
+                        measured,
+                    } => {
+                        let sent = match proto.client_ack(mid) {
+                            Some(a) => io
+                                .send(id, codec::encode_message(MessageKind::Text, &a, mask))
+                                .is_ok(),
+                            None => true,
+                        };
+                        if measured && sent {
+                            counts.msgs_ok += 1;
+                            counts.bytes_received += bytes as u64;
+                            if proto.sends_client_acks() {
+                                counts.client_acks_sent += 1;
+                            }
+                            let _ = self.measured.latency.record(latency_us);
+                            let _ = self.interval.record(latency_us);
+                        } else if measured {
+                            // The connection is going away: the transaction did not complete.
+                            counts.msgs_lost += 1;
+                        }
+                    }
+                    Resolved::Late { measured } => {
+                        if measured {
+                            counts.msgs_timed_out += 1;
+                        }
+                    }
+                    Resolved::Stale if watch => counts.acks_stale += 1,
+                    Resolved::Unknown if watch => counts.acks_unknown += 1,
+                    Resolved::Stale | Resolved::Unknown => {}
+                },
+                Answer::Error(Some(mid)) => match out.resolve(mid, now, proto.timeout_us) {
+                    Resolved::InTime { measured, .. } | Resolved::Late { measured } => {
+                        if measured {
+                            counts.ack_errors += 1;
+                        }
+                    }
+                    Resolved::Stale | Resolved::Unknown => {
+                        if watch {
+                            counts.errors_unmatched += 1;
+                        }
+                    }
+                },
+                Answer::Error(None) => {
+                    if watch {
+                        counts.errors_unmatched += 1;
+                    }
+                }
+                Answer::Other => {
+                    if watch {
+                        counts.non_ack_msgs += 1;
+                    }
+                }
+            }
+        }
+        if let Some(payload) = server_ping {
+            let mask = self.mask();
+            let _ = io.send(
+                id,
+                codec::encode_frame(OpCode::Control(Control::Pong), true, &payload, mask),
+            );
+        }
+        if let Err(e) = result {
+            log::debug!("protocol error from server: {e}");
+            self.measured.counts.protocol_errors += 1;
+            io.close(id, CloseMode::Abort);
+        } else if let Some(code) = server_close {
+            // E.g. 1011/1013 when the backend fails: counted by code; the
+            // connection counts as dropped (its outstanding messages as
+            // lost) in on_closed. No reconnect.
+            log::debug!("server closed connection with {code:?}");
+            *self
+                .measured
+                .counts
+                .close_codes
+                .entry(code.unwrap_or(1005))
+                .or_default() += 1;
             let mask = self.mask();
             let _ = io.send(id, codec::encode_close(code.unwrap_or(1000), "", mask));
             io.close(id, CloseMode::Graceful);
@@ -1236,6 +1407,17 @@ impl BenchHandler {
 
     /// Messages still waiting when a connection ends or the run ends.
     fn settle_pending(&mut self, c: &mut Conn, connection_died: bool) {
+        if let Some(out) = c.ack.as_deref_mut() {
+            let counts = &mut self.measured.counts;
+            if connection_died {
+                // Those already past their timeout timed out; the rest were lost.
+                let now = self.plan.now_us();
+                counts.msgs_timed_out += out.expire(now, self.plan.message_timeout_us).measured;
+                counts.msgs_lost += out.drain().measured;
+            } else {
+                counts.msgs_timed_out += out.drain().measured;
+            }
+        }
         for p in c.pending.drain(..) {
             if p.measured {
                 if connection_died {
@@ -1262,6 +1444,7 @@ impl Handler for BenchHandler {
                 pending: VecDeque::new(),
                 sub: None,
                 vu: None,
+                ack: None,
             };
         }
         let sub = publisher.is_some_and(|p| p.conns.contains(&id)).then(|| {
@@ -1303,6 +1486,7 @@ impl Handler for BenchHandler {
             pending: VecDeque::new(),
             sub,
             vu,
+            ack: None,
         }
     }
 
@@ -1317,6 +1501,7 @@ impl Handler for BenchHandler {
                 self.on_sub_frames(io, id, c, data)
             }
             State::Open(_) if self.plan.mode == Mode::Session => self.on_vu_frames(io, id, c, data),
+            State::Open(_) if self.plan.mode == Mode::Ack => self.on_ack_frames(io, id, c, data),
             State::Open(_) => self.on_frames(io, id, c, data),
             State::Api(ref mut api) => {
                 for outcome in api.input(data) {
@@ -1446,6 +1631,8 @@ impl Handler for BenchHandler {
             }
             if self.plan.mode == Mode::Ping {
                 self.send_ping(io, id, c, now);
+            } else if self.plan.mode == Mode::Ack {
+                self.send_ack_message(io, id, c, now);
             } else {
                 self.send_message(io, id, c, due.min(now), now);
             }

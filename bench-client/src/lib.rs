@@ -1,6 +1,7 @@
 //! `bench-client`: an io_uring WebSocket load generator built on the
 //! gateway's engine (connect role) and sans-IO protocol (client role).
 
+pub mod ack;
 pub mod client;
 pub mod cost;
 pub mod pubsub;

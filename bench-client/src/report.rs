@@ -84,7 +84,11 @@ impl CellReport {
                 c.pongs_received as f64 / window,
                 ratio(c.msgs_ok, c.pings_sent),
             ),
-            Mode::Echo | Mode::Rate => (c.msgs_ok as f64 / window, ratio(c.msgs_ok, c.msgs_sent)),
+            // Ack mode: completed transactions (message, ack in time, client
+            // ack) per second, and completed / sent.
+            Mode::Echo | Mode::Rate | Mode::Ack => {
+                (c.msgs_ok as f64 / window, ratio(c.msgs_ok, c.msgs_sent))
+            }
             // Deliveries per second, and delivered / expected.
             Mode::Subscribe => (
                 c.deliveries as f64 / window,
@@ -256,6 +260,46 @@ pub fn summary_text(r: &CellReport) -> String {
         );
         let _ = writeln!(s, "{}", latency_row("delivery latency", &r.latency));
         let _ = writeln!(s, "throughput             {:.0} deliveries/s", r.tps);
+    } else if r.mode == "ack" {
+        // Seed 000's summary (总连接数, 总消息数, 成功, 失败, 运行时间,
+        // 消息速率, 成功率), with the failures broken down.
+        let _ = writeln!(
+            s,
+            "--- transactions (message -> server ack -> client ack) ---"
+        );
+        let _ = writeln!(
+            s,
+            "connections            {} up of {} ({} closed by the server)",
+            c.conn_established, r.connections, c.conn_dropped
+        );
+        let _ = writeln!(s, "total sent             {}", c.msgs_sent);
+        let _ = writeln!(s, "successful             {}", c.msgs_ok);
+        let _ = writeln!(
+            s,
+            "failed                 {}  (timed out {}, error answers {}, lost on close {})",
+            c.msgs_timed_out + c.ack_errors + c.msgs_lost,
+            c.msgs_timed_out,
+            c.ack_errors,
+            c.msgs_lost
+        );
+        let _ = writeln!(
+            s,
+            "skipped                {}  (sends due while load.ack.max_outstanding awaited acks)",
+            c.ack_skipped
+        );
+        let _ = writeln!(s, "duration               {:.1} s", r.window_secs);
+        let _ = writeln!(s, "TPS                    {:.2} transactions/s", r.tps);
+        let _ = writeln!(s, "{}", latency_row("transaction latency", &r.latency));
+        let _ = writeln!(
+            s,
+            "client acks sent {}  stale acks {}  unknown-id acks {}  unmatched errors {}  non-ack messages {}  protocol errors {}",
+            c.client_acks_sent,
+            c.acks_stale,
+            c.acks_unknown,
+            c.errors_unmatched,
+            c.non_ack_msgs,
+            c.protocol_errors
+        );
     } else if r.mode != "connect-only" {
         let _ = writeln!(s, "--- messages ---");
         if r.mode == "ping" {
@@ -287,6 +331,18 @@ pub fn summary_text(r: &CellReport) -> String {
             "throughput             {:.0} msg/s  {:.2} MiB/s payload (both directions)",
             r.tps,
             r.bytes_per_sec / (1 << 20) as f64
+        );
+    }
+    if !c.close_codes.is_empty() || (r.mode == "ack" && c.conn_dropped > 0) {
+        let _ = writeln!(
+            s,
+            "close codes            {}  (closed without a close frame: {})",
+            if c.close_codes.is_empty() {
+                "none".to_string()
+            } else {
+                c.close_codes_text()
+            },
+            c.dropped_without_close()
         );
     }
     let _ = writeln!(s, "success rate           {:.4}%", r.success_rate * 100.0);
@@ -338,14 +394,15 @@ pub fn summary_text(r: &CellReport) -> String {
 
 const CSV_HEADER: &str = "cell,params,mode,connections,message_size,processes,attempted,established,failed,dropped,up_at_end,\
 sent,ok,timed_out,lost,late,tps,bytes_per_sec,success_rate,hs_p50_ms,hs_p99_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,\
-raw_p99_ms,client_cpu_us_per_msg,server_cpu_us_per_msg,server_rss_per_conn,pass";
+raw_p99_ms,client_cpu_us_per_msg,server_cpu_us_per_msg,server_rss_per_conn,pass,\
+errors,skipped,close_codes";
 
 fn csv_row(r: &CellReport) -> String {
     let c = &r.counts;
     let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(
-        "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{}",
+        "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},\"{}\"",
         r.index,
         params.join(" "),
         r.mode,
@@ -377,7 +434,10 @@ fn csv_row(r: &CellReport) -> String {
         o(r.cost.client_cpu_us_per_msg),
         o(r.cost.server_cpu_us_per_msg),
         o(r.cost.server_rss_per_conn),
-        r.passed()
+        r.passed(),
+        c.ack_errors,
+        c.ack_skipped,
+        c.close_codes_text()
     )
 }
 
@@ -688,6 +748,57 @@ mod tests {
         let (_, r) = report_with(1.0, 900, 1000);
         assert!(!r.verdicts[1].pass, "90% success under a 99% threshold");
         assert!(!r.verdicts[2].pass, "90 msg/s under 100");
+    }
+
+    #[test]
+    fn ack_mode_reports_seed_000_figures() {
+        let text = "[target]\nurls = [\"ws://127.0.0.1:1/upstream\"]\n[load]\nmode = \"ack\"\n\
+                    connections = 4000\nrate = 1\nduration_secs = 40\n";
+        let m = scenario::parse(text, "t", "t", &[]).unwrap();
+        let mut out = CellOutcome {
+            measured: Default::default(),
+            processes: 1,
+            elapsed_secs: 41.0,
+            cost: Cost::default(),
+        };
+        let c = &mut out.measured.counts;
+        (c.conn_established, c.conn_dropped) = (4000, 7);
+        (
+            c.msgs_sent,
+            c.msgs_ok,
+            c.msgs_timed_out,
+            c.ack_errors,
+            c.msgs_lost,
+        ) = (138_805, 135_172, 3_600, 30, 3);
+        c.ack_skipped = 12;
+        c.close_codes.insert(1013, 5);
+        for v in 1..=1000 {
+            out.measured.latency.record(v * 10).unwrap();
+        }
+        let r = CellReport::new(&m.cells[0], &out);
+        assert!((r.tps - 135_172.0 / 40.0).abs() < 1e-9);
+        assert!((r.success_rate - 135_172.0 / 138_805.0).abs() < 1e-12);
+        let t = summary_text(&r);
+        for want in [
+            "total sent             138805",
+            "successful             135172",
+            "failed                 3633  (timed out 3600, error answers 30, lost on close 3)",
+            "skipped                12",
+            "TPS                    3379.30 transactions/s",
+            "success rate           97.3827%",
+            "transaction latency",
+            "p99.9 9.991",
+            "close codes            1013 x5  (closed without a close frame: 2)",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+        let row = csv_row(&r);
+        assert!(row.ends_with(",30,12,\"1013 x5\""), "{row}");
+        assert_eq!(
+            CSV_HEADER.split(',').count(),
+            row.split(',').count(),
+            "a column per field"
+        );
     }
 
     #[test]

@@ -287,6 +287,7 @@ impl Aggregator {
                 + counts.conn_dropped
                 + counts.msgs_timed_out
                 + counts.msgs_lost
+                + counts.ack_errors
                 + counts.protocol_errors;
             eprintln!(
                 "[{:6.1}s] {:<8} conns {}/{} up  msgs/s {:>9.0}  p50 {:>8.3}ms  p99 {:>8.3}ms  errors {}",

@@ -128,6 +128,10 @@ pub enum Mode {
     /// k6-style virtual users in stages (`[session]`): connect, send every
     /// 1–3 s, leave, close, start again (seed 004's chat hub).
     Session,
+    /// Seed 000's transaction at `rate` per connection (`[load.ack]`): a
+    /// JSON message with an id, the server's ack with that id, the
+    /// client's ack back; TPS, timeouts, error answers and close codes.
+    Ack,
 }
 
 impl Mode {
@@ -140,6 +144,7 @@ impl Mode {
             Mode::Ping => "ping",
             Mode::Subscribe => "subscribe",
             Mode::Session => "session",
+            Mode::Ack => "ack",
         }
     }
 
@@ -178,6 +183,9 @@ impl Mode {
                 "ping_interval_ms",
                 "message_timeout_ms",
             ],
+            // Messages are JSON text; the bound is `ack.max_outstanding`.
+            // `message_timeout_ms` is the default of `ack.timeout_ms`.
+            Mode::Ack => &["message_kind", "in_flight", "ping_interval_ms"],
         }
     }
 }
@@ -216,7 +224,7 @@ pub struct Load {
     pub message_kind: MessageKind,
     /// Echo mode: messages outstanding per connection.
     pub in_flight: u64,
-    /// Rate mode: messages per second per connection.
+    /// Rate and ack modes: messages per second per connection.
     pub rate: f64,
     /// Ping mode: milliseconds between pings per connection.
     pub ping_interval_ms: f64,
@@ -224,6 +232,54 @@ pub struct Load {
     pub message_timeout_ms: u64,
     /// TCP connect plus HTTP upgrade must finish within this many milliseconds.
     pub handshake_timeout_ms: u64,
+    /// Ack mode: `[load.ack]`, the transaction's messages.
+    pub ack: AckOpts,
+}
+
+/// `[load.ack]`: ack mode's envelopes and bookkeeping. In the envelopes
+/// `{id}` is the message id (per connection: 1, 2, 3, ...) and `{payload}`
+/// filler (`a`..`z`) sized so the whole message is `load.message_size`
+/// bytes; every other character is literal.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AckOpts {
+    /// The message: `{id}` once and `{payload}` once. Its text without
+    /// them plus 10 id digits must fit in `load.message_size`.
+    pub send: String,
+    /// The client's ack, sent when the server's ack arrives in time: `{id}`
+    /// once, no `{payload}`. Empty: no client ack (the transaction ends
+    /// at the server's ack).
+    pub ack: String,
+    /// The JSON field holding the id in the server's answers (scanned as
+    /// `"<id_field>":<digits>`; the gateway's `{"error":{..,"id":N}}` too).
+    pub id_field: String,
+    /// The field an answer's type is read from.
+    pub type_field: String,
+    /// An answer is an ack only when `type_field` holds this string
+    /// (so pushes carrying an id are not taken for acks); "" = any answer
+    /// with a numeric `id_field` is an ack.
+    pub reply_type: String,
+    /// An ack later than this many milliseconds after its message is a
+    /// timeout (failed). Default: `load.message_timeout_ms`.
+    pub timeout_ms: Option<u64>,
+    /// Messages awaiting their ack per connection at most; a send due
+    /// while this many wait is skipped and counted (offered load the
+    /// system did not take).
+    pub max_outstanding: u64,
+}
+
+impl Default for AckOpts {
+    fn default() -> Self {
+        Self {
+            send: crate::ack::DEFAULT_SEND.into(),
+            ack: crate::ack::DEFAULT_ACK.into(),
+            id_field: "id".into(),
+            type_field: "type".into(),
+            reply_type: "ack".into(),
+            timeout_ms: None,
+            max_outstanding: 64,
+        }
+    }
 }
 
 impl Default for Load {
@@ -243,6 +299,7 @@ impl Default for Load {
             ping_interval_ms: 1000.0,
             message_timeout_ms: 5000,
             handshake_timeout_ms: 5000,
+            ack: AckOpts::default(),
         }
     }
 }
@@ -318,9 +375,11 @@ impl Default for ClientOpts {
 #[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
     /// Highest acceptable p99 latency (echo/rate: corrected message latency;
-    /// ping: pong RTT; connect-only: handshake latency), milliseconds.
+    /// ack: transaction latency, send to server ack; ping: pong RTT;
+    /// connect-only: handshake latency), milliseconds.
     pub p99_ms: Option<f64>,
-    /// Lowest acceptable success rate, 0..=1 (messages answered / sent; connect-only: connections up / attempted).
+    /// Lowest acceptable success rate, 0..=1 (messages answered / sent; ack:
+    /// transactions completed / messages sent; connect-only: connections up / attempted).
     pub min_success_rate: Option<f64>,
     /// Lowest acceptable throughput, transactions (answered messages) per second.
     pub min_tps: Option<f64>,
@@ -505,8 +564,9 @@ pub fn parse(
         validate(&scenario)?;
         let mode = scenario.load.mode;
         if let Some((key, _)) = dims.iter().find(|(k, _)| {
-            k.strip_prefix("load.")
-                .is_some_and(|k| mode.ignored_keys().contains(&k))
+            k.strip_prefix("load.").is_some_and(|k| {
+                mode.ignored_keys().contains(&k) || (mode != Mode::Ack && k.starts_with("ack."))
+            })
         }) {
             return Err(invalid(
                 key,
@@ -659,6 +719,11 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
     }
     match l.mode {
         Mode::Rate => positive("load.rate", l.rate)?,
+        Mode::Ack => {
+            positive("load.rate", l.rate)?;
+            crate::ack::AckProtocol::new(&l.ack, l.message_size, l.message_timeout_ms)
+                .map_err(|(key, problem)| invalid(key, problem))?;
+        }
         Mode::Ping => positive("load.ping_interval_ms", l.ping_interval_ms)?,
         Mode::ConnectOnly | Mode::Echo => {}
         Mode::Session => {
@@ -969,6 +1034,71 @@ mod tests {
             assert!(e.contains(key), "{extra:?} {sets:?} -> {e}");
         }
         assert!(parse_err("", &["noequals"]).contains("key=value"));
+    }
+
+    #[test]
+    fn ack_mode_reads_its_table_and_names_its_keys() {
+        let m = parse_ok(
+            "rate = [1, 2]\nmessage_size = [100, 5000]\n[load.ack]\ntimeout_ms = 800\n\
+             send = '{\"t\":\"m\",\"seq\":{id},\"p\":\"{payload}\"}'\nid_field = \"seq\"\n",
+            &["load.mode=ack"],
+        );
+        assert_eq!(m.cells.len(), 4);
+        let l = &m.cells[3].scenario.load;
+        assert_eq!((l.mode, l.rate, l.message_size), (Mode::Ack, 2.0, 5000));
+        assert_eq!(l.ack.timeout_ms, Some(800));
+        assert_eq!(l.ack.id_field, "seq");
+        assert_eq!(l.ack.ack, crate::ack::DEFAULT_ACK, "defaults fill the rest");
+        let d = parse_ok("", &["load.mode=ack"]);
+        assert_eq!(d.cells[0].scenario.load.ack.max_outstanding, 64);
+        for (extra, sets, key) in [
+            (
+                "[load.ack]\nsend = 'x{payload}'\n",
+                vec!["load.mode=ack"],
+                "load.ack.send",
+            ),
+            (
+                "[load.ack]\nack = 'no id'\n",
+                vec!["load.mode=ack"],
+                "load.ack.ack",
+            ),
+            (
+                "[load.ack]\nid_fild = 'x'\n",
+                vec!["load.mode=ack"],
+                "id_fild",
+            ),
+            (
+                "message_size = 20\n",
+                vec!["load.mode=ack"],
+                "load.message_size",
+            ),
+            ("rate = 0\n", vec!["load.mode=ack"], "load.rate"),
+            (
+                "[load.ack]\ntimeout_ms = 0\n",
+                vec!["load.mode=ack"],
+                "load.ack.timeout_ms",
+            ),
+            (
+                "[load.ack]\nmax_outstanding = 0\n",
+                vec!["load.mode=ack"],
+                "load.ack.max_outstanding",
+            ),
+            (
+                "in_flight = [1, 2]\n",
+                vec!["load.mode=ack"],
+                "load.in_flight",
+            ),
+            // [load.ack] lists vary nothing outside ack mode.
+            (
+                "[load.ack]\ntimeout_ms = [1, 2]\n",
+                vec![],
+                "load.ack.timeout_ms",
+            ),
+        ] {
+            let e = parse_err(extra, &sets);
+            assert!(e.contains(key), "{extra:?} {sets:?} -> {e}");
+        }
+        parse_ok("[load.ack]\ntimeout_ms = [100, 200]\n", &["load.mode=ack"]);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! workers and processes, and serializable so child processes can hand them
 //! to the parent losslessly.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +84,37 @@ pub struct Counts {
     pub vu_msgs_sent: u64,
     /// Session mode: messages the VUs received (window).
     pub vu_msgs_received: u64,
+    /// Ack mode: window messages the gateway answered with an error
+    /// (`{"error":{..,"id":N}}` for an outstanding id): failed.
+    #[serde(default)]
+    pub ack_errors: u64,
+    /// Ack mode: window sends skipped because `load.ack.max_outstanding`
+    /// messages were awaiting their acks (offered load not taken).
+    #[serde(default)]
+    pub ack_skipped: u64,
+    /// Ack mode: client acks sent for window messages.
+    #[serde(default)]
+    pub client_acks_sent: u64,
+    /// Ack mode (window and cool-down): acks for an id this connection
+    /// sent but no longer awaits (a duplicate, or after its timeout).
+    #[serde(default)]
+    pub acks_stale: u64,
+    /// Ack mode (window and cool-down): acks for an id never sent on the connection.
+    #[serde(default)]
+    pub acks_unknown: u64,
+    /// Ack mode (window and cool-down): error answers without an
+    /// outstanding id (null, unknown or already settled).
+    #[serde(default)]
+    pub errors_unmatched: u64,
+    /// Ack mode (window and cool-down): messages that are no ack and no
+    /// error answer (pushes, binary messages, anything without an id).
+    #[serde(default)]
+    pub non_ack_msgs: u64,
+    /// Close frames the server sent on open connections, by close code
+    /// (1005: a close frame without a code). Connections that ended
+    /// without one are `conn_dropped` minus the sum of these.
+    #[serde(default)]
+    pub close_codes: BTreeMap<u16, u64>,
 }
 
 impl Counts {
@@ -124,8 +157,34 @@ impl Counts {
             sessions_completed,
             sessions_failed,
             vu_msgs_sent,
-            vu_msgs_received
+            vu_msgs_received,
+            ack_errors,
+            ack_skipped,
+            client_acks_sent,
+            acks_stale,
+            acks_unknown,
+            errors_unmatched,
+            non_ack_msgs
         );
+        for (code, n) in &o.close_codes {
+            *self.close_codes.entry(*code).or_default() += n;
+        }
+    }
+
+    /// Established connections the server ended without a close frame.
+    pub fn dropped_without_close(&self) -> u64 {
+        self.conn_dropped
+            .saturating_sub(self.close_codes.values().sum::<u64>())
+    }
+
+    /// Close codes as `1011 x3, 1013 x5` (empty when none).
+    pub fn close_codes_text(&self) -> String {
+        let parts: Vec<String> = self
+            .close_codes
+            .iter()
+            .map(|(c, n)| format!("{c} x{n}"))
+            .collect();
+        parts.join(", ")
     }
 
     /// Connections that failed to establish, for any reason.
@@ -314,7 +373,11 @@ mod tests {
         a.counts.msgs_ok = 3;
         a.counts.connect_failed(libc::ECONNREFUSED);
         a.latency.record(100).unwrap();
+        a.counts.close_codes.insert(1013, 2);
         let mut b = Measurements::default();
+        b.counts.close_codes.insert(1013, 1);
+        b.counts.close_codes.insert(1011, 4);
+        b.counts.ack_errors = 5;
         b.counts.msgs_ok = 4;
         b.counts.connect_failed(libc::ETIMEDOUT);
         b.counts.connect_failed(libc::EADDRNOTAVAIL);
@@ -334,6 +397,16 @@ mod tests {
         );
         assert_eq!(a.latency.len(), 4);
         assert_eq!(a.latency.max(), 400);
+        assert_eq!(a.counts.ack_errors, 5);
+        assert_eq!(a.counts.close_codes_text(), "1011 x4, 1013 x3");
+        a.counts.conn_dropped = 9;
+        assert_eq!(a.counts.dropped_without_close(), 2);
+        let json = serde_json::to_string(&a.counts).unwrap();
+        let back: Counts = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back, a.counts,
+            "close codes survive the child-to-parent JSON"
+        );
     }
 
     #[test]
