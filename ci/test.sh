@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (README: "run the tests: `ci/test.sh`"); CI runs it via .ci/run.
 # Steps, in order: rustfmt check, clippy (-D warnings), cargo test, kernel-tuning,
-# prometheus (promtool + a real Prometheus scraping /metrics), Autobahn|TestSuite.
+# prometheus (promtool + a real Prometheus scraping /metrics), Centrifugo's SDKs
+# (centrifuge-python, centrifuge-js) against the pubsub app, Autobahn|TestSuite.
 #   SKIP_AUTOBAHN=1 ci/test.sh   skip the Autobahn step locally (ignored when CI=true)
 set -euo pipefail
 
@@ -27,6 +28,7 @@ step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step test cargo test --workspace --locked
 step kernel-tuning "$ROOT/kernel-tuning/test.sh"
 step prometheus "$ROOT/ci/prometheus.sh"
+step sdk "$ROOT/ci/sdk-tests.sh"
 
 if [ "${CI:-}" = true ] || [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
   [ "${CI:-}" = true ] && [ "${SKIP_AUTOBAHN:-0}" = 1 ] \

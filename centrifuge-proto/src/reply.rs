@@ -164,7 +164,10 @@ pub fn publication_push(channel: &str, data: &RawValue, info: Option<ClientInfo<
     out.extend_from_slice(b"{\"push\":{\"channel\":");
     json_str(&mut out, channel);
     out.extend_from_slice(b",\"pub\":{\"data\":");
-    out.extend_from_slice(data.get().as_bytes());
+    // Raw newlines can only be JSON whitespace (inside strings they are
+    // escaped); the SDKs split frames at them, so they go (as Centrifugo's
+    // own encoder does).
+    out.extend(data.get().bytes().filter(|&b| b != b'\n'));
     if let Some(info) = info {
         out.extend_from_slice(b",\"info\":");
         info.write(&mut out);

@@ -43,6 +43,21 @@ impl ConnId {
     pub fn index(self) -> usize {
         self.idx as usize
     }
+
+    /// The slot's generation when this id was issued.
+    pub fn generation(self) -> u32 {
+        self.gen
+    }
+
+    /// Rebuilds an id from [`ConnId::index`] and [`ConnId::generation`]
+    /// (e.g. parsed from an id handed out earlier). Harmless if it names
+    /// nothing: every lookup checks the generation.
+    pub fn from_parts(index: u32, generation: u32) -> Self {
+        ConnId {
+            idx: index,
+            gen: generation,
+        }
+    }
 }
 
 /// How to close a connection.
@@ -233,6 +248,16 @@ impl Io {
     /// iteration. For latency metrics, where [`Io::now_ms`] is too coarse.
     pub fn now_us(&self) -> u64 {
         self.now_us
+    }
+
+    /// The peer address of a live connection.
+    pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        listener::peer_addr(self.slot(id)?.fd).ok()
+    }
+
+    /// True once the worker has begun to drain (no new connections).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
     }
 
     /// Counters for engine-health metrics.

@@ -170,12 +170,23 @@ fn bind_one(addr: SocketAddr, opts: ListenOptions) -> io::Result<OwnedFd> {
 
 /// The address a socket is bound to.
 pub fn local_addr(fd: i32) -> io::Result<SocketAddr> {
-    // SAFETY: zeroed sockaddr_storage is valid; getsockname writes at most `len` bytes.
+    socket_name(fd, libc::getsockname)
+}
+
+/// The address of a connected socket's peer.
+pub fn peer_addr(fd: i32) -> io::Result<SocketAddr> {
+    socket_name(fd, libc::getpeername)
+}
+
+type NameCall = unsafe extern "C" fn(i32, *mut libc::sockaddr, *mut libc::socklen_t) -> i32;
+
+fn socket_name(fd: i32, call: NameCall) -> io::Result<SocketAddr> {
+    // SAFETY: zeroed sockaddr_storage is valid; the call writes at most `len` bytes.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: pointers to live locals with the correct length.
     check(unsafe {
-        libc::getsockname(
+        call(
             fd,
             (&mut storage as *mut libc::sockaddr_storage).cast(),
             &mut len,

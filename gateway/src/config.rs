@@ -10,6 +10,9 @@ use std::path::Path;
 use engine::{EngineConfig, EngineKey};
 use serde::{Deserialize, Serialize};
 
+pub mod upstream;
+pub use upstream::{BackendConfig, OnError, ProxyConfig, UpstreamRoute};
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -63,6 +66,8 @@ pub struct Config {
     pub pubsub: PubSubConfig,
     /// The server HTTP API (publish, broadcast, subscribe, ...).
     pub api: ApiConfig,
+    /// `[[backends]]`: HTTP backends of `upstream` routes and proxies.
+    pub backends: Vec<BackendConfig>,
 }
 
 /// `[server]`: where to listen and how many workers.
@@ -143,6 +148,10 @@ pub enum AppKind {
     /// Channels and fan-out, speaking the Centrifugo client protocol v2
     /// (JSON); see `[pubsub]`.
     Pubsub,
+    /// Every event goes to an HTTP backend (`$connect`, messages,
+    /// `$disconnect`), whose answers go back to the client; see
+    /// `[routes.upstream]`.
+    Upstream,
 }
 
 /// `[[routes]]`: one WebSocket path and the application behind it.
@@ -151,8 +160,11 @@ pub enum AppKind {
 pub struct RouteConfig {
     /// Request path, matched exactly (the query string is ignored).
     pub path: String,
-    /// The application: `echo`.
+    /// The application: `echo`, `pubsub` or `upstream`.
     pub app: AppKind,
+    /// The webhooks of an `upstream` route (required there, refused elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamRoute>,
 }
 
 /// `[websocket]`: handshake policy.
@@ -333,6 +345,8 @@ pub struct PubSubConfig {
     pub without_namespace: ChannelOptions,
     /// Named namespaces; any other `ns:` prefix is unknown (error 102).
     pub namespaces: Vec<Namespace>,
+    /// Connect, RPC, publish and subscribe proxies to a backend.
+    pub proxy: ProxyConfig,
 }
 
 impl Default for PubSubConfig {
@@ -351,6 +365,7 @@ impl Default for PubSubConfig {
             mailbox_capacity: 65_536,
             without_namespace: ChannelOptions::default(),
             namespaces: Vec::new(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -637,6 +652,7 @@ impl Config {
                 "or admin.listen must be set: api.key enables the API but nothing would serve it",
             );
         }
+        self.validate_backends()?;
         let admin = &self.admin;
         if !(10..=60_000).contains(&admin.publish_ms) {
             return bad("admin.publish_ms", "must be from 10 to 60000");
@@ -670,6 +686,83 @@ impl Config {
         Ok(())
     }
 
+    /// Checks `[[backends]]`, the `upstream` routes and `[pubsub.proxy]`.
+    fn validate_backends(&self) -> Result<(), ConfigError> {
+        let bad = |(key, problem): (&'static str, String)| ConfigError::Invalid { key, problem };
+        for (i, b) in self.backends.iter().enumerate() {
+            upstream::check_backend(b).map_err(bad)?;
+            if self.backends[..i].iter().any(|o| o.name == b.name) {
+                return Err(bad((
+                    "backends.name",
+                    format!("{:?} is declared twice", b.name),
+                )));
+            }
+        }
+        let known = |key: &'static str, name: &str| {
+            if self.backends.iter().any(|b| b.name == name) {
+                Ok(())
+            } else {
+                Err(bad((
+                    key,
+                    format!("{name:?} is not the name of a [[backends]] entry"),
+                )))
+            }
+        };
+        for r in &self.routes {
+            match (&r.upstream, r.app) {
+                (Some(u), AppKind::Upstream) => {
+                    known("routes.upstream.backend", &u.backend)?;
+                    for (key, path) in [
+                        ("routes.upstream.connect_path", &u.connect_path),
+                        ("routes.upstream.disconnect_path", &u.disconnect_path),
+                    ] {
+                        upstream::check_path(key, path).map_err(bad)?;
+                    }
+                    if u.message_path.is_empty() {
+                        return Err(bad(("routes.upstream.message_path", "must be set".into())));
+                    }
+                    upstream::check_path("routes.upstream.message_path", &u.message_path)
+                        .map_err(bad)?;
+                    if u.max_pending == 0 || u.max_pending > 65_536 {
+                        return Err(bad((
+                            "routes.upstream.max_pending",
+                            "must be from 1 to 65536".into(),
+                        )));
+                    }
+                }
+                (None, AppKind::Upstream) => {
+                    return Err(bad((
+                        "routes.upstream",
+                        format!(
+                            "is required for the upstream route {:?} (at least `backend`)",
+                            r.path
+                        ),
+                    )))
+                }
+                (Some(_), _) => {
+                    return Err(bad((
+                        "routes.upstream",
+                        format!("is only for app = \"upstream\" (route {:?})", r.path),
+                    )))
+                }
+                (None, _) => {}
+            }
+        }
+        let proxy = &self.pubsub.proxy;
+        for (key, path) in [
+            ("pubsub.proxy.connect_path", &proxy.connect_path),
+            ("pubsub.proxy.rpc_path", &proxy.rpc_path),
+            ("pubsub.proxy.publish_path", &proxy.publish_path),
+            ("pubsub.proxy.subscribe_path", &proxy.subscribe_path),
+        ] {
+            upstream::check_path(key, path).map_err(bad)?;
+        }
+        if proxy.any() {
+            known("pubsub.proxy.backend", &proxy.backend)?;
+        }
+        Ok(())
+    }
+
     /// The routes in force: `[[routes]]`, or the `websocket.echo_path`
     /// shorthand (default `/echo`) when there are none.
     pub fn effective_routes(&self) -> Vec<RouteConfig> {
@@ -681,6 +774,7 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| "/echo".into()),
                 app: AppKind::Echo,
+                upstream: None,
             }]
         } else {
             self.routes.clone()
@@ -727,7 +821,8 @@ mod tests {
             c.effective_routes(),
             [RouteConfig {
                 path: "/echo".into(),
-                app: AppKind::Echo
+                app: AppKind::Echo,
+                upstream: None,
             }]
         );
         assert_eq!(c.io.recv_buffers, 4096);

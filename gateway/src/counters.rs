@@ -11,18 +11,58 @@ use wsproto::codec::FrameCounts;
 /// timeout, slow consumer, shutdown), also the `reason` metric label.
 pub use wsproto::session::Ending as CloseReason;
 
-/// HTTP statuses the gateway answers WebSocket clients with, in a fixed table.
-pub const STATUSES: [u16; 10] = [101, 200, 400, 403, 404, 405, 408, 426, 431, 503];
+/// HTTP statuses the gateway answers WebSocket clients with, in a fixed
+/// table; the last entry (`u16::MAX`, label `other`) collects the rest
+/// (e.g. a backend's own status relayed by an `upstream` route).
+pub const STATUSES: [u16; 16] = [
+    101,
+    200,
+    400,
+    401,
+    403,
+    404,
+    405,
+    408,
+    426,
+    429,
+    431,
+    500,
+    502,
+    503,
+    504,
+    u16::MAX,
+];
+
+/// The metric label of `STATUSES[i]`.
+pub fn status_label(status: u16) -> String {
+    if status == u16::MAX {
+        "other".into()
+    } else {
+        status.to_string()
+    }
+}
 
 /// WebSocket close codes tracked individually. `0` stands for a close frame
 /// without a code; the last entry collects every other code.
-pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 0, u16::MAX];
+pub const CLOSE_CODES: [u16; 11] = [
+    1000,
+    1001,
+    1002,
+    1003,
+    1007,
+    1008,
+    1009,
+    1011,
+    1013,
+    0,
+    u16::MAX,
+];
 
 /// The metric label for `CLOSE_CODES[i]`: the code, `none` for a close frame
 /// without one, `other` for the catch-all.
 pub fn close_code_label(i: usize) -> &'static str {
     const LABELS: [&str; CLOSE_CODES.len()] = [
-        "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "none", "other",
+        "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "1013", "none", "other",
     ];
     LABELS[i]
 }
@@ -60,6 +100,11 @@ pub struct Counters {
     pub frames_in: FrameCounts,
     /// WebSocket frames sent, by class.
     pub frames_out: FrameCounts,
+    /// Client messages an `upstream` route answered with its failure
+    /// answer because the backend failed.
+    pub upstream_failure_answers: u64,
+    /// ... because too many of the connection's messages were waiting.
+    pub upstream_pending_full: u64,
 }
 
 fn code_index(code: u16) -> usize {
@@ -72,9 +117,11 @@ fn code_index(code: u16) -> usize {
 impl Counters {
     /// Counts one HTTP response.
     pub fn http(&mut self, status: u16) {
-        if let Some(i) = STATUSES.iter().position(|&s| s == status) {
-            self.http_responses[i] += 1;
-        }
+        let i = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len() - 1);
+        self.http_responses[i] += 1;
     }
 
     /// Counts one close frame sent.
@@ -125,6 +172,8 @@ impl Counters {
         self.abnormal_closures += o.abnormal_closures;
         self.frames_in.merge(&o.frames_in);
         self.frames_out.merge(&o.frames_out);
+        self.upstream_failure_answers += o.upstream_failure_answers;
+        self.upstream_pending_full += o.upstream_pending_full;
     }
 
     /// A one-line summary for the exit log.

@@ -14,3 +14,4 @@ pub mod conn;
 pub mod counters;
 pub mod server;
 pub mod telemetry;
+pub mod upstream;

@@ -158,7 +158,7 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
         },
         |_, worker| {
             let (io, handler) = worker.io_and_handler();
-            (handler.counters.clone(), *io.stats())
+            (handler.w.counters.clone(), *io.stats())
         },
     )
     .map_err(ServerError::WorkerSetup)?;

@@ -96,6 +96,24 @@ impl Upgrade {
         let name = self.subprotocol.and_then(|i| policy.subprotocols.get(i));
         switching_protocols(&self.accept, name.map(String::as_str))
     }
+
+    /// The `101` response with a subprotocol chosen by someone else (an
+    /// upstream backend); the caller checks that the client offered it.
+    pub fn response_naming(&self, subprotocol: Option<&str>) -> Vec<u8> {
+        switching_protocols(&self.accept, subprotocol)
+    }
+}
+
+/// The subprotocols a client offered, in its order (every
+/// `Sec-WebSocket-Protocol` field, split at commas).
+pub fn offered_subprotocols(request: &http::Request<'_, '_>) -> Vec<String> {
+    request
+        .values("Sec-WebSocket-Protocol")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .collect()
 }
 
 /// The `101` response with `accept` and an optional subprotocol.

@@ -368,6 +368,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        410 => "Gone",
         415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
@@ -398,7 +399,10 @@ pub fn response(
     if let Some(ct) = content_type {
         let _ = write!(head, "Content-Type: {ct}\r\n");
     }
-    let _ = write!(head, "Content-Length: {}\r\n", body.len());
+    // RFC 9110 §8.6: no Content-Length on 1xx and 204 (they have no body).
+    if !(status < 200 || status == 204) {
+        let _ = write!(head, "Content-Length: {}\r\n", body.len());
+    }
     for (name, value) in headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }

@@ -7,4 +7,5 @@
 pub mod codec;
 pub mod handshake;
 pub mod http;
+pub mod http_client;
 pub mod session;

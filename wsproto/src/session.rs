@@ -182,6 +182,20 @@ pub struct UpgradeRequest<'r, 'h, 'b> {
     pub request: &'r http::Request<'h, 'b>,
 }
 
+/// The application's answer to a valid upgrade request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Upgrade now (`101`).
+    Accept,
+    /// Decide later (e.g. after asking a backend) with
+    /// [`Session::accept_pending`] or [`Session::refuse`]; if neither
+    /// happens by `until_ms`, the client gets `504`.
+    Defer {
+        /// Driver milliseconds.
+        until_ms: u64,
+    },
+}
+
 /// The driver's side: I/O, time, the application and metrics.
 pub trait Sink {
     /// Queues bytes for the peer. Returns the bytes now queued, or why not.
@@ -195,8 +209,8 @@ pub trait Sink {
     /// The session's next deadline in the driver's milliseconds (0: none).
     fn set_deadline(&mut self, at_ms: u64);
     /// A valid upgrade request: the application accepts (the session sends
-    /// `101`) or refuses with an HTTP status.
-    fn open(&mut self, request: &UpgradeRequest<'_, '_, '_>) -> Result<(), Reject>;
+    /// `101`), defers its decision, or refuses with an HTTP status.
+    fn open(&mut self, request: &UpgradeRequest<'_, '_, '_>) -> Result<Opening, Reject>;
     /// A complete message (text is valid UTF-8).
     fn message(&mut self, kind: MessageKind, payload: &[u8]) -> Flow;
     /// The open session's keepalive deadline passed (at most every ping
@@ -214,11 +228,24 @@ enum Phase {
     /// Reading the request head; holds an incomplete one (empty and
     /// unallocated in the common case of a head in one read).
     Http(Vec<u8>),
+    /// A valid upgrade request whose answer the application deferred.
+    Pending(Box<Pending>),
     /// An open WebSocket.
     Open(Open),
     /// Our last bytes are queued and our side is shutting down; input is
     /// discarded until the peer's EOF or the close deadline.
     Closing,
+}
+
+/// An upgrade waiting for the application's decision.
+#[derive(Debug)]
+struct Pending {
+    upgrade: handshake::Upgrade,
+    /// The subprotocols the client offered (the decision may pick one).
+    offered: Vec<String>,
+    /// Bytes that arrived meanwhile (a client may not send frames before
+    /// the `101`, but a pipelining one might; bounded by the head limit).
+    early: Vec<u8>,
 }
 
 /// The state of an open WebSocket.
@@ -292,11 +319,57 @@ impl Session {
 
     /// Bytes received. `data` may be modified in place (unmasking).
     pub fn input(&mut self, cfg: &SessionConfig, now: u64, data: &mut [u8], sink: &mut impl Sink) {
-        match self.phase {
+        match &mut self.phase {
             Phase::Http(_) => self.on_head(cfg, now, data, sink),
             Phase::Open(_) => self.on_frames(cfg, now, data, sink),
+            Phase::Pending(p) => {
+                if p.early.len() + data.len() > cfg.policy.max_request_bytes {
+                    let r = Reject::new(400, "data sent before the upgrade was answered");
+                    sink.note(Note::Status(r.status));
+                    self.finish(cfg, now, Some(r.response().into()), Ending::Error, sink);
+                } else {
+                    p.early.extend_from_slice(data);
+                }
+            }
             Phase::Closing => {}
         }
+    }
+
+    /// True while the application decides on a deferred upgrade.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.phase, Phase::Pending(_))
+    }
+
+    /// Accepts a deferred upgrade, naming `subprotocol` in the `101` (one
+    /// the client offered) or, when `None`, the one the policy selected.
+    /// Returns false (and answers `502`) when the client did not offer
+    /// `subprotocol`; no-op unless pending.
+    pub fn accept_pending(
+        &mut self,
+        cfg: &SessionConfig,
+        now: u64,
+        subprotocol: Option<&str>,
+        sink: &mut impl Sink,
+    ) -> bool {
+        let Phase::Pending(p) = &mut self.phase else {
+            return false;
+        };
+        if subprotocol.is_some_and(|s| !p.offered.iter().any(|o| o == s)) {
+            let r = Reject::new(
+                502,
+                "the backend chose a subprotocol the client did not offer",
+            );
+            self.refuse(cfg, now, r.status, r.response(), sink);
+            return false;
+        }
+        let response = match subprotocol {
+            Some(name) => p.upgrade.response_naming(Some(name)),
+            None => p.upgrade.response(&cfg.policy),
+        };
+        let route = p.upgrade.route as u8;
+        let mut early = std::mem::take(&mut p.early);
+        self.upgrade(cfg, now, route, response, &mut early, sink);
+        true
     }
 
     /// The deadline the session last set has passed.
@@ -304,6 +377,11 @@ impl Session {
         match self.phase {
             Phase::Http(_) => {
                 let r = handshake::request_timeout();
+                sink.note(Note::Status(r.status));
+                self.finish(cfg, now, Some(r.response().into()), Ending::Timeout, sink);
+            }
+            Phase::Pending(_) => {
+                let r = Reject::new(504, "no decision on the upgrade in time");
                 sink.note(Note::Status(r.status));
                 self.finish(cfg, now, Some(r.response().into()), Ending::Timeout, sink);
             }
@@ -366,7 +444,7 @@ impl Session {
                 sink.note(Note::Ending(Ending::Error));
                 sink.close_transport(Transport::Abort);
             }
-            Phase::Http(_) => {
+            Phase::Http(_) | Phase::Pending(_) => {
                 sink.note(Note::Ending(Ending::Error));
                 sink.close_transport(Transport::Abort);
             }
@@ -386,7 +464,7 @@ impl Session {
                 Ending::Shutdown,
                 sink,
             ),
-            Phase::Http(_) => {
+            Phase::Http(_) | Phase::Pending(_) => {
                 sink.note(Note::Ending(Ending::Shutdown));
                 sink.close_transport(Transport::Abort);
             }
@@ -394,18 +472,20 @@ impl Session {
         }
     }
 
-    /// Refuses the connection with an HTTP answer before reading anything
-    /// (e.g. 503 at the connection limit).
-    pub fn refuse(&mut self, cfg: &SessionConfig, now: u64, reject: Reject, sink: &mut impl Sink) {
-        if let Phase::Http(_) = self.phase {
-            sink.note(Note::Status(reject.status));
-            self.finish(
-                cfg,
-                now,
-                Some(reject.response().into()),
-                Ending::Normal,
-                sink,
-            );
+    /// Refuses the connection with a complete HTTP `response` of `status`,
+    /// before the upgrade: before reading anything (503 at the connection
+    /// limit) or instead of a deferred upgrade (the backend's answer).
+    pub fn refuse(
+        &mut self,
+        cfg: &SessionConfig,
+        now: u64,
+        status: u16,
+        response: Vec<u8>,
+        sink: &mut impl Sink,
+    ) {
+        if let Phase::Http(_) | Phase::Pending(_) = self.phase {
+            sink.note(Note::Status(status));
+            self.finish(cfg, now, Some(response.into()), Ending::Normal, sink);
         }
     }
 
@@ -469,7 +549,13 @@ impl Session {
                         subprotocol: up.subprotocol,
                         request: &req,
                     };
-                    sink.open(&request).map(|()| Some(up))
+                    sink.open(&request).map(|opening| {
+                        let offered = match opening {
+                            Opening::Accept => Vec::new(),
+                            Opening::Defer { .. } => handshake::offered_subprotocols(&req),
+                        };
+                        Some((up, opening, offered))
+                    })
                 }
                 Err(r) => Err(r),
             }),
@@ -488,22 +574,46 @@ impl Session {
                 sink.note(Note::Status(r.status));
                 self.finish(cfg, now, Some(r.response().into()), Ending::Normal, sink);
             }
-            Some(Ok(Some(up))) => {
-                sink.note(Note::Status(101));
-                let _ = sink.send(up.response(&cfg.policy).into(), Backpressure::Force);
-                let open = Open {
-                    codec: Codec::new(Role::Server),
-                    at: now,
-                    pinged: false,
-                    route: up.route as u8,
-                };
-                sink.set_deadline(open.next_check(cfg.keepalive(open.route)));
-                self.phase = Phase::Open(open);
-                let rest = &mut head[up.consumed..];
-                if !rest.is_empty() {
-                    self.on_frames(cfg, now, rest, sink);
-                }
+            Some(Ok(Some((up, Opening::Accept, _)))) => {
+                let response = up.response(&cfg.policy);
+                let route = up.route as u8;
+                self.upgrade(cfg, now, route, response, &mut head[up.consumed..], sink);
             }
+            Some(Ok(Some((upgrade, Opening::Defer { until_ms }, offered)))) => {
+                let early = head[upgrade.consumed..].to_vec();
+                sink.set_deadline(until_ms);
+                self.phase = Phase::Pending(Box::new(Pending {
+                    upgrade,
+                    offered,
+                    early,
+                }));
+            }
+        }
+    }
+
+    /// Sends the `101` and opens the WebSocket; `rest` is what followed the
+    /// request head (frames already).
+    fn upgrade(
+        &mut self,
+        cfg: &SessionConfig,
+        now: u64,
+        route: u8,
+        response: Vec<u8>,
+        rest: &mut [u8],
+        sink: &mut impl Sink,
+    ) {
+        sink.note(Note::Status(101));
+        let _ = sink.send(response.into(), Backpressure::Force);
+        let open = Open {
+            codec: Codec::new(Role::Server),
+            at: now,
+            pinged: false,
+            route,
+        };
+        sink.set_deadline(open.next_check(cfg.keepalive(open.route)));
+        self.phase = Phase::Open(open);
+        if !rest.is_empty() {
+            self.on_frames(cfg, now, rest, sink);
         }
     }
 

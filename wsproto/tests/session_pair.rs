@@ -7,8 +7,8 @@ use wsproto::codec::{self, Codec, Event, FrameClass, Limits, MessageKind, Role};
 use wsproto::handshake::{ClientHandshake, HandshakePolicy, ServerAnswer};
 use wsproto::http::Reject;
 use wsproto::session::{
-    Backpressure, Ending, Flow, Keepalive, Note, Refused, Session, SessionConfig, Sink, Transport,
-    UpgradeRequest,
+    Backpressure, Ending, Flow, Keepalive, Note, Opening, Refused, Session, SessionConfig, Sink,
+    Transport, UpgradeRequest,
 };
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -60,6 +60,8 @@ struct Driver {
     max_queue: usize,
     /// Routes the application refuses to open.
     refuse_route: Option<usize>,
+    /// Routes whose upgrade the application decides later (until then+100).
+    defer_route: Option<usize>,
     messages: u32,
 }
 
@@ -83,11 +85,14 @@ impl Sink for Driver {
     fn set_deadline(&mut self, at_ms: u64) {
         self.deadline = at_ms;
     }
-    fn open(&mut self, request: &UpgradeRequest<'_, '_, '_>) -> Result<(), Reject> {
+    fn open(&mut self, request: &UpgradeRequest<'_, '_, '_>) -> Result<Opening, Reject> {
         if Some(request.route) == self.refuse_route {
             return Err(Reject::new(403, "not for you"));
         }
-        Ok(())
+        if Some(request.route) == self.defer_route {
+            return Ok(Opening::Defer { until_ms: 100 });
+        }
+        Ok(Opening::Accept)
     }
     fn message(&mut self, kind: MessageKind, payload: &[u8]) -> Flow {
         // The echo application.
@@ -518,4 +523,86 @@ fn periodic_app_pings_go_out_whatever_the_traffic_and_need_an_answer() {
     p.advance(opened + 2_300);
     assert_eq!(p.received(), [Received::Close(Some(3012))]);
     assert_eq!(p.driver.ending, Some(Ending::Timeout));
+}
+
+/// A pair whose `/private` upgrade request is waiting for the app's decision.
+fn deferred(offer: &[&str]) -> (Pair, ClientHandshake) {
+    let mut p = Pair::new(config());
+    p.driver.defer_route = Some(1);
+    let hs = ClientHandshake::new(KEY.into());
+    let mut bytes = hs.request("example", "/private", offer, &[]);
+    // A frame sent too early is kept for after the upgrade.
+    bytes.extend_from_slice(&codec::encode_message(MessageKind::Text, b"early", MASK));
+    p.send(&bytes);
+    assert!(p.server.is_pending());
+    assert!(p.take_wire().is_empty(), "no answer yet");
+    assert_eq!(p.driver.deadline, 100);
+    (p, hs)
+}
+
+#[test]
+fn deferred_upgrade_accepted_with_the_apps_subprotocol() {
+    let (mut p, hs) = deferred(&["chat", "superchat"]);
+    let cfg = p.cfg.clone();
+    assert!(p
+        .server
+        .accept_pending(&cfg, 50, Some("superchat"), &mut p.driver));
+    let wire = p.take_wire();
+    let ServerAnswer::Accepted {
+        consumed,
+        subprotocol,
+    } = hs.answer(&wire, &["chat", "superchat"])
+    else {
+        panic!("not accepted: {:?}", String::from_utf8_lossy(&wire));
+    };
+    assert_eq!(subprotocol.as_deref(), Some("superchat"));
+    // The early frame was echoed right after the 101.
+    let mut frames = wire[consumed..].to_vec();
+    let mut got = Vec::new();
+    p.client
+        .feed(&mut frames, &CLIENT_LIMITS, &mut |e| {
+            if let Event::Message(_, m) = e {
+                got.push(m.to_vec())
+            }
+        })
+        .unwrap();
+    assert_eq!(got, [b"early".to_vec()]);
+    assert!(p.server.is_open());
+    assert_eq!(p.driver.statuses, [101]);
+}
+
+#[test]
+fn deferred_upgrade_refused_timed_out_or_given_a_foreign_subprotocol() {
+    // Refused with the app's own answer.
+    let (mut p, _) = deferred(&[]);
+    let cfg = p.cfg.clone();
+    let body = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec();
+    p.server.refuse(&cfg, 10, 401, body.clone(), &mut p.driver);
+    assert_eq!(p.take_wire(), body);
+    assert_eq!(p.driver.statuses, [401]);
+    assert_eq!(p.driver.transport, Some(Transport::Graceful));
+    // No decision in time: 504.
+    let (mut p, _) = deferred(&[]);
+    p.advance(100);
+    let wire = String::from_utf8(p.take_wire()).unwrap();
+    assert!(wire.starts_with("HTTP/1.1 504 "), "{wire}");
+    assert_eq!(p.driver.ending, Some(Ending::Timeout));
+    // A subprotocol the client did not offer: 502, not a broken 101.
+    let (mut p, _) = deferred(&["chat"]);
+    let cfg = p.cfg.clone();
+    assert!(!p
+        .server
+        .accept_pending(&cfg, 10, Some("mqtt"), &mut p.driver));
+    let wire = String::from_utf8(p.take_wire()).unwrap();
+    assert!(wire.starts_with("HTTP/1.1 502 "), "{wire}");
+    assert!(!p.server.is_open());
+    // The peer leaving while pending ends it.
+    let (mut p, _) = deferred(&[]);
+    p.server.peer_eof(&mut p.driver);
+    assert_eq!(p.driver.transport, Some(Transport::Abort));
+    // Flooding before the answer: 400.
+    let (mut p, _) = deferred(&[]);
+    p.send(&vec![0u8; 5000]);
+    let wire = String::from_utf8(p.take_wire()).unwrap();
+    assert!(wire.starts_with("HTTP/1.1 400 "), "{wire}");
 }

@@ -10,30 +10,35 @@
 
 pub mod echo;
 pub mod pubsub;
+pub mod upstream;
 
 use bytes::Bytes;
 use engine::{ConnId, Io};
 use wsproto::codec::{self, FrameClass, MessageKind};
 use wsproto::http::Reject;
-use wsproto::session::{Backpressure, Flow, Refused, UpgradeRequest};
+use wsproto::session::{Backpressure, Flow, Opening, Refused, UpgradeRequest};
 
 use std::sync::Arc;
 
-use crate::config::{AppKind, RouteConfig};
+use crate::config::{AppKind, Config};
+use crate::conn::WorkerState;
 use crate::counters::Counters;
+use crate::upstream::{Failure, Purpose, Upstream as UpstreamClient};
 use pubsub::hub::Hub;
+use wsproto::http_client::ClientResponse;
 
 /// What an application does with its connections. Every method runs on the
 /// worker thread and must not block.
 pub trait App {
     /// A valid upgrade request on this app's route: accept (the client gets
-    /// `101`) or refuse with an HTTP status.
+    /// `101`), defer (answer later through [`App::upstream_done`]), or
+    /// refuse with an HTTP status.
     fn open(
         &mut self,
         _ctx: &mut Ctx<'_>,
         _request: &UpgradeRequest<'_, '_, '_>,
-    ) -> Result<(), Reject> {
-        Ok(())
+    ) -> Result<Opening, Reject> {
+        Ok(Opening::Accept)
     }
 
     /// A complete message from the client (text is valid UTF-8).
@@ -45,8 +50,43 @@ pub trait App {
         Flow::Continue
     }
 
-    /// The connection is gone (after `open` accepted it).
-    fn closed(&mut self, _ctx: &mut Ctx<'_>) {}
+    /// A backend call this app made for this connection finished (see
+    /// [`crate::upstream`]); the connection is still there.
+    fn upstream_done(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _purpose: Purpose,
+        _result: Result<ClientResponse, Failure>,
+    ) -> AfterCall {
+        AfterCall::Flow(Flow::Continue)
+    }
+
+    /// The connection is ending (after `open` accepted or deferred it):
+    /// `code` is the first close code sent or received, 1006 when the
+    /// WebSocket ended without one, `None` when it was never upgraded.
+    /// Called once, when the end is decided; sends are refused from here.
+    fn closed(&mut self, _ctx: &mut Ctx<'_>, _code: Option<u16>) {}
+}
+
+/// What the connection layer does after [`App::upstream_done`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterCall {
+    /// For an open WebSocket: go on or close.
+    Flow(Flow),
+    /// Accept a deferred upgrade, naming `subprotocol`, then send `first`.
+    Accept {
+        /// A subprotocol the client offered (`None`: the policy's choice).
+        subprotocol: Option<String>,
+        /// A first message.
+        first: Option<(MessageKind, Vec<u8>)>,
+    },
+    /// Refuse a deferred upgrade with this complete HTTP response.
+    Refuse {
+        /// Its status (for metrics).
+        status: u16,
+        /// The response bytes.
+        response: Vec<u8>,
+    },
 }
 
 /// One worker's application instances, one per route (index = route).
@@ -56,19 +96,38 @@ pub enum RouteApp {
     Echo(echo::Echo),
     /// [`pubsub::PubSub`].
     PubSub(pubsub::PubSub),
+    /// [`upstream::Upstream`].
+    Upstream(Box<upstream::Upstream>),
 }
 
 impl RouteApp {
-    /// The instances for `routes`, in route order.
-    pub fn for_routes(
-        routes: &[RouteConfig],
-        pubsub: &Arc<pubsub::hub::Settings>,
-    ) -> Vec<RouteApp> {
-        routes
-            .iter()
-            .map(|r| match r.app {
+    /// The instances for the routes of `config`, in route order.
+    pub fn for_routes(config: &Config, pubsub: &Arc<pubsub::hub::Settings>) -> Vec<RouteApp> {
+        config
+            .effective_routes()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| match r.app {
                 AppKind::Echo => RouteApp::Echo(echo::Echo),
                 AppKind::Pubsub => RouteApp::PubSub(pubsub::PubSub::new(pubsub.clone())),
+                AppKind::Upstream => {
+                    let cfg = r
+                        .upstream
+                        .expect("validated: upstream routes have [routes.upstream]");
+                    let backend = config
+                        .backends
+                        .iter()
+                        .position(|b| b.name == cfg.backend)
+                        .expect("validated: the backend exists");
+                    let timeout = config.backends[backend].request_timeout_ms;
+                    RouteApp::Upstream(Box::new(upstream::Upstream::new(
+                        cfg,
+                        r.path,
+                        i as u8,
+                        backend as u16,
+                        timeout,
+                    )))
+                }
             })
             .collect()
     }
@@ -78,6 +137,7 @@ impl RouteApp {
         match self {
             RouteApp::Echo(a) => a,
             RouteApp::PubSub(a) => a,
+            RouteApp::Upstream(a) => &mut **a,
         }
     }
 }
@@ -90,6 +150,10 @@ pub struct Ctx<'a> {
     pub(crate) counters: &'a mut Counters,
     /// The worker's channels (pub/sub).
     pub(crate) hub: &'a mut Hub,
+    /// The worker's backend client.
+    pub(crate) upstream: &'a mut UpstreamClient,
+    /// This worker's index.
+    pub(crate) worker: usize,
     /// `io.max_send_queue_bytes`: past it the peer is a slow consumer.
     pub(crate) max_queue: usize,
     /// Messages queued during this callback batch (for latency metrics).
@@ -102,15 +166,16 @@ impl<'a> Ctx<'a> {
     pub(crate) fn new(
         io: &'a mut Io,
         id: ConnId,
-        counters: &'a mut Counters,
-        hub: &'a mut Hub,
+        w: &'a mut WorkerState,
         max_queue: usize,
     ) -> Self {
         Self {
             io,
             id,
-            counters,
-            hub,
+            counters: &mut w.counters,
+            hub: &mut w.hub,
+            upstream: &mut w.upstream,
+            worker: w.worker,
             max_queue,
             replies: 0,
             queued_after: 0,
@@ -125,6 +190,14 @@ impl<'a> Ctx<'a> {
     /// The worker's clock, in milliseconds (read once per loop iteration).
     pub fn now_ms(&self) -> u64 {
         self.io.now_ms()
+    }
+
+    /// Wall-clock time in Unix milliseconds (for what clients and backends
+    /// read, never for deadlines).
+    pub fn unix_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 
     /// Queues bytes; with [`Backpressure::Check`], refuses when the

@@ -12,6 +12,9 @@ use wsproto::http::{self, BodyKind, ChunkedDecoder, Head, HeadLimits, Headers, R
 /// Path of the metrics exposition on the admin listener.
 pub const METRICS_PATH: &str = "/metrics";
 
+/// Prefix of the push API (`/api/connections/{id}`).
+pub const CONNECTIONS_PREFIX: &str = "/api/connections/";
+
 /// Which listener a connection came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -28,6 +31,10 @@ pub struct Request {
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The query (after `?`), or empty.
+    pub query: String,
+    /// `Content-Type`, if given.
+    pub content_type: Option<String>,
     /// The API key from `X-API-Key`, or from `Authorization: apikey KEY`.
     pub authorized_with: Option<Vec<u8>>,
     /// The body.
@@ -54,6 +61,18 @@ pub struct HttpConn {
     /// Which listener.
     pub listener: Listener,
     buf: Vec<u8>,
+    /// The answer to the current request comes from another worker (or a
+    /// later loop iteration): later requests wait in `buf`.
+    pub awaiting: Option<Awaiting>,
+}
+
+/// A request whose answer is on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Awaiting {
+    /// The connection stays open after the answer.
+    pub keep_alive: bool,
+    /// Its endpoint (index into the API's endpoint list, for metrics).
+    pub endpoint: usize,
 }
 
 impl HttpConn {
@@ -62,7 +81,13 @@ impl HttpConn {
         Self {
             listener,
             buf: Vec::new(),
+            awaiting: None,
         }
+    }
+
+    /// Keeps received bytes for later (while an answer is awaited).
+    pub fn hold(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
     }
 
     /// Adds received bytes and returns the next complete request, if any.
@@ -92,9 +117,16 @@ impl HttpConn {
                             _ => Some(Vec::new()),
                         }
                     });
+                let content_type = req
+                    .header("Content-Type")
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
                 Ok((
-                    req.method.to_string(),
-                    req.path().to_string(),
+                    (
+                        req.method.to_string(),
+                        req.path().to_string(),
+                        req.query().unwrap_or("").to_string(),
+                        content_type,
+                    ),
                     key,
                     req.keep_alive(),
                     body,
@@ -102,7 +134,7 @@ impl HttpConn {
                 ))
             }
         });
-        let (method, path, key, keep_alive, body, head_len) = match parsed {
+        let ((method, path, query, content_type), key, keep_alive, body, head_len) = match parsed {
             Err(None) => return Next::Incomplete,
             Err(Some(r)) => return Next::Reject(r),
             Ok(p) => p,
@@ -138,6 +170,8 @@ impl HttpConn {
         Next::Request(Request {
             method,
             path,
+            query,
+            content_type,
             authorized_with: key,
             body,
             keep_alive,
@@ -155,7 +189,13 @@ pub fn response(
     keep_alive: bool,
 ) -> Vec<u8> {
     let ct = (!body.is_empty()).then_some(content_type);
-    let allow = if path == METRICS_PATH { "GET" } else { "POST" };
+    let allow = if path == METRICS_PATH {
+        "GET"
+    } else if path.starts_with(CONNECTIONS_PREFIX) {
+        "GET, POST, DELETE"
+    } else {
+        "POST"
+    };
     let extra: &[(&str, &str)] = match status {
         405 => &[("Allow", allow)],
         _ => &[],

@@ -10,6 +10,7 @@
 //! ([`crate::app`]), and its sends go back through the engine's queue.
 
 pub mod http;
+pub mod push;
 pub mod ws;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,12 +26,15 @@ use wsproto::session::{Ending, Keepalive, Session, SessionConfig};
 
 use crate::app::pubsub::api::{self, ApiContext};
 use crate::app::pubsub::hub::{self, Hub, HubMsg, Settings};
-use crate::app::{Ctx, RouteApp};
+use crate::app::{flow_after, AfterCall, Ctx, RouteApp};
 use crate::config::{AppKind, Config};
 use crate::counters::Counters;
 use crate::telemetry::{self, latency, Telemetry, WorkerMetrics};
-use http::{HttpConn, Listener, Next, METRICS_PATH};
+use crate::upstream::{Done, Purpose, Upstream};
+use http::{Awaiting, HttpConn, Listener, Next, CONNECTIONS_PREFIX, METRICS_PATH};
+use push::{ConnOp, PushAnswer, ReplyTo};
 use ws::{Driver, WsConn};
+use wsproto::session::Flow;
 
 /// Settings shared (read-only) by every worker, plus the one shared counter
 /// that `max_connections` needs.
@@ -73,7 +77,7 @@ impl Shared {
         let keepalive = routes
             .iter()
             .map(|r| match r.app {
-                AppKind::Echo => Keepalive::Silence {
+                AppKind::Echo | AppKind::Upstream => Keepalive::Silence {
                     ping_ms: t.ping_interval_ms,
                     idle_ms: t.idle_ms,
                 },
@@ -114,6 +118,7 @@ impl Shared {
                 Arc::new(Telemetry::new(
                     config.effective_workers(),
                     config.server.max_connections,
+                    config.backends.iter().map(|b| b.name.clone()).collect(),
                 ))
             }),
             pubsub: Arc::new(Settings::new(&config.pubsub, mail)),
@@ -131,22 +136,34 @@ pub enum Conn {
     Ws(WsConn),
     /// A request stream on the admin or API listener.
     Http(HttpConn),
+    /// A connection to a backend (its state lives in [`Upstream`]).
+    Upstream,
+}
+
+/// What every app of a worker shares: its counters, channels and backend
+/// client (what an app's [`Ctx`] lends it).
+#[derive(Debug)]
+pub struct WorkerState {
+    /// This worker's counters.
+    pub counters: Counters,
+    /// This worker's channels.
+    pub hub: Hub,
+    /// This worker's backend client.
+    pub upstream: Upstream,
+    /// Index of this worker (the `worker` metric label).
+    pub worker: usize,
 }
 
 /// The per-worker handler.
 #[derive(Debug)]
 pub struct GatewayHandler {
     shared: Arc<Shared>,
-    /// This worker's counters.
-    pub counters: Counters,
-    /// Index of this worker (the `worker` metric label).
-    worker: usize,
     /// Metric handles and latency accounting; `None` with metrics off.
     metrics: Option<Box<WorkerMetrics>>,
     /// The app of each route, on this worker.
     apps: Vec<RouteApp>,
-    /// This worker's channels.
-    pub hub: Hub,
+    /// Counters, channels, backends.
+    pub w: WorkerState,
 }
 
 impl GatewayHandler {
@@ -159,15 +176,23 @@ impl GatewayHandler {
                 shared.config.admin.latency_sample_every,
             ))
         });
-        let apps = RouteApp::for_routes(&shared.config.effective_routes(), &shared.pubsub);
+        let apps = RouteApp::for_routes(&shared.config, &shared.pubsub);
         let hub = Hub::new(shared.pubsub.clone(), worker);
+        let limits = HeadLimits {
+            max_bytes: shared.config.limits.max_handshake_bytes,
+            max_headers: shared.config.limits.max_headers,
+        };
+        let upstream = Upstream::new(&shared.config.backends, limits);
         Self {
-            shared,
-            counters: Counters::default(),
-            worker,
             metrics,
             apps,
-            hub,
+            w: WorkerState {
+                counters: Counters::default(),
+                hub,
+                upstream,
+                worker,
+            },
+            shared,
         }
     }
 
@@ -175,8 +200,8 @@ impl GatewayHandler {
     fn publish(&mut self, io: &mut Io) {
         if let Some(m) = self.metrics.as_deref_mut() {
             m.next_publish_ms = io.now_ms() + self.shared.config.admin.publish_ms;
-            m.publish(&self.counters, &self.hub, io);
-            if self.worker == 0 {
+            m.publish(&self.w, io);
+            if self.w.worker == 0 {
                 m.telemetry().upkeep();
             }
         }
@@ -199,15 +224,17 @@ impl GatewayHandler {
             route,
             track,
             since_us,
+            close_code,
             ..
         } = c;
         let max_queue = self.shared.max_send_queue_bytes;
         let mut driver = Driver {
-            ctx: Ctx::new(io, id, &mut self.counters, &mut self.hub, max_queue),
+            ctx: Ctx::new(io, id, &mut self.w, max_queue),
             apps: &mut self.apps,
             metrics: self.metrics.as_deref(),
             route,
             ending,
+            close_code,
             since_us: *since_us,
         };
         f(session, &self.shared.session, &mut driver);
@@ -222,7 +249,7 @@ impl GatewayHandler {
     /// disconnects), now that every connection's state is at hand.
     fn run_pending_closes(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
         let now = io.now_ms();
-        for (id, code, reason) in std::mem::take(&mut self.hub.pending_closes) {
+        for (id, code, reason) in std::mem::take(&mut self.w.hub.pending_closes) {
             let Some(Conn::Ws(c)) = conns.get_mut(io, id) else {
                 continue;
             };
@@ -230,48 +257,66 @@ impl GatewayHandler {
                 continue;
             }
             let ending = if code == centrifuge_proto::codes::SLOW.code {
-                self.hub.counters.disconnected_slow += 1;
+                self.w.hub.counters.disconnected_slow += 1;
                 Ending::SlowConsumer
             } else {
                 Ending::Normal
             };
-            self.hub.counters.disconnect(code);
+            self.w.hub.counters.disconnect(code);
             self.drive(io, id, c, |s, cfg, d| {
                 s.close(cfg, now, code, &reason, ending, d)
             });
         }
     }
 
-    /// Serves the requests of an admin or API connection.
+    /// Serves the requests of an admin or API connection, in order: a
+    /// request whose answer comes later (a push to another worker's
+    /// connection) holds the ones after it.
     fn on_http(&mut self, io: &mut Io, id: ConnId, h: &mut HttpConn, data: &[u8]) {
         let cfg = &self.shared.config;
         let limits = HeadLimits {
             max_bytes: cfg.limits.max_handshake_bytes,
             max_headers: cfg.limits.max_headers,
         };
-        let (max_body, close_ms, handshake_ms) = (
-            cfg.api.max_body_bytes,
-            cfg.timeouts.close_ms,
-            cfg.timeouts.handshake_ms,
-        );
+        let max_body = cfg.api.max_body_bytes;
         let mut input = data;
         loop {
+            if h.awaiting.is_some() {
+                h.hold(input);
+                return;
+            }
             let (response, keep_alive) = match h.input(input, limits, max_body) {
                 Next::Incomplete => return,
                 Next::Reject(r) => (r.response(), false),
-                Next::Request(req) => self.answer_http(io, h.listener, req),
+                Next::Request(req) => match self.answer_http(io, id, h.listener, req) {
+                    HttpAnswer::Now(response, keep) => (response, keep),
+                    HttpAnswer::Later(awaiting) => {
+                        h.awaiting = Some(awaiting);
+                        io.set_deadline(id, 0);
+                        return;
+                    }
+                },
             };
             input = b"";
-            let _ = io.send(id, response.into());
-            if keep_alive {
-                // The next request is due within handshake_ms.
-                io.set_deadline(id, io.now_ms() + handshake_ms);
-            } else {
-                io.close(id, CloseMode::Graceful);
-                io.set_deadline(id, io.now_ms() + close_ms);
+            if !self.respond(io, id, response, keep_alive) {
                 return;
             }
         }
+    }
+
+    /// Sends an HTTP response and arms the next deadline: the next request
+    /// is due within `handshake_ms`, or, when closing, the peer has
+    /// `close_ms` to go. Returns whether the connection stays open.
+    fn respond(&mut self, io: &mut Io, id: ConnId, response: Vec<u8>, keep_alive: bool) -> bool {
+        let t = &self.shared.config.timeouts;
+        let _ = io.send(id, response.into());
+        if keep_alive {
+            io.set_deadline(id, io.now_ms() + t.handshake_ms);
+        } else {
+            io.close(id, CloseMode::Graceful);
+            io.set_deadline(id, io.now_ms() + t.close_ms);
+        }
+        keep_alive
     }
 
     /// The response to one request on the admin or API listener, and
@@ -280,37 +325,48 @@ impl GatewayHandler {
     fn answer_http(
         &mut self,
         io: &mut Io,
+        id: ConnId,
         listener: Listener,
         req: http::Request,
-    ) -> (Vec<u8>, bool) {
-        let (status, content_type, body) = self.route_http(io, listener, &req);
-        let keep = req.keep_alive && status == 200;
-        (
+    ) -> HttpAnswer {
+        let (status, content_type, body) = match self.route_http(io, id, listener, &req) {
+            Routed::Now(status, content_type, body) => (status, content_type, body),
+            Routed::Later(endpoint) => {
+                return HttpAnswer::Later(Awaiting {
+                    keep_alive: req.keep_alive,
+                    endpoint,
+                })
+            }
+        };
+        let keep = req.keep_alive && (200..300).contains(&status);
+        HttpAnswer::Now(
             http::response(status, &req.path, content_type, &body, keep),
             keep,
         )
     }
 
-    /// Status, content type and body for one request.
+    /// Status, content type and body for one request, or the endpoint
+    /// whose answer will come later.
     fn route_http(
         &mut self,
         io: &mut Io,
+        id: ConnId,
         listener: Listener,
         req: &http::Request,
-    ) -> (u16, &'static str, Vec<u8>) {
+    ) -> Routed {
         let api_here = !self.shared.config.api.key.is_empty()
             && (listener == Listener::Api || self.shared.config.api.listen.is_none());
         if listener == Listener::Admin && req.path == METRICS_PATH {
             if req.method != "GET" {
-                return (405, "text/plain", b"method must be GET\n".to_vec());
+                return Routed::Now(405, "text/plain", b"method must be GET\n".to_vec());
             }
             return match self.shared.telemetry.clone() {
                 Some(t) => {
                     // This worker's own numbers are as fresh as the request.
                     self.publish(io);
-                    (200, telemetry::CONTENT_TYPE, t.render().into_bytes())
+                    Routed::Now(200, telemetry::CONTENT_TYPE, t.render().into_bytes())
                 }
-                None => (
+                None => Routed::Now(
                     404,
                     "text/plain",
                     b"metrics are disabled (admin.metrics = false)\n".to_vec(),
@@ -323,38 +379,246 @@ impl GatewayHandler {
             } else {
                 b"no such path\n"
             };
-            return (404, "text/plain", hint.to_vec());
+            return Routed::Now(404, "text/plain", hint.to_vec());
         }
         let endpoint = api::endpoint(&req.path);
-        let answer =
-            if !api::authorized(req.authorized_with.as_deref(), &self.shared.config.api.key) {
-                api::Answer {
-                    status: 401,
-                    body: Vec::new(),
+        let authorized =
+            api::authorized(req.authorized_with.as_deref(), &self.shared.config.api.key);
+        let connections = req.path.starts_with(CONNECTIONS_PREFIX);
+        // Centrifugo's order: no such endpoint, then the method, then the key.
+        let answer = if endpoint == api::ENDPOINTS.len() - 1 {
+            api::Answer {
+                status: 404,
+                body: b"404 page not found\n".to_vec(),
+            }
+        } else if !connections && req.method != "POST" {
+            api::Answer {
+                status: 405,
+                body: Vec::new(),
+            }
+        } else if !authorized {
+            api::Answer {
+                status: 401,
+                body: Vec::new(),
+            }
+        } else if connections {
+            match push::parse(req, self.shared.pubsub.mail.len()) {
+                Ok(p) => {
+                    let msg = HubMsg::Push {
+                        conn: p.conn,
+                        op: p.op,
+                        reply: ReplyTo {
+                            worker: self.w.worker,
+                            conn: id,
+                        },
+                    };
+                    if self.shared.pubsub.mail[p.worker].post(io, msg).is_ok() {
+                        return Routed::Later(endpoint);
+                    }
+                    let a = PushAnswer::error(503, "the worker's mailbox is full; retry");
+                    api::Answer {
+                        status: a.status,
+                        body: a.body,
+                    }
                 }
-            } else if req.method != "POST" {
-                api::Answer {
-                    status: 405,
-                    body: Vec::new(),
-                }
-            } else {
-                let cx = ApiContext {
-                    hub: &mut self.hub,
-                    io,
-                    counters: &mut self.counters,
-                    started: self.shared.started,
-                    node: &self.shared.node,
-                };
-                api::handle(cx, endpoint, &req.body)
+                Err(a) => api::Answer {
+                    status: a.status,
+                    body: a.body,
+                },
+            }
+        } else {
+            let cx = ApiContext {
+                hub: &mut self.w.hub,
+                io,
+                counters: &mut self.w.counters,
+                started: self.shared.started,
+                node: &self.shared.node,
             };
-        self.hub.counters.api(endpoint, answer.status);
-        let content_type = if answer.status == 200 {
+            api::handle(cx, endpoint, &req.body)
+        };
+        self.w.hub.counters.api(endpoint, answer.status);
+        let content_type = if answer.status == 200 || answer.body.starts_with(b"{") {
             "application/json"
         } else {
             "text/plain"
         };
-        (answer.status, content_type, answer.body)
+        Routed::Now(answer.status, content_type, answer.body)
     }
+
+    /// Performs a push on one of this worker's connections and posts the
+    /// answer back to the API connection that asked.
+    fn run_push(
+        &mut self,
+        io: &mut Io,
+        conns: &mut Conns<'_, Conn>,
+        conn: ConnId,
+        op: ConnOp,
+        reply: ReplyTo,
+    ) {
+        let answer = self.push_to(io, conns, conn, op);
+        let msg = HubMsg::PushAnswer {
+            conn: reply.conn,
+            answer,
+        };
+        if reply.worker == self.w.worker {
+            self.push_answered(io, conns, msg);
+        } else if let Err(msg) = self.shared.pubsub.mail[reply.worker].post(io, msg) {
+            // The API worker's mailbox is full: its client times out (the
+            // handshake deadline of a waiting API connection is off, so
+            // close it rather than leave it hanging).
+            log::warn!("push answer dropped: {msg:?}");
+        }
+    }
+
+    /// One push operation on a local connection.
+    fn push_to(
+        &mut self,
+        io: &mut Io,
+        conns: &mut Conns<'_, Conn>,
+        id: ConnId,
+        op: ConnOp,
+    ) -> PushAnswer {
+        let Some(Conn::Ws(c)) = conns.get_mut(io, id) else {
+            return PushAnswer::gone();
+        };
+        let Some(RouteApp::Upstream(app)) = c.route.and_then(|r| self.apps.get(r as usize)) else {
+            return PushAnswer::gone();
+        };
+        if !c.session.is_open() {
+            return PushAnswer::gone();
+        }
+        match op {
+            ConnOp::Info => match app.info(self.w.worker, id) {
+                Some(json) => PushAnswer {
+                    status: 200,
+                    body: json.into_bytes(),
+                },
+                None => PushAnswer::gone(),
+            },
+            ConnOp::Send(kind, payload) => {
+                let now = io.now_ms();
+                self.drive(io, id, c, |s, cfg, d| {
+                    if let Flow::Close {
+                        code,
+                        reason,
+                        ending,
+                    } = flow_after(d.ctx.send_message(kind, &payload))
+                    {
+                        s.close(cfg, now, code, reason, ending, d);
+                    }
+                });
+                PushAnswer {
+                    status: 200,
+                    body: b"{}".to_vec(),
+                }
+            }
+            ConnOp::Close(code, reason) => {
+                let now = io.now_ms();
+                self.drive(io, id, c, |s, cfg, d| {
+                    s.close(cfg, now, code, &reason, Ending::Normal, d)
+                });
+                PushAnswer {
+                    status: 204,
+                    body: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// The answer to a push reached the API connection's worker.
+    fn push_answered(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>, msg: HubMsg) {
+        let HubMsg::PushAnswer { conn, answer } = msg else {
+            return;
+        };
+        let Some(Conn::Http(h)) = conns.get_mut(io, conn) else {
+            return;
+        };
+        let Some(awaiting) = h.awaiting.take() else {
+            return;
+        };
+        self.w.hub.counters.api(awaiting.endpoint, answer.status);
+        let keep = awaiting.keep_alive && (200..300).contains(&answer.status);
+        let content_type = if answer.body.is_empty() {
+            None
+        } else {
+            Some("application/json")
+        };
+        let response =
+            wsproto::http::response(answer.status, &[], content_type, &answer.body, keep);
+        if self.respond(io, conn, response, keep) {
+            // Requests that arrived meanwhile.
+            self.on_http(io, conn, h, b"");
+        }
+    }
+
+    /// Hands finished backend calls to the apps that made them.
+    fn deliver_upstream(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
+        while !self.w.upstream.done.is_empty() {
+            for done in std::mem::take(&mut self.w.upstream.done) {
+                self.upstream_done(io, conns, done);
+            }
+        }
+    }
+
+    fn upstream_done(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>, done: Done) {
+        let caller = done.caller;
+        if caller.purpose == Purpose::Disconnect {
+            return;
+        }
+        let Some(Conn::Ws(c)) = conns.get_mut(io, caller.conn) else {
+            return;
+        };
+        if c.route != Some(caller.route) {
+            return;
+        }
+        let now = io.now_ms();
+        let route = usize::from(caller.route);
+        let result = done.result;
+        self.drive(io, caller.conn, c, |s, cfg, d| {
+            let after = d.apps[route]
+                .app()
+                .upstream_done(&mut d.ctx, caller.purpose, result);
+            match after {
+                AfterCall::Flow(Flow::Continue) => {}
+                AfterCall::Flow(Flow::Close {
+                    code,
+                    reason,
+                    ending,
+                }) => s.close(cfg, now, code, reason, ending, d),
+                AfterCall::Accept { subprotocol, first } => {
+                    if s.accept_pending(cfg, now, subprotocol.as_deref(), d) {
+                        if let Some((kind, message)) = first {
+                            if let Flow::Close {
+                                code,
+                                reason,
+                                ending,
+                            } = flow_after(d.ctx.send_message(kind, &message))
+                            {
+                                s.close(cfg, now, code, reason, ending, d);
+                            }
+                        }
+                    }
+                }
+                AfterCall::Refuse { status, response } => s.refuse(cfg, now, status, response, d),
+            }
+        });
+    }
+}
+
+/// How a request on the admin or API listener is answered.
+enum HttpAnswer {
+    /// Now: the response and whether the connection stays open.
+    Now(Vec<u8>, bool),
+    /// Later (a push on another worker's connection).
+    Later(Awaiting),
+}
+
+/// [`GatewayHandler::route_http`]'s verdict.
+enum Routed {
+    /// Status, content type, body.
+    Now(u16, &'static str, Vec<u8>),
+    /// The answer comes later; the endpoint, for metrics.
+    Later(usize),
 }
 
 impl Handler for GatewayHandler {
@@ -363,13 +627,16 @@ impl Handler for GatewayHandler {
     fn on_open(&mut self, io: &mut Io, id: ConnId, origin: Origin) -> Conn {
         let http_listener = match origin {
             Origin::Accepted(i) => self.shared.listener_kinds.get(i).copied().flatten(),
-            Origin::Connected => None,
+            Origin::Connected => {
+                self.w.upstream.on_open(io, id);
+                return Conn::Upstream;
+            }
         };
         if let Some(listener) = http_listener {
             io.set_deadline(id, io.now_ms() + self.shared.config.timeouts.handshake_ms);
             return Conn::Http(HttpConn::new(listener));
         }
-        self.counters.accepted += 1;
+        self.w.counters.accepted += 1;
         let (session, deadline) = Session::new(&self.shared.session, io.now_ms());
         io.set_deadline(id, deadline);
         let mut c = WsConn {
@@ -377,14 +644,16 @@ impl Handler for GatewayHandler {
             ending: None,
             admitted: false,
             route: None,
+            close_code: 0,
             track: latency::NONE,
             since_us: io.now_us() as u32,
         };
         if self.shared.active.fetch_add(1, Ordering::Relaxed) >= self.shared.max_connections {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);
             let now = io.now_ms();
+            let r = handshake::service_unavailable();
             self.drive(io, id, &mut c, |s, cfg, d| {
-                s.refuse(cfg, now, handshake::service_unavailable(), d)
+                s.refuse(cfg, now, r.status, r.response(), d)
             });
         } else {
             c.admitted = true;
@@ -399,6 +668,7 @@ impl Handler for GatewayHandler {
                 self.drive(io, id, c, |s, cfg, d| s.input(cfg, now, data, d));
             }
             Conn::Http(h) => self.on_http(io, id, h, data),
+            Conn::Upstream => self.w.upstream.on_data(io, id, data),
         }
     }
 
@@ -406,6 +676,7 @@ impl Handler for GatewayHandler {
         match conn {
             Conn::Ws(c) => self.drive(io, id, c, |s, _, d| s.peer_eof(d)),
             Conn::Http(_) => io.close(id, CloseMode::Abort),
+            Conn::Upstream => self.w.upstream.on_peer_eof(io, id),
         }
     }
 
@@ -416,7 +687,12 @@ impl Handler for GatewayHandler {
                 self.drive(io, id, c, |s, cfg, d| s.timeout(cfg, now, d));
             }
             Conn::Http(_) => io.close(id, CloseMode::Abort),
+            Conn::Upstream => self.w.upstream.on_deadline(io, id),
         }
+    }
+
+    fn on_connect_failed(&mut self, io: &mut Io, id: ConnId, errno: i32) {
+        self.w.upstream.on_connect_failed(io, id, errno);
     }
 
     fn on_shutdown(&mut self, io: &mut Io, id: ConnId, conn: &mut Conn) {
@@ -426,6 +702,7 @@ impl Handler for GatewayHandler {
                 self.drive(io, id, c, |s, cfg, d| s.shutdown(cfg, now, d));
             }
             Conn::Http(_) => io.close(id, CloseMode::Abort),
+            Conn::Upstream => self.w.upstream.on_shutdown(io, id),
         }
     }
 
@@ -438,13 +715,19 @@ impl Handler for GatewayHandler {
 
     fn on_wake(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
         let settings = self.shared.pubsub.clone();
-        while let Some(msg) = settings.mail[self.worker].pop() {
-            self.hub.apply(io, &mut self.counters, msg);
+        while let Some(msg) = settings.mail[self.w.worker].pop() {
+            match msg {
+                HubMsg::Push { conn, op, reply } => self.run_push(io, conns, conn, op, reply),
+                HubMsg::PushAnswer { .. } => self.push_answered(io, conns, msg),
+                msg => self.w.hub.apply(io, &mut self.w.counters, msg),
+            }
         }
         self.run_pending_closes(io, conns);
+        self.deliver_upstream(io, conns);
     }
 
     fn on_tick(&mut self, io: &mut Io) {
+        self.w.upstream.tick(io);
         if self
             .metrics
             .as_ref()
@@ -455,22 +738,28 @@ impl Handler for GatewayHandler {
     }
 
     fn on_schedule(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
-        if !self.hub.pending_closes.is_empty() {
+        if !self.w.hub.pending_closes.is_empty() {
             self.run_pending_closes(io, conns);
         }
+        self.deliver_upstream(io, conns);
     }
 
     fn on_closed(&mut self, io: &mut Io, id: ConnId, conn: Conn, cause: CloseCause) {
-        let Conn::Ws(mut c) = conn else {
-            return;
+        let mut c = match conn {
+            Conn::Ws(c) => c,
+            Conn::Http(_) => return,
+            Conn::Upstream => return self.w.upstream.on_closed(io, id),
         };
         if let Some(m) = self.metrics.as_deref_mut() {
             m.tracker.forget(&mut c.track);
         }
-        if let Some(route) = c.route {
+        if let (Some(route), None) = (c.route, c.ending) {
+            // Ended below the session (e.g. a socket error): the app has
+            // not heard yet.
             let max_queue = self.shared.max_send_queue_bytes;
-            let mut ctx = Ctx::new(io, id, &mut self.counters, &mut self.hub, max_queue);
-            self.apps[route as usize].app().closed(&mut ctx);
+            let mut ctx = Ctx::new(io, id, &mut self.w, max_queue);
+            let code = (c.close_code != 0).then_some(c.close_code);
+            self.apps[route as usize].app().closed(&mut ctx, code);
         }
         if c.admitted {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);
@@ -480,7 +769,7 @@ impl Handler for GatewayHandler {
             (None, CloseCause::Clean) => Ending::Normal,
             (None, _) => Ending::Error,
         };
-        self.counters.closed(ending);
+        self.w.counters.closed(ending);
     }
 }
 

@@ -10,11 +10,14 @@ use engine::{CloseMode, ConnId, Io};
 use wsproto::codec::MessageKind;
 use wsproto::http::Reject;
 use wsproto::session::{
-    Backpressure, Ending, Flow, Note, Refused, Session, Sink, Transport, UpgradeRequest,
+    Backpressure, Ending, Flow, Note, Opening, Refused, Session, Sink, Transport, UpgradeRequest,
 };
 
 use crate::app::{Ctx, RouteApp};
 use crate::telemetry::WorkerMetrics;
+
+/// A WebSocket that ended without a close frame (never sent on the wire).
+pub(crate) const NO_CLOSE_FRAME: u16 = 1006;
 
 /// The gateway's state of one client connection.
 #[derive(Debug)]
@@ -26,6 +29,9 @@ pub struct WsConn {
     pub(crate) admitted: bool,
     /// The route (index into the worker's apps) once upgraded.
     pub(crate) route: Option<u8>,
+    /// The first close code sent or received, for the app: 0 before the
+    /// upgrade, [`NO_CLOSE_FRAME`] after it until a close frame.
+    pub(crate) close_code: u16,
     /// Handle of this connection's replies in flight in the worker's latency
     /// tracker ([`crate::telemetry::latency::NONE`] while none are).
     pub(crate) track: u32,
@@ -40,6 +46,7 @@ pub(crate) struct Driver<'a> {
     pub(crate) metrics: Option<&'a WorkerMetrics>,
     pub(crate) route: &'a mut Option<u8>,
     pub(crate) ending: &'a mut Option<Ending>,
+    pub(crate) close_code: &'a mut u16,
     pub(crate) since_us: u32,
 }
 
@@ -72,11 +79,11 @@ impl Sink for Driver<'_> {
         self.io().set_deadline(id, at_ms);
     }
 
-    fn open(&mut self, request: &UpgradeRequest<'_, '_, '_>) -> Result<(), Reject> {
+    fn open(&mut self, request: &UpgradeRequest<'_, '_, '_>) -> Result<Opening, Reject> {
         let app = self.apps.get_mut(request.route).expect("a route per app");
-        app.app().open(&mut self.ctx, request)?;
+        let opening = app.app().open(&mut self.ctx, request)?;
         *self.route = Some(request.route as u8);
-        Ok(())
+        Ok(opening)
     }
 
     fn message(&mut self, kind: MessageKind, payload: &[u8]) -> Flow {
@@ -103,6 +110,7 @@ impl Sink for Driver<'_> {
                     log::debug!("handshake rejected with {status}");
                 }
                 if status == 101 {
+                    *self.close_code = NO_CLOSE_FRAME;
                     if let Some(m) = self.metrics {
                         let took_us = (self.ctx.io.now_us() as u32).wrapping_sub(self.since_us);
                         m.handshake.record(f64::from(took_us) / 1e6);
@@ -111,14 +119,33 @@ impl Sink for Driver<'_> {
             }
             Note::FramesIn(frames) => c.frames_in.merge(frames),
             Note::FrameOut(class) => c.frames_out.add(class),
-            Note::CloseIn(code) => c.close_received(code),
-            Note::CloseOut(code) => c.close_sent(code),
+            Note::CloseIn(code) => {
+                c.close_received(code);
+                if *self.close_code == NO_CLOSE_FRAME {
+                    // An empty close frame means 1005 (RFC 6455 §7.1.5).
+                    *self.close_code = code.unwrap_or(1005);
+                }
+            }
+            Note::CloseOut(code) => {
+                c.close_sent(code);
+                if *self.close_code == NO_CLOSE_FRAME {
+                    *self.close_code = if code == 0 { 1005 } else { code };
+                }
+            }
             Note::PingIn => c.pings_in += 1,
             Note::PongIn => c.pongs_in += 1,
             Note::PingOut => c.pings_out += 1,
             Note::Abnormal => c.abnormal_closures += 1,
             Note::Ending(e) => {
-                self.ending.get_or_insert(e);
+                if self.ending.is_none() {
+                    *self.ending = Some(e);
+                    // The app hears of the end now, not when the slot is
+                    // released (which waits for the peer's EOF or close_ms).
+                    if let Some(route) = *self.route {
+                        let code = (*self.close_code != 0).then_some(*self.close_code);
+                        self.apps[route as usize].app().closed(&mut self.ctx, code);
+                    }
+                }
             }
         }
     }

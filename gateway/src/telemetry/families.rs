@@ -25,6 +25,10 @@ pub struct Family {
     pub help: &'static str,
 }
 
+/// Histograms kept as [`super::histogram::LocalHistogram`]s and rendered
+/// by hand (not registered with the recorder).
+pub const LOCAL_HISTOGRAMS: [Family; 2] = [MESSAGE_LATENCY, UPSTREAM_DURATION];
+
 macro_rules! families {
     ($($(#[$attr:meta])* $id:ident = $name:literal, $kind:ident, $help:literal;)*) => {
         $(
@@ -125,4 +129,26 @@ families! {
         "Disconnects of the Centrifugo protocol (close codes), by code.";
     API_REQUESTS_TOTAL = "gateway_api_requests_total", Counter,
         "Server API requests, by endpoint and HTTP status.";
+    UPSTREAM_REQUESTS_TOTAL = "gateway_upstream_requests_total", Counter,
+        "Backend calls, by backend and outcome (status class, or unavailable, overloaded, timeout, bad_response).";
+    UPSTREAM_DURATION = "gateway_upstream_duration_seconds", Histogram,
+        "Time from a backend call being made to its answer being complete (answered calls only).";
+    UPSTREAM_IN_FLIGHT = "gateway_upstream_in_flight", Gauge,
+        "Backend calls written to a connection and not yet answered.";
+    UPSTREAM_QUEUED = "gateway_upstream_queued", Gauge,
+        "Backend calls waiting for a pooled connection.";
+    UPSTREAM_CONNECTIONS = "gateway_upstream_connections", Gauge,
+        "Connections to the backend, open or connecting.";
+    UPSTREAM_CONNECTS_TOTAL = "gateway_upstream_connects_total", Counter,
+        "Connects started to the backend.";
+    UPSTREAM_CONNECT_FAILURES_TOTAL = "gateway_upstream_connect_failures_total", Counter,
+        "Connects to the backend that failed or timed out.";
+    UPSTREAM_RETRIES_TOTAL = "gateway_upstream_retries_total", Counter,
+        "Calls sent again because a reused keep-alive connection closed before answering.";
+    UPSTREAM_CIRCUIT_STATE = "gateway_upstream_circuit_state", Gauge,
+        "The backend's circuit breaker on the worker: 0 closed, 1 half-open, 2 open.";
+    UPSTREAM_CIRCUIT_OPENED_TOTAL = "gateway_upstream_circuit_opened_total", Counter,
+        "Times the backend's circuit opened.";
+    UPSTREAM_FAILURE_ANSWERS_TOTAL = "gateway_upstream_failure_answers_total", Counter,
+        "Client messages answered with the route's failure answer (error message or close), by reason.";
 }

@@ -30,6 +30,7 @@ pub mod histogram;
 pub mod latency;
 pub mod process;
 pub mod pubsub;
+pub mod upstream;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,8 +40,10 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::app::pubsub::hub::Hub;
-use crate::counters::{close_code_label, CloseReason, Counters, CLOSE_CODES, STATUSES};
+use crate::conn::WorkerState;
+use crate::counters::{
+    close_code_label, status_label, CloseReason, Counters, CLOSE_CODES, STATUSES,
+};
 use engine::Io;
 use families::{self as f, Family, Kind};
 use histogram::LocalHistogram;
@@ -67,6 +70,10 @@ pub struct Telemetry {
     handle: PrometheusHandle,
     /// Each worker's latency histogram as of its last publish.
     latency: Vec<Mutex<LocalHistogram>>,
+    /// Backend names, and each worker's backend latency histograms (one
+    /// per backend) as of its last publish.
+    backends: Vec<String>,
+    upstream_latency: Vec<Mutex<Vec<LocalHistogram>>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -80,7 +87,7 @@ impl std::fmt::Debug for Telemetry {
 impl Telemetry {
     /// A recorder for `workers` workers, with the process-wide series
     /// (`gateway_build_info`, `gateway_connections_limit`) set.
-    pub fn new(workers: usize, max_connections: usize) -> Self {
+    pub fn new(workers: usize, max_connections: usize, backends: Vec<String>) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Full(f::HANDSHAKE_DURATION.name.into()),
@@ -90,9 +97,9 @@ impl Telemetry {
             .build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            // The message latency histogram is rendered by `render`, not
-            // registered; everything else is described here.
-            for family in f::ALL.iter().filter(|f| *f != &f::MESSAGE_LATENCY) {
+            // The message and backend latency histograms are rendered by
+            // `render`, not registered; everything else is described here.
+            for family in f::ALL.iter().filter(|f| !f::LOCAL_HISTOGRAMS.contains(f)) {
                 let (name, help) = (family.name, family.help);
                 match family.kind {
                     Kind::Counter => metrics::describe_counter!(name, help),
@@ -119,6 +126,13 @@ impl Telemetry {
             latency: (0..workers)
                 .map(|_| Mutex::new(LocalHistogram::new(&MESSAGE_LATENCY_BUCKETS_US)))
                 .collect(),
+            upstream_latency: (0..workers)
+                .map(|_| {
+                    let one = LocalHistogram::new(&crate::upstream::LATENCY_BUCKETS_US);
+                    Mutex::new(vec![one; backends.len()])
+                })
+                .collect(),
+            backends,
         }
     }
 
@@ -143,6 +157,18 @@ impl Telemetry {
                 f::MESSAGE_LATENCY.name,
                 &format!("worker=\"{worker}\""),
             );
+        }
+        if !self.backends.is_empty() {
+            let family = f::UPSTREAM_DURATION;
+            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+            let _ = writeln!(out, "# TYPE {} histogram", family.name);
+            for (worker, hs) in self.upstream_latency.iter().enumerate() {
+                let hs = hs.lock().unwrap_or_else(PoisonError::into_inner);
+                for (h, backend) in hs.iter().zip(&self.backends) {
+                    let labels = format!("worker=\"{worker}\",backend=\"{backend}\"");
+                    h.write_series(&mut out, family.name, &labels);
+                }
+            }
         }
         out.push('\n');
         ProcessStats::read().write(&mut out);
@@ -194,6 +220,7 @@ pub struct WorkerMetrics {
     timer_entries: Gauge,
     slots: Gauge,
     pubsub: pubsub::PubSubMetrics,
+    upstream: upstream::UpstreamMetrics,
 }
 
 impl std::fmt::Debug for WorkerMetrics {
@@ -234,7 +261,7 @@ impl WorkerMetrics {
                 .filter(|(_, &s)| s >= 400)
                 .map(|(i, s)| {
                     let c = metrics::counter!(f::HANDSHAKE_REJECTIONS_TOTAL.name,
-                        "worker" => w.clone(), "status" => s.to_string());
+                        "worker" => w.clone(), "status" => status_label(*s));
                     (i, c)
                 })
                 .collect(),
@@ -276,6 +303,7 @@ impl WorkerMetrics {
             timer_entries: gauge(&f::ENGINE_TIMER_ENTRIES),
             slots: gauge(&f::ENGINE_SLOTS_IN_USE),
             pubsub: pubsub::PubSubMetrics::register(&w, worker),
+            upstream: upstream::UpstreamMetrics::register(&w, &shared.backends),
             telemetry,
         })
     }
@@ -286,10 +314,17 @@ impl WorkerMetrics {
     }
 
     /// Copies the worker's counts into the recorder: one store per series.
-    pub fn publish(&self, c: &Counters, hub: &Hub, io: &mut Io) {
-        self.publish_counters(c);
+    pub fn publish(&self, w: &WorkerState, io: &mut Io) {
+        self.publish_counters(&w.counters);
         self.publish_engine(io);
-        self.pubsub.publish(hub, self.worker);
+        self.pubsub.publish(&w.hub, self.worker);
+        let pools = self.upstream.publish(&w.upstream, &w.counters, io.now_ms());
+        if let Some(slot) = self.telemetry.upstream_latency.get(self.worker) {
+            let mut hs = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            for (h, p) in hs.iter_mut().zip(&pools) {
+                h.copy_from(&p.latency);
+            }
+        }
     }
 
     /// The gateway half of [`WorkerMetrics::publish`], plus the latency
@@ -368,7 +403,7 @@ mod tests {
 
     #[test]
     fn published_counters_render_per_worker() {
-        let t = Arc::new(Telemetry::new(2, 500));
+        let t = Arc::new(Telemetry::new(2, 500, Vec::new()));
         let mut w0 = WorkerMetrics::new(t.clone(), 0, 1);
         let w1 = WorkerMetrics::new(t.clone(), 1, 1);
         let mut c = Counters {
@@ -491,7 +526,7 @@ mod tests {
 
     #[test]
     fn the_family_table_is_exactly_what_is_exported() {
-        let t = Arc::new(Telemetry::new(1, 1));
+        let t = Arc::new(Telemetry::new(1, 1, vec!["app".into()]));
         WorkerMetrics::new(t.clone(), 0, 1).publish_counters(&Counters::default());
         let text = t.render();
         let exported: Vec<&str> = text
@@ -522,7 +557,7 @@ mod tests {
 
     #[test]
     fn help_lines_cover_every_registered_family() {
-        let t = Arc::new(Telemetry::new(1, 1));
+        let t = Arc::new(Telemetry::new(1, 1, Vec::new()));
         WorkerMetrics::new(t.clone(), 0, 1).publish_counters(&Counters::default());
         let text = t.render();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {

@@ -23,18 +23,20 @@ use super::hub::{Hub, HubMsg, Publication, Target};
 use crate::counters::Counters;
 
 /// API endpoints, in the order of the per-endpoint counters.
-pub const ENDPOINTS: [&str; 7] = [
+pub const ENDPOINTS: [&str; 8] = [
     "publish",
     "broadcast",
     "subscribe",
     "unsubscribe",
     "disconnect",
     "info",
+    "connections",
     "other",
 ];
 
-/// Statuses the API answers with, in the order of the counters.
-pub const STATUSES: [u16; 7] = [200, 400, 401, 404, 405, 413, 500];
+/// Statuses the API answers with, in the order of the counters (anything
+/// else counts as the last).
+pub const STATUSES: [u16; 11] = [200, 204, 400, 401, 404, 405, 410, 413, 415, 503, 500];
 
 /// An API answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,12 @@ pub fn authorized(presented: Option<&[u8]>, key: &str) -> bool {
 
 /// The endpoint index of `path` (`other` for anything unknown).
 pub fn endpoint(path: &str) -> usize {
+    if path.starts_with(crate::conn::http::CONNECTIONS_PREFIX) {
+        return ENDPOINTS
+            .iter()
+            .position(|e| *e == "connections")
+            .unwrap_or(0);
+    }
     path.strip_prefix("/api/")
         .and_then(|name| {
             ENDPOINTS[..ENDPOINTS.len() - 1]

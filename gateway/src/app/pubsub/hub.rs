@@ -59,6 +59,23 @@ pub enum HubMsg {
     Unsubscribe(Target, Arc<str>),
     /// Disconnect with this code and reason (API).
     Disconnect(Target, u16, Arc<str>),
+    /// A push API operation on one of this worker's connections, answered
+    /// to `reply` (see `conn::push`).
+    Push {
+        /// The connection.
+        conn: ConnId,
+        /// What to do.
+        op: crate::conn::push::ConnOp,
+        /// Where the answer goes.
+        reply: crate::conn::push::ReplyTo,
+    },
+    /// The answer to a push, for an API connection of this worker.
+    PushAnswer {
+        /// The API connection.
+        conn: ConnId,
+        /// The answer.
+        answer: crate::conn::push::PushAnswer,
+    },
 }
 
 /// Per-worker figures for `/api/info` and metrics, written by the worker,
@@ -494,6 +511,9 @@ impl Hub {
                 for conn in self.targets(&target) {
                     self.pending_closes.push((conn, code, reason.clone()));
                 }
+            }
+            HubMsg::Push { .. } | HubMsg::PushAnswer { .. } => {
+                unreachable!("the connection layer handles pushes")
             }
         }
     }

@@ -28,7 +28,7 @@ use centrifuge_proto::reply::{ConnectResult, Lines};
 use centrifuge_proto::token::{self, TokenError};
 use wsproto::codec::MessageKind;
 use wsproto::http::Reject;
-use wsproto::session::{Ending, Flow, Refused, UpgradeRequest};
+use wsproto::session::{Ending, Flow, Opening, Refused, UpgradeRequest};
 
 use super::{App, Ctx};
 use hub::{Publication, Settings};
@@ -267,10 +267,10 @@ impl App for PubSub {
         &mut self,
         ctx: &mut Ctx<'_>,
         _request: &UpgradeRequest<'_, '_, '_>,
-    ) -> Result<(), Reject> {
+    ) -> Result<Opening, Reject> {
         let now = ctx.now_ms();
         ctx.hub.open(ctx.id, now);
-        Ok(())
+        Ok(Opening::Accept)
     }
 
     fn message(&mut self, ctx: &mut Ctx<'_>, kind: MessageKind, payload: &[u8]) -> Flow {
@@ -317,7 +317,7 @@ impl App for PubSub {
         Flow::Continue
     }
 
-    fn closed(&mut self, ctx: &mut Ctx<'_>) {
+    fn closed(&mut self, ctx: &mut Ctx<'_>, _code: Option<u16>) {
         ctx.hub.closed(ctx.id);
     }
 }
