@@ -39,6 +39,12 @@ pub struct ConnectRequest<'a> {
     /// SDK name ("js", "python"), informational.
     #[serde(borrow)]
     pub name: Option<Cow<'a, str>>,
+    /// SDK version, informational (passed to a connect proxy).
+    #[serde(borrow)]
+    pub version: Option<Cow<'a, str>>,
+    /// Custom connect data, verbatim (passed to a connect proxy).
+    #[serde(borrow)]
+    pub data: Option<&'a RawValue>,
 }
 
 /// `subscribe`.
@@ -55,6 +61,9 @@ pub struct SubscribeRequest<'a> {
     /// Asks for recovery of missed publications (not available yet:
     /// answered as a plain subscribe with `recovered` absent).
     pub recover: bool,
+    /// Custom subscribe data, verbatim (passed to a subscribe proxy).
+    #[serde(borrow)]
+    pub data: Option<&'a RawValue>,
 }
 
 /// `unsubscribe`, and other commands that only name a channel.

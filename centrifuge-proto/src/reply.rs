@@ -51,6 +51,8 @@ pub struct ConnectResult<'a> {
     pub pong: bool,
     /// Server-side subscriptions made at connect (from the token).
     pub subs: &'a [&'a str],
+    /// Data for the client from a connect proxy, verbatim.
+    pub data: Option<&'a RawValue>,
 }
 
 /// The lines of one outgoing frame.
@@ -101,13 +103,32 @@ impl Lines {
 
     /// `{"id":N,"error":{"code":C,"message":M}}`.
     pub fn error(&mut self, id: u32, e: ErrorCode) {
+        self.error_with(id, e.code, e.message, e.temporary);
+    }
+
+    /// An error with a code and message decided at run time (a proxy's).
+    pub fn error_with(&mut self, id: u32, code: u32, message: &str, temporary: bool) {
         let out = self.reply_head(id, "error");
-        let _ = write!(Fmt(out), "{{\"code\":{},\"message\":", e.code);
-        json_str(out, e.message);
-        if e.temporary {
+        let _ = write!(Fmt(out), "{{\"code\":{code},\"message\":");
+        json_str(out, message);
+        if temporary {
             out.extend_from_slice(b",\"temporary\":true");
         }
         out.extend_from_slice(b"}}");
+    }
+
+    /// `{"id":N,"<key>":{"data":D}}`, or an empty result without data (an
+    /// RPC answer, a proxied subscribe).
+    pub fn data_result(&mut self, id: u32, key: &str, data: Option<&RawValue>) {
+        let out = self.reply_head(id, key);
+        match data {
+            Some(d) => {
+                out.extend_from_slice(b"{\"data\":");
+                out.extend(d.get().bytes().filter(|&b| b != b'\n'));
+                out.extend_from_slice(b"}}");
+            }
+            None => out.extend_from_slice(b"{}}"),
+        }
     }
 
     /// The connect reply.
@@ -133,6 +154,10 @@ impl Lines {
         }
         if r.pong {
             out.extend_from_slice(b",\"pong\":true");
+        }
+        if let Some(d) = r.data {
+            out.extend_from_slice(b",\"data\":");
+            out.extend(d.get().bytes().filter(|&b| b != b'\n'));
         }
         out.extend_from_slice(b"}}");
     }
@@ -202,6 +227,7 @@ mod tests {
                 ping: 25,
                 pong: true,
                 subs: &["news", "user:\"42\""],
+                data: None,
             },
         );
         l.empty_result(2, "subscribe");
@@ -245,5 +271,38 @@ mod tests {
             "{\"push\":{\"channel\":\"news\",\"pub\":{\"data\":{\"x\": [1, 2]},\
              \"info\":{\"user\":\"\",\"client\":\"c\"}}}}"
         );
+    }
+
+    #[test]
+    fn raw_newlines_never_split_a_line() {
+        // Pretty-printed JSON from the API or a proxy: its newlines are
+        // whitespace, and the SDKs would split the frame at them.
+        let data: Box<RawValue> = serde_json::from_str("{\n  \"a\": \"x\\ny\"\n}").unwrap();
+        let p = publication_push("nl", &data, None);
+        let mut l = Lines::new();
+        l.data_result(7, "rpc", Some(&data));
+        l.connect(
+            1,
+            &ConnectResult {
+                client: "c",
+                version: "v",
+                ping: 0,
+                pong: false,
+                subs: &[],
+                data: Some(&data),
+            },
+        );
+        l.error_with(8, 4001, "custom\nreason", false);
+        for out in [p, l.take()] {
+            let text = String::from_utf8(out).unwrap();
+            for line in text.split('\n') {
+                let v: serde_json::Value = serde_json::from_str(line).expect(line);
+                assert!(!v.is_null());
+            }
+            assert!(
+                text.contains(r#""a": "x\ny""#),
+                "escaped newlines stay: {text}"
+            );
+        }
     }
 }

@@ -912,6 +912,40 @@ mod tests {
             ),
             ("[api]\nlisten = \"127.0.0.1:1\"\n", "api.key"),
             ("[[routes]]\npath = \"/x\"\napp = \"chat\"\n", "app"),
+            ("[[backends]]\nname = \"\"\n", "backends.name"),
+            (
+                "[[backends]]\nname = \"a\"\naddress = \"0.0.0.0:80\"\n",
+                "backends.address",
+            ),
+            (
+                "[[backends]]\nname = \"a\"\npool_size = 0\n",
+                "backends.pool_size",
+            ),
+            (
+                "[[backends]]\nname = \"a\"\n[[backends]]\nname = \"a\"\n",
+                "backends.name",
+            ),
+            (
+                "[[routes]]\npath = \"/u\"\napp = \"upstream\"\n",
+                "routes.upstream",
+            ),
+            (
+                "[[routes]]\npath = \"/u\"\napp = \"upstream\"\n[routes.upstream]\nbackend = \"b\"\n",
+                "routes.upstream.backend",
+            ),
+            (
+                "[[routes]]\npath = \"/e\"\napp = \"echo\"\n[routes.upstream]\nbackend = \"b\"\n",
+                "routes.upstream",
+            ),
+            (
+                "[[backends]]\nname = \"b\"\n[[routes]]\npath = \"/u\"\napp = \"upstream\"\n\
+                 [routes.upstream]\nbackend = \"b\"\nmessage_path = \"hook\"\n",
+                "routes.upstream.message_path",
+            ),
+            (
+                "[pubsub.proxy]\nconnect_path = \"/c\"\n",
+                "pubsub.proxy.backend",
+            ),
         ] {
             let e = err(text);
             assert!(e.contains(key), "{text:?} -> {e}");

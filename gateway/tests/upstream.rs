@@ -653,3 +653,167 @@ fn the_push_api_reaches_connections_on_any_worker() {
     assert!(api_count("200") >= 12.0);
     assert!(api_count("410") >= 1.0);
 }
+
+/// A Centrifugo-protocol exchange: sends `lines` in one frame, returns the
+/// JSON lines received until `want` of them arrived.
+fn centrifuge(ws: &mut Ws, lines: &[Value], want: usize) -> Vec<Value> {
+    let frame: Vec<String> = lines.iter().map(Value::to_string).collect();
+    ws.send(Message::text(frame.join("\n"))).unwrap();
+    let mut got = Vec::new();
+    while got.len() < want {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                for l in t.split('\n') {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    if v != serde_json::json!({}) {
+                        got.push(v);
+                    }
+                }
+            }
+            Ok(Message::Close(f)) => {
+                got.push(serde_json::json!({ "closed": f.map(|f| u16::from(f.code)) }));
+                return got;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn centrifugo_proxies_decide_connect_rpc_publish_and_subscribe() {
+    let backend = Backend::start(|r| {
+        let v = r.json();
+        let answer = match r.path.as_str() {
+            "/c/connect" if v["data"]["let_in"] == true => serde_json::json!({"result": {
+                "user": "56", "channels": ["news"], "data": {"welcome": true}}}),
+            "/c/connect" => serde_json::json!({"error": {"code": 4001, "message": "who are you"}}),
+            "/c/rpc" if v["method"] == "kick" => {
+                serde_json::json!({"disconnect": {"code": 4500, "reason": "kicked"}})
+            }
+            "/c/rpc" => {
+                serde_json::json!({"result": {"data": {"echo": v["data"], "user": v["user"]}}})
+            }
+            "/c/publish" => serde_json::json!({"result": {"data": {"rewritten": v["data"]}}}),
+            "/c/subscribe" if v["channel"] == "secret" => {
+                serde_json::json!({"error": {"code": 103, "message": "permission denied"}})
+            }
+            "/c/subscribe" => serde_json::json!({"result": {"data": {"sub": v["channel"]}}}),
+            _ => serde_json::json!({}),
+        };
+        ok(
+            &[("Content-Type", "application/json")],
+            answer.to_string().as_bytes(),
+        )
+    });
+    let extra = r#"
+[[routes]]
+path = "/connection/websocket"
+app = "pubsub"
+
+[pubsub.proxy]
+backend = "app"
+connect_path = "/c/connect"
+rpc_path = "/c/rpc"
+publish_path = "/c/publish"
+subscribe_path = "/c/subscribe"
+"#;
+    let config = format!("{}{extra}", config(backend.addr, ""));
+    let Some(gw) = Gateway::start(&config) else {
+        return;
+    };
+    let mut ws = connect(&gw, "/connection/websocket").unwrap();
+    // Refused by the backend: its error is the connect's reply.
+    let got = centrifuge(
+        &mut ws,
+        &[serde_json::json!({"id": 1, "connect": {"data": {}}})],
+        1,
+    );
+    assert_eq!(got[0]["error"]["code"], 4001, "{got:?}");
+    drop(ws);
+
+    // Accepted, with a subscribe pipelined behind the connect (as
+    // centrifuge-js does): it waits for the connect's answer.
+    let mut ws = connect(&gw, "/connection/websocket").unwrap();
+    let got = centrifuge(
+        &mut ws,
+        &[
+            serde_json::json!({"id": 1, "connect": {"name": "test", "data": {"let_in": true}}}),
+            serde_json::json!({"id": 2, "subscribe": {"channel": "room"}}),
+        ],
+        2,
+    );
+    assert_eq!(got[0]["id"], 1, "{got:?}");
+    assert_eq!(
+        got[0]["connect"]["data"],
+        serde_json::json!({"welcome": true})
+    );
+    assert!(got[0]["connect"]["subs"]["news"].is_object(), "{got:?}");
+    assert_eq!(
+        got[1]["subscribe"]["data"],
+        serde_json::json!({"sub": "room"})
+    );
+    let refused = backend.next();
+    assert_eq!(refused.json()["data"], serde_json::json!({}));
+    let c = backend.next();
+    assert_eq!(c.path, "/c/connect");
+    let body = c.json();
+    assert_eq!(body["transport"], "websocket");
+    assert_eq!(body["name"], "test");
+    assert!(body["client"].as_str().is_some_and(|s| s.len() == 36));
+
+    let got = centrifuge(
+        &mut ws,
+        &[
+            serde_json::json!({"id": 3, "rpc": {"method": "echo", "data": [1, 2]}}),
+            serde_json::json!({"id": 4, "subscribe": {"channel": "secret"}}),
+            serde_json::json!({"id": 5, "publish": {"channel": "room", "data": {"t": 1}}}),
+        ],
+        4,
+    );
+    let by_id = |id: u32| got.iter().find(|v| v["id"] == id).cloned();
+    assert_eq!(
+        by_id(3).unwrap()["rpc"]["data"],
+        serde_json::json!({"echo": [1, 2], "user": "56"})
+    );
+    assert_eq!(by_id(4).unwrap()["error"]["code"], 103);
+    assert!(by_id(5).unwrap()["publish"].is_object());
+    let publication = got.iter().find(|v| v["push"]["pub"].is_object()).unwrap();
+    assert_eq!(
+        publication["push"]["pub"]["data"],
+        serde_json::json!({"rewritten": {"t": 1}}),
+        "the publish proxy rewrote it"
+    );
+    // A disconnect verdict closes with its code.
+    let got = centrifuge(
+        &mut ws,
+        &[serde_json::json!({"id": 6, "rpc": {"method": "kick"}})],
+        1,
+    );
+    assert_eq!(got.last().unwrap()["closed"], 4500, "{got:?}");
+}
+
+#[test]
+fn a_proxy_backend_that_is_down_is_a_temporary_internal_error() {
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = r#"
+[[routes]]
+path = "/connection/websocket"
+app = "pubsub"
+
+[pubsub.proxy]
+backend = "app"
+connect_path = "/c/connect"
+"#;
+    let config = format!("{}{extra}", config(dead, ""));
+    let Some(gw) = Gateway::start(&config) else {
+        return;
+    };
+    let mut ws = connect(&gw, "/connection/websocket").unwrap();
+    let got = centrifuge(&mut ws, &[serde_json::json!({"id": 1, "connect": {}})], 1);
+    assert_eq!(got[0]["error"]["code"], 100, "{got:?}");
+    assert_eq!(got[0]["error"]["temporary"], true);
+}

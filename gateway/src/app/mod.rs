@@ -95,7 +95,7 @@ pub enum RouteApp {
     /// [`echo::Echo`].
     Echo(echo::Echo),
     /// [`pubsub::PubSub`].
-    PubSub(pubsub::PubSub),
+    PubSub(Box<pubsub::PubSub>),
     /// [`upstream::Upstream`].
     Upstream(Box<upstream::Upstream>),
 }
@@ -109,7 +109,23 @@ impl RouteApp {
             .enumerate()
             .map(|(i, r)| match r.app {
                 AppKind::Echo => RouteApp::Echo(echo::Echo),
-                AppKind::Pubsub => RouteApp::PubSub(pubsub::PubSub::new(pubsub.clone())),
+                AppKind::Pubsub => {
+                    let proxy = &config.pubsub.proxy;
+                    let proxies = proxy.any().then(|| pubsub::proxy::Proxies {
+                        backend: config
+                            .backends
+                            .iter()
+                            .position(|b| b.name == proxy.backend)
+                            .expect("validated: the proxy backend exists")
+                            as u16,
+                        cfg: proxy.clone(),
+                    });
+                    RouteApp::PubSub(Box::new(pubsub::PubSub::new(
+                        pubsub.clone(),
+                        proxies,
+                        i as u8,
+                    )))
+                }
                 AppKind::Upstream => {
                     let cfg = r
                         .upstream
@@ -136,7 +152,7 @@ impl RouteApp {
     pub fn app(&mut self) -> &mut dyn App {
         match self {
             RouteApp::Echo(a) => a,
-            RouteApp::PubSub(a) => a,
+            RouteApp::PubSub(a) => &mut **a,
             RouteApp::Upstream(a) => &mut **a,
         }
     }

@@ -722,8 +722,8 @@ impl Handler for GatewayHandler {
                 msg => self.w.hub.apply(io, &mut self.w.counters, msg),
             }
         }
-        self.run_pending_closes(io, conns);
         self.deliver_upstream(io, conns);
+        self.run_pending_closes(io, conns);
     }
 
     fn on_tick(&mut self, io: &mut Io) {
@@ -738,10 +738,11 @@ impl Handler for GatewayHandler {
     }
 
     fn on_schedule(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
+        // Backend answers first: a proxy's disconnect becomes a pending close.
+        self.deliver_upstream(io, conns);
         if !self.w.hub.pending_closes.is_empty() {
             self.run_pending_closes(io, conns);
         }
-        self.deliver_upstream(io, conns);
     }
 
     fn on_closed(&mut self, io: &mut Io, id: ConnId, conn: Conn, cause: CloseCause) {

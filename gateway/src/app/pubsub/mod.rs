@@ -12,15 +12,24 @@
 //! answered with error 108 "not available": `history`, `presence`,
 //! `presence_stats`, `rpc`, `refresh`, `sub_refresh` (so recovery, presence
 //! and connection expiry are not offered: a token's `exp` is checked at
-//! connect only). Binary frames (the protobuf format) get 3506.
+//! connect only). Binary frames (the protobuf format) get 3506. With
+//! `[pubsub.proxy]`, a backend decides connects without a token, `rpc`,
+//! client publications and subscriptions without a token ([`proxy`]); `rpc`
+//! without an RPC proxy gets 108.
 //!
 //! The per-worker channel index and delivery are in [`hub`]; the server API
 //! that publishes into it is in [`api`].
 
 pub mod api;
 pub mod hub;
+pub mod proxy;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use engine::ConnId;
+use serde_json::value::RawValue;
+use wsproto::http_client::ClientResponse;
 
 use centrifuge_proto::codes::{self, Disconnect, ErrorCode};
 use centrifuge_proto::command::{self, Command, ConnectRequest, PublishRequest, SubscribeRequest};
@@ -30,8 +39,10 @@ use wsproto::codec::MessageKind;
 use wsproto::http::Reject;
 use wsproto::session::{Ending, Flow, Opening, Refused, UpgradeRequest};
 
-use super::{App, Ctx};
+use super::{AfterCall, App, Ctx};
+use crate::upstream::{Caller, Failure, ProxyKind, Purpose};
 use hub::{Publication, Settings};
+use proxy::{Proxies, Verdict};
 
 /// The version the connect reply reports.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,15 +52,76 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Debug)]
 pub struct PubSub {
     settings: Arc<Settings>,
+    /// The proxies, when `[pubsub.proxy]` names a backend.
+    proxies: Option<Proxies>,
+    /// This route's index (for backend calls).
+    route: u8,
+    /// Proxied publish and subscribe commands waiting for the backend.
+    calls: HashMap<(ConnId, u32), Waiting>,
+    /// Connections whose connect is with the connect proxy: the lines they
+    /// sent meanwhile (centrifuge-js sends its subscribes right behind
+    /// connect), replayed once it is decided.
+    held: HashMap<ConnId, Vec<String>>,
+}
+
+/// A proxied command's own data, for when the answer comes.
+#[derive(Debug)]
+struct Waiting {
+    channel: Box<str>,
+    data: Option<Box<RawValue>>,
 }
 
 /// How a command ended a frame early: a disconnect.
 type Stop = Disconnect;
 
+/// Lines a client may send while its connect is with the proxy (a client
+/// flooding before it is accepted is cut off).
+const HELD_LINES: usize = 256;
+
 impl PubSub {
-    /// The app for one route.
-    pub fn new(settings: Arc<Settings>) -> Self {
-        Self { settings }
+    /// The app for route `route`, with the proxies of the pubsub routes.
+    pub fn new(settings: Arc<Settings>, proxies: Option<Proxies>, route: u8) -> Self {
+        Self {
+            settings,
+            proxies,
+            route,
+            calls: HashMap::new(),
+            held: HashMap::new(),
+        }
+    }
+
+    /// The path of `kind`'s proxy, if it is on.
+    fn proxied(&self, kind: ProxyKind) -> bool {
+        self.proxies.as_ref().and_then(|p| p.path(kind)).is_some()
+    }
+
+    /// Calls `kind`'s proxy for command `id` with `fields` beyond the common ones.
+    fn call_proxy(
+        &self,
+        ctx: &mut Ctx<'_>,
+        kind: ProxyKind,
+        id: u32,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) {
+        let Some(p) = &self.proxies else { return };
+        let Some(path) = p.path(kind) else { return };
+        let (client, user) = ctx
+            .hub
+            .client(ctx.id)
+            .map(|c| (c.client_id.to_string(), c.user.to_string()))
+            .unwrap_or_default();
+        let mut body = proxy::base(&client);
+        if kind != ProxyKind::Connect {
+            body.insert("user".into(), user.into());
+        }
+        body.extend(fields);
+        let request = proxy::request(ctx.upstream.host(p.backend), path, &body);
+        let caller = Caller {
+            conn: ctx.id,
+            route: self.route,
+            purpose: Purpose::Proxy(kind, id),
+        };
+        ctx.upstream.call(ctx.io, p.backend, caller, request);
     }
 
     fn disconnect(ctx: &mut Ctx<'_>, d: Disconnect) -> Flow {
@@ -99,6 +171,15 @@ impl PubSub {
                 lines.empty_result(id, "ping");
                 Ok(())
             }
+            Command::Rpc(id, req) if self.proxied(ProxyKind::Rpc) => {
+                let mut f = serde_json::Map::new();
+                f.insert("method".into(), req.method.as_ref().into());
+                if let Some(data) = req.data {
+                    f.insert("data".into(), proxy::raw(data));
+                }
+                self.call_proxy(ctx, ProxyKind::Rpc, id, f);
+                Ok(())
+            }
             Command::Rpc(id, _) | Command::NotAvailable(id, _) => {
                 Self::error(ctx, lines, id, codes::NOT_AVAILABLE);
                 Ok(())
@@ -116,6 +197,21 @@ impl PubSub {
     ) -> Result<(), Stop> {
         let cfg = &self.settings.config;
         let (user, channels) = match req.token.as_deref().filter(|t| !t.is_empty()) {
+            None if self.proxied(ProxyKind::Connect) => {
+                let mut f = serde_json::Map::new();
+                if let Some(name) = &req.name {
+                    f.insert("name".into(), name.as_ref().into());
+                }
+                if let Some(version) = &req.version {
+                    f.insert("version".into(), version.as_ref().into());
+                }
+                if let Some(data) = req.data {
+                    f.insert("data".into(), proxy::raw(data));
+                }
+                self.held.insert(ctx.id, Vec::new());
+                self.call_proxy(ctx, ProxyKind::Connect, id, f);
+                return Ok(());
+            }
             None if cfg.allow_anonymous => (String::new(), Vec::new()),
             // No credentials and anonymous connections not allowed:
             // centrifuge answers "bad request".
@@ -133,6 +229,21 @@ impl PubSub {
                 }
             },
         };
+        self.connected(ctx, id, &user, &channels, None, lines)
+    }
+
+    /// Completes a connect for `user` with server-side subscriptions to
+    /// `channels` (and `data` for the client, from a connect proxy).
+    fn connected(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        user: &str,
+        channels: &[String],
+        data: Option<&RawValue>,
+        lines: &mut Lines,
+    ) -> Result<(), Stop> {
+        let cfg = &self.settings.config;
         // Server-side subscriptions: every namespace must exist and the
         // whole set fit the per-connection limit.
         if channels
@@ -145,9 +256,9 @@ impl PubSub {
         if channels.len() > cfg.channel_limit {
             return Err(codes::CHANNEL_LIMIT);
         }
-        ctx.hub.connected(ctx.id, &user);
+        ctx.hub.connected(ctx.id, user);
         let mut subs: Vec<&str> = Vec::with_capacity(channels.len());
-        for c in &channels {
+        for c in channels {
             if ctx.hub.subscribe(ctx.id, c, false, true).is_ok() {
                 subs.push(c);
             }
@@ -165,6 +276,7 @@ impl PubSub {
                 ping: cfg.ping_interval_ms.div_ceil(1000) as u32,
                 pong: true,
                 subs: &subs,
+                data,
             },
         );
         Ok(())
@@ -206,6 +318,26 @@ impl PubSub {
                 }
             }
         }
+        if !with_token && self.proxied(ProxyKind::Subscribe) {
+            if self.settings.options(&req.channel).is_none() {
+                Self::error(ctx, lines, id, codes::UNKNOWN_CHANNEL);
+                return Ok(());
+            }
+            let mut f = serde_json::Map::new();
+            f.insert("channel".into(), req.channel.as_ref().into());
+            if let Some(data) = req.data {
+                f.insert("data".into(), proxy::raw(data));
+            }
+            self.calls.insert(
+                (ctx.id, id),
+                Waiting {
+                    channel: req.channel.as_ref().into(),
+                    data: None,
+                },
+            );
+            self.call_proxy(ctx, ProxyKind::Subscribe, id, f);
+            return Ok(());
+        }
         match ctx.hub.subscribe(ctx.id, &req.channel, with_token, false) {
             Ok(()) => lines.empty_result(id, "subscribe"),
             Err(e) => Self::error(ctx, lines, id, e),
@@ -243,6 +375,20 @@ impl PubSub {
         let Some(client) = ctx.hub.client(ctx.id) else {
             return Err(codes::SERVER_ERROR);
         };
+        if self.proxied(ProxyKind::Publish) {
+            let mut f = serde_json::Map::new();
+            f.insert("channel".into(), req.channel.as_ref().into());
+            f.insert("data".into(), proxy::raw(data));
+            self.calls.insert(
+                (ctx.id, id),
+                Waiting {
+                    channel: req.channel.as_ref().into(),
+                    data: Some(data.to_owned()),
+                },
+            );
+            self.call_proxy(ctx, ProxyKind::Publish, id, f);
+            return Ok(());
+        }
         let allowed = (opts.allow_publish_for_client
             && (!client.user.is_empty() || opts.allow_publish_for_anonymous))
             || (opts.allow_publish_for_subscriber && client.subscribed(&req.channel));
@@ -250,15 +396,102 @@ impl PubSub {
             Self::error(ctx, lines, id, codes::PERMISSION_DENIED);
             return Ok(());
         }
+        Self::publish_now(ctx, &req.channel, data.to_owned());
+        lines.empty_result(id, "publish");
+        Ok(())
+    }
+
+    /// Publishes a client's publication (checks done).
+    fn publish_now(ctx: &mut Ctx<'_>, channel: &str, data: Box<RawValue>) {
+        let info = ctx
+            .hub
+            .client(ctx.id)
+            .map(|c| (c.user.clone(), c.client_id.clone()));
         let p = Publication {
-            channel: req.channel.into(),
-            data: data.to_owned(),
-            info: Some((client.user.clone(), client.client_id.clone())),
+            channel: channel.into(),
+            data,
+            info,
         };
         ctx.hub.counters.published_client += 1;
         ctx.hub.publish(ctx.io, ctx.counters, p);
-        lines.empty_result(id, "publish");
-        Ok(())
+    }
+
+    /// A proxy's answer to command `id`.
+    fn proxied_answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        kind: ProxyKind,
+        id: u32,
+        result: Result<ClientResponse, Failure>,
+    ) -> Flow {
+        let waiting = self.calls.remove(&(ctx.id, id));
+        let held = match kind {
+            ProxyKind::Connect => self.held.remove(&ctx.id),
+            _ => None,
+        };
+        let mut lines = Lines::new();
+        let mut stop = None;
+        match proxy::verdict(result) {
+            Verdict::Disconnect { code, reason } => {
+                ctx.hub.pending_closes.push((ctx.id, code, reason.into()));
+                return Flow::Continue;
+            }
+            Verdict::Error {
+                code,
+                message,
+                temporary,
+            } => {
+                if (100..=111).contains(&code) {
+                    ctx.hub.counters.errors[(code - 100) as usize] += 1;
+                }
+                lines.error_with(id, code, &message, temporary);
+            }
+            Verdict::Result(r) => match kind {
+                ProxyKind::Connect => {
+                    let data = r.data.as_deref();
+                    if let Err(d) = self.connected(ctx, id, &r.user, &r.channels, data, &mut lines)
+                    {
+                        stop = Some(d);
+                    }
+                }
+                ProxyKind::Rpc => lines.data_result(id, "rpc", r.data.as_deref()),
+                ProxyKind::Publish => {
+                    if let Some(w) = waiting {
+                        let data = r.data.or(w.data).unwrap_or_default();
+                        Self::publish_now(ctx, &w.channel, data);
+                        lines.empty_result(id, "publish");
+                    }
+                }
+                ProxyKind::Subscribe => {
+                    if let Some(w) = waiting {
+                        match ctx.hub.subscribe(ctx.id, &w.channel, true, false) {
+                            Ok(()) => lines.data_result(id, "subscribe", r.data.as_deref()),
+                            Err(e) => Self::error(ctx, &mut lines, id, e),
+                        }
+                    }
+                }
+            },
+        }
+        let flow = self.send_lines(ctx, &mut lines, stop);
+        // What the client sent while its connect was decided.
+        match held.filter(|h| !h.is_empty() && flow == Flow::Continue) {
+            Some(h) => self.message(ctx, MessageKind::Text, h.join("\n").as_bytes()),
+            None => flow,
+        }
+    }
+
+    /// Sends the replies collected in `lines`, then ends with `stop` if set.
+    fn send_lines(&mut self, ctx: &mut Ctx<'_>, lines: &mut Lines, mut stop: Option<Stop>) -> Flow {
+        if !lines.is_empty() {
+            let payload = lines.take();
+            if ctx.send_message(MessageKind::Text, &payload) == Err(Refused::Slow) {
+                stop = stop.or(Some(codes::SLOW));
+            }
+        }
+        match stop {
+            Some(d) => Self::disconnect(ctx, d),
+            None => Flow::Continue,
+        }
     }
 }
 
@@ -281,8 +514,17 @@ impl App for PubSub {
         let text = std::str::from_utf8(payload).unwrap_or_default();
         let mut lines = Lines::new();
         let mut stop = None;
-        for cmd in command::decode_frame(text) {
-            let result = match cmd {
+        for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+            if let Some(held) = self.held.get_mut(&ctx.id) {
+                // Its connect is with the proxy: later commands wait.
+                if held.len() >= HELD_LINES {
+                    stop = Some(codes::BAD_REQUEST_DISCONNECT);
+                    break;
+                }
+                held.push(line.to_owned());
+                continue;
+            }
+            let result = match command::decode(line) {
                 Ok(cmd) => self.command(ctx, cmd, &mut lines),
                 Err(e) => {
                     log::debug!("bad command: {e}");
@@ -295,15 +537,18 @@ impl App for PubSub {
             }
         }
         // Replies to the commands before a disconnect still go out first.
-        if !lines.is_empty() {
-            let payload = lines.take();
-            if ctx.send_message(MessageKind::Text, &payload) == Err(Refused::Slow) {
-                stop = stop.or(Some(codes::SLOW));
-            }
-        }
-        match stop {
-            Some(d) => Self::disconnect(ctx, d),
-            None => Flow::Continue,
+        self.send_lines(ctx, &mut lines, stop)
+    }
+
+    fn upstream_done(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        purpose: Purpose,
+        result: Result<ClientResponse, Failure>,
+    ) -> AfterCall {
+        match purpose {
+            Purpose::Proxy(kind, id) => AfterCall::Flow(self.proxied_answer(ctx, kind, id, result)),
+            _ => AfterCall::Flow(Flow::Continue),
         }
     }
 
@@ -319,6 +564,10 @@ impl App for PubSub {
 
     fn closed(&mut self, ctx: &mut Ctx<'_>, _code: Option<u16>) {
         ctx.hub.closed(ctx.id);
+        self.held.remove(&ctx.id);
+        if !self.calls.is_empty() {
+            self.calls.retain(|(conn, _), _| *conn != ctx.id);
+        }
     }
 }
 
