@@ -817,3 +817,41 @@ connect_path = "/c/connect"
     assert_eq!(got[0]["error"]["code"], 100, "{got:?}");
     assert_eq!(got[0]["error"]["temporary"], true);
 }
+
+#[test]
+fn shutdown_tells_the_backend_about_every_connection_it_closes() {
+    let backend = app_backend();
+    let Some(mut gw) = Gateway::start(&config(backend.addr, "[timeouts]\ndrain_ms = 2000\n"))
+    else {
+        return;
+    };
+    let mut clients: Vec<Ws> = (0..4).map(|_| connect(&gw, "/up").unwrap()).collect();
+    for ws in &mut clients {
+        ws.send(Message::text(r#"{"id":1}"#)).unwrap();
+        assert!(read_text(ws).contains("ack"));
+    }
+    let connected: Vec<Req> = backend.drain(Duration::from_millis(200));
+    assert_eq!(
+        connected.iter().filter(|r| r.path == "/ws/connect").count(),
+        4
+    );
+    let t = Instant::now();
+    gw.sigterm();
+    for ws in &mut clients {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1001),
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(clients);
+    let gone: Vec<Req> = backend.drain(Duration::from_millis(1000));
+    let codes: Vec<Option<&str>> = gone
+        .iter()
+        .filter(|r| r.path == "/ws/disconnect")
+        .map(|r| r.header("X-Close-Code"))
+        .collect();
+    assert_eq!(codes, vec![Some("1001"); 4], "{gone:?}");
+    let status = gw.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(status.success());
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}

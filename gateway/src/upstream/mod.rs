@@ -256,9 +256,4 @@ impl Upstream {
     pub fn stats(&self, now: u64) -> impl Iterator<Item = PoolStats> + '_ {
         self.pools.iter().map(move |p| p.stats(now))
     }
-
-    /// Calls in flight or queued on any pool (shutdown waits for none).
-    pub fn busy(&self) -> usize {
-        self.pools.iter().map(Pool::busy).sum()
-    }
 }

@@ -124,10 +124,6 @@ impl Pool {
         }
     }
 
-    pub(super) fn busy(&self) -> usize {
-        self.in_flight + self.queue.len()
-    }
-
     pub(super) fn stats(&self, now: u64) -> PoolStats {
         PoolStats {
             name: self.cfg.name.clone(),
@@ -218,13 +214,6 @@ impl Pool {
         done: &mut Vec<Done>,
         pool: u16,
     ) {
-        if io.is_shutting_down() {
-            // No new connections while draining.
-            while let Some(call) = self.queue.pop_front() {
-                self.finish(io, done, call, Err(Failure::Unavailable("shutting down")));
-            }
-            return;
-        }
         while self.queue.len() > self.connecting && self.connections < self.cfg.pool_size {
             self.connects += 1;
             match io.connect(self.cfg.address, None) {
@@ -479,7 +468,9 @@ impl Pool {
     }
 
     /// Shutdown: an idle connection closes now, a busy one when its call
-    /// is answered (or times out).
+    /// is answered (or times out). Calls made while draining (the
+    /// `$disconnect`s of the connections being closed) still go out, on
+    /// new connections if need be, within `timeouts.drain_ms`.
     pub(super) fn shutdown(&mut self, io: &mut Io, id: ConnId, c: &UpConn) {
         if c.busy.is_none() {
             self.idle.retain(|&i| i != id);
