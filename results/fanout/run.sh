@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# Paired fan-out benchmark: uWebSockets pub/sub vs the gateway's pubsub app,
+# measured the same way in one run. See README.md in this directory.
+#
+#   results/fanout/run.sh                       # defaults below
+#   ROUNDS=3 DURATION=30 results/fanout/run.sh
+#   SUBS=500 WARMUP=2 DURATION=5 results/fanout/run.sh   # quick functional check
+#
+# Environment (defaults):
+#   SERVERS="uws gw gw2"   run order inside a round: uws = uWebSockets,
+#                          gw = gateway 1 worker, gw2 = gateway 2 workers
+#                          (information only; on GW2_CPUS)
+#   CASES="SUBS:1:10:100 SUBS:1:10:1000"  each SUBSCRIBERS:CHANNELS:PUBS_PER_S_PER_CHANNEL:BYTES
+#                          (SUBS is replaced by $SUBS). Also useful:
+#                          SUBS:1:1:100 (the reference's 1 pub/s row),
+#                          SUBS:100:10:100 (100 channels x 100 subscribers)
+#   SUBS=10000  ROUNDS=2  WARMUP=10  DURATION=20  (seconds)
+#   SERVER_CPU=0  CLIENT_CPU=1  GW2_CPUS=0  (taskset lists)
+#   UWS_PORT=9101  GW_PORT=9102  GW_ADMIN_PORT=9103
+#   GATEWAY_BIN=<repo>/target/release/gateway  (copied into OUT_DIR first, so a
+#                          rebuild during the run cannot change what is measured)
+#   BUILD=/tmp/fanout-build   OUT_DIR=$BUILD/runs/<timestamp>
+#   CONNECT_TIMEOUT=120  INFLIGHT=200 (handshakes in flight)
+#
+# Per run: start the server pinned to SERVER_CPU, start the harness pinned to
+# CLIENT_CPU; once every connection is subscribed, (gateway) start the
+# publisher on CLIENT_CPU; the harness warms up, measures DURATION seconds
+# (server utime+stime from /proc/PID/stat at both ends) and prints a RESULT
+# line; then the publisher is stopped, the harness prints its totals, the
+# gateway's delivery counter is read, and the server is stopped.
+#
+# Refuses to start if anything listens on its ports. Stops only the processes
+# it started (by PID). Every command line it runs is in OUT_DIR/commands.log.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+BUILD=${BUILD:-/tmp/fanout-build}
+SERVERS=${SERVERS:-"uws gw gw2"}
+SUBS=${SUBS:-10000}
+CASES=${CASES:-"SUBS:1:10:100 SUBS:1:10:1000"}
+ROUNDS=${ROUNDS:-2}
+WARMUP=${WARMUP:-10}
+DURATION=${DURATION:-20}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+GW2_CPUS=${GW2_CPUS:-$SERVER_CPU}
+UWS_PORT=${UWS_PORT:-9101}
+GW_PORT=${GW_PORT:-9102}
+GW_ADMIN_PORT=${GW_ADMIN_PORT:-9103}
+GATEWAY_BIN=${GATEWAY_BIN:-$REPO/target/release/gateway}
+CONNECT_TIMEOUT=${CONNECT_TIMEOUT:-120}
+INFLIGHT=${INFLIGHT:-200}
+API_KEY=fanout-bench
+OUT_DIR=${OUT_DIR:-$BUILD/runs/$(date -u +%Y%m%dT%H%M%SZ)}
+
+STARTED=()   # PIDs this script started
+# Still running, and our own child: bash reaps exited children itself, so a
+# PID that left `jobs -pr` is never signalled (it could belong to someone else by then).
+alive() { jobs -pr | grep -qx "$1"; }
+# Polling uses builtins only (kill -0, read -t on a fifo nobody writes), so
+# the waiting script forks nothing during a measurement.
+running() { kill -0 "$1" 2>/dev/null; }
+nap() { read -r -t "$1" -u 9 _ || true; }
+die() { echo "run.sh: $*" >&2; exit 1; }
+note() { printf '[run %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+cleanup() {
+  local pid still=()
+  for pid in "${STARTED[@]}"; do
+    if alive "$pid"; then kill -TERM "$pid" 2>/dev/null; still+=("$pid"); fi
+  done
+  if ((${#still[@]})); then
+    sleep 2
+    for pid in "${still[@]}"; do alive "$pid" && kill -KILL "$pid" 2>/dev/null; done
+  fi
+}
+trap cleanup EXIT
+trap 'note "interrupted"; exit 130' INT TERM
+
+port_busy() { [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
+check_ports() {
+  local p
+  for p in "$UWS_PORT" "$GW_PORT" "$GW_ADMIN_PORT"; do
+    if port_busy "$p"; then
+      ss -ltnp "sport = :$p" >&2
+      die "something already listens on 127.0.0.1:$p; refusing to run (set UWS_PORT/GW_PORT/GW_ADMIN_PORT)"
+    fi
+  done
+}
+
+# logcmd FILE CMD...: record the exact command line
+logcmd() {
+  local q
+  printf -v q '%q ' "$@"
+  printf '%s  %s\n' "$(date -u +%H:%M:%S)" "$q" >>"$OUT_DIR/commands.log"
+}
+
+# start_bg OUT ERR CMD...: start in the background, PID in $BG_PID
+start_bg() {
+  local out=$1 err=$2
+  shift 2
+  logcmd "$@"
+  "$@" >"$out" 2>"$err" &
+  BG_PID=$!
+  STARTED+=("$BG_PID")
+}
+
+# stop_pid PID TIMEOUT_S: SIGTERM, then SIGKILL after the timeout; sets STOP_RC
+stop_pid() {
+  local pid=$1 t=${2:-10} i
+  STOP_RC=
+  alive "$pid" || { wait "$pid" 2>/dev/null; STOP_RC=$?; return; }
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < t * 10; i++)); do running "$pid" || break; nap 0.1; done
+  if alive "$pid"; then
+    note "PID $pid did not stop in ${t}s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  STOP_RC=$?
+}
+
+wait_listen() { # PORT PID
+  local i
+  for ((i = 0; i < 100; i++)); do
+    port_busy "$1" && return 0
+    running "$2" || return 1
+    nap 0.1
+  done
+  return 1
+}
+
+kv() { grep -o " $1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2; }
+
+gateway_config() { # FILE WORKERS
+  cat >"$1" <<EOF
+# Generated by results/fanout/run.sh. Omitted keys take config/prod.toml's
+# defaults (io, limits, pubsub queue limits, metrics on, publish_ms 1000).
+[server]
+listen = "127.0.0.1:$GW_PORT"
+workers = $2
+pin_workers = false
+max_connections = 19000
+
+[[routes]]
+path = "/connection/websocket"
+app = "pubsub"
+
+[pubsub]
+allow_anonymous = true
+# keep-alive traffic out of the measurement (uWS runs without pings too)
+ping_interval_ms = 300000
+pong_timeout_ms = 200000
+
+[pubsub.without_namespace]
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+
+[api]
+key = "$API_KEY"
+
+[timeouts]
+ping_interval_ms = 0
+idle_ms = 3600000
+
+[log]
+level = "info"
+
+[admin]
+listen = "127.0.0.1:$GW_ADMIN_PORT"
+EOF
+}
+
+# ---------- preparation ----------
+mkdir -p "$OUT_DIR" || die "cannot create $OUT_DIR"
+: >"$OUT_DIR/commands.log"
+rm -f "$OUT_DIR/.nap"
+mkfifo "$OUT_DIR/.nap" && exec 9<>"$OUT_DIR/.nap" && rm -f "$OUT_DIR/.nap" || die "mkfifo failed"
+# This script's own work (polling, curl, ss) stays off the server's CPU.
+taskset -cp "$CLIENT_CPU" $$ >/dev/null || die "taskset -cp $CLIENT_CPU failed"
+check_ports
+for b in uws_pubsub:uws_pubsub.cpp harness:harness.c publisher:publisher.c; do
+  if [[ ! -x "$BUILD/${b%%:*}" || "$HERE/${b#*:}" -nt "$BUILD/${b%%:*}" ]]; then
+    note "$BUILD/${b%%:*} missing or older than ${b#*:}: running build.sh (without the gateway build)"
+    NO_GATEWAY_BUILD=1 BUILD=$BUILD "$HERE/build.sh" || die "build failed"
+    break
+  fi
+done
+if [[ " $SERVERS " == *" gw"* ]]; then
+  [[ -x "$GATEWAY_BIN" ]] || die "no gateway binary at $GATEWAY_BIN (cargo build --release -p gateway)"
+  cp "$GATEWAY_BIN" "$OUT_DIR/gateway" || die "cannot copy $GATEWAY_BIN"
+  GW=$OUT_DIR/gateway
+fi
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+[[ $(ulimit -n) -ge $((SUBS + 100)) ]] || die "open-files limit $(ulimit -n) too low for $SUBS subscribers"
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "host: $(uname -a)"
+  echo "cpus: $(nproc --all)  loadavg: $(cat /proc/loadavg)"
+  echo "ulimit -n: $(ulimit -n)"
+  echo "servers: $SERVERS  cases: ${CASES//SUBS/$SUBS}  rounds: $ROUNDS  warmup: $WARMUP s  duration: $DURATION s"
+  echo "server cpu: $SERVER_CPU  client+publisher cpu: $CLIENT_CPU  gw2 cpus: $GW2_CPUS"
+  if [[ -n "${GW:-}" ]]; then
+    echo "gateway: $GATEWAY_BIN  sha256 $(sha256sum "$GW" | cut -c1-16)  repo $(git --no-optional-locks -C "$REPO" describe --always --dirty 2>/dev/null)"
+  fi
+  echo "uws_pubsub: sha256 $(sha256sum "$BUILD/uws_pubsub" | cut -c1-16)"
+  for f in "$BUILD"/src/uWebSockets/.exported-* "$BUILD"/src/uSockets/.exported-*; do
+    [[ -e "$f" ]] && echo "source: ${f#"$BUILD"/src/}"
+  done
+  echo "sysctl: $(sysctl -n net.core.somaxconn) somaxconn, tcp_rmem $(sysctl -n net.ipv4.tcp_rmem | tr '\t' ' '), tcp_wmem $(sysctl -n net.ipv4.tcp_wmem | tr '\t' ' ')"
+  echo "busiest processes at start:"
+  ps -eo pid,psr,pcpu,comm --sort=-pcpu | head -8
+} >"$OUT_DIR/sysinfo.txt"
+cat "$OUT_DIR/sysinfo.txt" >&2
+
+TSV=$OUT_DIR/results.tsv
+printf 'server\tcase\tround\tconns\tdeliveries_per_s\tcpu_us_per_delivery\tbusy_pct\tp50_ms\tp90_ms\tp99_ms\tp999_ms\tmax_ms\tlost\tdup\tsilent\tclient_cpu_pct\tcpu0_busy_pct\tserver_nvcsw\tloadavg1\tchecks\tsched_us_per_delivery\tdeliveries_per_read\n' >"$TSV"
+
+# ---------- one run ----------
+run_one() { # SERVER CASE ROUND
+  local server=$1 spec=$2 round=$3
+  local subs chans rate size
+  IFS=: read -r subs chans rate size <<<"$spec"
+  local cname="${subs}x${chans}ch-${rate}ps-${size}B"
+  local label="$server-$cname-r$round"
+  local dir=$OUT_DIR/$label
+  mkdir -p "$dir"
+  check_ports
+  local load1
+  load1=$(cut -d' ' -f1 /proc/loadavg)
+  note "=== $label (loadavg $load1)"
+  echo "# $label" >>"$OUT_DIR/commands.log"
+
+  local spid port mode metrics_args=() admin=""
+  case $server in
+    uws)
+      port=$UWS_PORT mode=uws
+      start_bg "$dir/server.out" "$dir/server.err" taskset -c "$SERVER_CPU" "$BUILD/uws_pubsub" \
+        --port "$port" --rate "$rate" --size "$size" --channels "$chans"
+      ;;
+    gw | gw2)
+      port=$GW_PORT mode=gw admin=127.0.0.1:$GW_ADMIN_PORT
+      local workers=1 cpus=$SERVER_CPU
+      [[ $server == gw2 ]] && workers=2 cpus=$GW2_CPUS
+      gateway_config "$dir/gateway.toml" "$workers"
+      start_bg "$dir/server.out" "$dir/server.err" taskset -c "$cpus" "$GW" --config "$dir/gateway.toml"
+      metrics_args=(--metrics "$admin")
+      ;;
+    *) die "unknown server $server" ;;
+  esac
+  spid=$BG_PID
+  if ! wait_listen "$port" "$spid" || { [[ -n $admin ]] && ! wait_listen "$GW_ADMIN_PORT" "$spid"; }; then
+    note "$label: server did not start; see $dir/server.err"
+    stop_pid "$spid" 5
+    printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\tSERVER-START-FAILED\n' "$server" "$cname" "$round" "$load1" >>"$TSV"
+    return
+  fi
+
+  [[ $mode == uws ]] && metrics_args=(--window-signals)
+  start_bg "$dir/harness.out" "$dir/harness.err" taskset -c "$CLIENT_CPU" "$BUILD/harness" \
+    --mode "$mode" --port "$port" --conns "$subs" --channels "$chans" --inflight "$INFLIGHT" \
+    --connect-timeout "$CONNECT_TIMEOUT" --warmup "$WARMUP" --duration "$DURATION" --linger 120 \
+    --server-pid "$spid" "${metrics_args[@]}" --ready-file "$dir/ready" --done-file "$dir/done" \
+    --label "$label" --hist-file "$dir/latency-hist.txt"
+  local hpid=$BG_PID ppid="" i
+  for ((i = 0; i < (CONNECT_TIMEOUT + 30) * 10; i++)); do
+    [[ -e "$dir/ready" ]] && break
+    running "$hpid" || break
+    nap 0.1
+  done
+  if [[ $mode == gw && -e "$dir/ready" ]]; then
+    start_bg "$dir/publisher.out" "$dir/publisher.err" taskset -c "$CLIENT_CPU" "$BUILD/publisher" \
+      --port "$GW_ADMIN_PORT" --key "$API_KEY" --rate "$rate" --size "$size" --channels "$chans"
+    ppid=$BG_PID
+  fi
+  local limit=$(((${WARMUP%.*} + ${DURATION%.*} + 60) * 10))
+  for ((i = 0; i < limit; i++)); do
+    [[ -e "$dir/done" ]] && break
+    running "$hpid" || break
+    running "$spid" || break
+    nap 0.1
+  done
+  local server_alive=1
+  alive "$spid" || server_alive=0
+  [[ -n $ppid ]] && stop_pid "$ppid" 10
+  sleep 1 # deliveries in flight
+  stop_pid "$hpid" 10
+  local metric_total=""
+  if [[ -n $admin && $server_alive == 1 ]]; then
+    sleep 1.5 # admin.publish_ms = 1000
+    logcmd curl -s "http://$admin/metrics"
+    curl -s "http://$admin/metrics" >"$dir/metrics-end.txt"
+    metric_total=$(awk '/^gateway_pubsub_deliveries_total[ {]/ {s += $NF} END {printf "%.0f", s}' "$dir/metrics-end.txt")
+  fi
+  alive "$spid" || server_alive=0
+  stop_pid "$spid" 15
+  local server_rc=$STOP_RC
+
+  # ---------- checks ----------
+  local res fin pub checks=()
+  res=$(grep '^RESULT ' "$dir/harness.out" | tail -1)
+  fin=$(grep '^FINAL ' "$dir/harness.out" | tail -1)
+  pub=$(grep '^PUBLISHER ' "$dir/publisher.out" 2>/dev/null | tail -1)
+  [[ $server_alive == 1 ]] || checks+=("SERVER-DIED(rc=$server_rc)")
+  if [[ -z $res ]]; then
+    checks+=("NO-RESULT")
+    printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\n' "$server" "$cname" "$round" "$load1" "${checks[*]}" >>"$TSV"
+    note "$label: no RESULT; see $dir/harness.err"
+    return
+  fi
+  [[ $(kv conns_ready "$res") == "$subs" ]] || checks+=("conns=$(kv conns_ready "$res")/$subs")
+  [[ $(kv lost "$res") == 0 ]] || checks+=("lost")
+  [[ $(kv dup "$res") == 0 ]] || checks+=("dup")
+  [[ $(kv silent_conns "$res") == 0 ]] || checks+=("silent")
+  # The server must have kept up with the publication rate: a uSockets timer
+  # whose expirations coalesce publishes less often, a gateway that is behind
+  # lets POSTs queue (so compare only runs without these flags).
+  local want=$((subs * rate)) got
+  got=$(kv dps "$res")
+  awk -v g="$got" -v w="$want" 'BEGIN { exit !(g < 0.95 * w) }' && checks+=("RATE-SHORT($got/$want)")
+  local ftot flost
+  ftot=$(kv total_pubs "$fin")
+  flost=$(kv total_lost "$fin")
+  [[ -z $fin || $flost == 0 ]] || checks+=("total_lost=$flost")
+  [[ -z $fin || $(kv closed_by_server "$fin") == 0 ]] || checks+=("closed_by_server=$(kv closed_by_server "$fin")")
+  [[ -z $fin || $(kv reply_errors "$fin") == 0 ]] || checks+=("reply_errors=$(kv reply_errors "$fin")")
+  if [[ $mode == gw ]]; then
+    local pok expected
+    pok=$(kv ok "$pub")
+    if [[ -z $pub ]]; then
+      checks+=("NO-PUBLISHER-RESULT")
+    else
+      [[ $(kv err "$pub") == 0 && $(kv unanswered "$pub") == 0 ]] || checks+=("publish_err=$(kv err "$pub")/unanswered=$(kv unanswered "$pub")")
+      (($(kv max_outstanding "$pub") <= 2 * chans)) || checks+=("API-BACKLOG(max_outstanding=$(kv max_outstanding "$pub"))")
+      (($(kv slipped "$pub") == 0)) || checks+=("publisher_slipped=$(kv slipped "$pub")")
+      expected=$((pok * subs / chans))
+      [[ $ftot == "$expected" ]] || checks+=("received=$ftot!=published*subs=$expected")
+      [[ -z $metric_total || $metric_total == "$ftot" ]] || checks+=("metric=$metric_total!=received=$ftot")
+    fi
+    if grep -qE ' (WARN|ERROR) ' "$dir/server.err" "$dir/server.out" 2>/dev/null; then checks+=("server-log-warnings"); fi
+  else
+    local uws
+    uws=$(grep '^UWS final' "$dir/server.out" | tail -1)
+    [[ -z $uws || $(kv dropped "$uws") == 0 ]] || checks+=("uws_dropped=$(kv dropped "$uws")")
+    local uwin
+    uwin=$(grep '^UWS window' "$dir/server.out" | tail -1)
+    if [[ -n $uwin ]] && awk -v g="$(kv window_max_tick_gap_ms "$uwin")" -v r="$rate" 'BEGIN { exit !(g > 2000 / r) }'; then
+      checks+=("TIMER-LATE(max_gap=$(kv window_max_tick_gap_ms "$uwin")ms)")
+    fi
+  fi
+  ((${#checks[@]})) || checks=(ok)
+  {
+    echo "$res"
+    echo "$fin"
+    [[ -n $pub ]] && echo "$pub"
+    [[ $mode == uws ]] && grep -E '^UWS (window|final)' "$dir/server.out"
+    [[ -n $metric_total ]] && echo "METRIC gateway_pubsub_deliveries_total=$metric_total"
+    echo "CHECKS ${checks[*]}"
+  } >"$dir/summary.txt"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    "$server" "$cname" "$round" "$(kv conns_ready "$res")" "$(kv dps "$res")" "$(kv cpu_us_per_delivery "$res")" \
+    "$(kv busy_pct "$res")" "$(kv p50_ms "$res")" "$(kv p90_ms "$res")" "$(kv p99_ms "$res")" "$(kv p999_ms "$res")" \
+    "$(kv max_ms "$res")" "$(kv lost "$res")" "$(kv dup "$res")" "$(kv silent_conns "$res")" \
+    "$(kv client_cpu_pct "$res")" "$(kv cpu0_busy_pct "$res")" "$(kv server_nvcsw "$res")" "$load1" "${checks[*]}" \
+    "$(kv sched_us_per_delivery "$res")" "$(kv deliveries_per_read "$res")" >>"$TSV"
+  note "$label: $(kv dps "$res") deliveries/s, $(kv cpu_us_per_delivery "$res") us/delivery, busy $(kv busy_pct "$res")%, p50 $(kv p50_ms "$res") ms, p99 $(kv p99_ms "$res") ms; checks: ${checks[*]}"
+}
+
+# ---------- the runs: for each case, rounds of (uws gw gw2) ----------
+for spec in $CASES; do
+  spec=${spec//SUBS/$SUBS}
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for server in $SERVERS; do
+      run_one "$server" "$spec" "$r"
+    done
+  done
+done
+
+# ---------- table ----------
+{
+  echo
+  echo "Fan-out, server on CPU $SERVER_CPU, harness + publisher on CPU $CLIENT_CPU ($OUT_DIR)"
+  awk -F'\t' 'NR == 1 { next }
+    { printf "%-5s %-22s r%-2s %9s del/s %8s us/del (sched %6s) %6s%% busy  p50 %9s ms  p99 %9s ms  lost %s  del/read %s  load %s  %s\n",
+        $1, $2, $3, $5, $6, $21, $7, $8, $10, $13, $22, $19, $20 }' "$TSV"
+  echo
+  echo "Paired ratios (gateway / uWS, same case and round): CPU per delivery, p99"
+  awk -F'\t' 'NR == 1 { next }
+    { key = $2 SUBSEP $3; cpu[$1, key] = $6; p99[$1, key] = $10; keys[key] = 1 }
+    END {
+      for (k in keys) {
+        split(k, a, SUBSEP)
+        for (s = 0; s < 2; s++) {
+          srv = s ? "gw2" : "gw"
+          if (cpu["uws", k] + 0 > 0 && cpu[srv, k] + 0 > 0)
+            printf "%-22s r%-2s %-4s cpu/delivery %.2f  p99 %.2f\n", a[1], a[2], srv, cpu[srv, k] / cpu["uws", k], p99[srv, k] / p99["uws", k]
+        }
+      }
+    }' "$TSV" | sort
+} | tee "$OUT_DIR/table.txt"
+note "results: $TSV, per-run logs and summaries in $OUT_DIR/<run>/, commands in $OUT_DIR/commands.log"
