@@ -100,7 +100,7 @@ def scrape_forever(url, stop):
             print(f"scrape failed: {e}", file=sys.stderr)
 
 
-def burst(tmp, tag, addr, pid, load, secs):
+def burst(tmp, tag, addr, pid, load, secs, retries=2):
     """One bench-client run; returns (msgs/s, gateway CPU µs/msg, client CPU µs/msg)."""
     out = os.path.join(tmp, tag)
     args = [
@@ -122,6 +122,12 @@ def burst(tmp, tag, addr, pid, load, secs):
     with open(os.path.join(out, "summary.json")) as f:
         cell = json.load(f)["cells"][0]
     cost = cell["cost"]
+    if cost["server_cpu_us_per_msg"] is None or cost["client_cpu_us_per_msg"] is None:
+        # The client could not bracket the window with two CPU readings
+        # (e.g. a worker's window slipped): redo the burst, do not guess.
+        if retries > 0:
+            return burst(tmp, tag + "-again", addr, pid, load, secs, retries - 1)
+        sys.exit(f"bench-client reported no CPU figures ({tag}):\n{run.stdout}")
     return cell["tps"], cost["server_cpu_us_per_msg"], cost["client_cpu_us_per_msg"]
 
 

@@ -106,7 +106,12 @@ impl CellReport {
             index: cell.index,
             params: cell.params.clone(),
             mode: s.load.mode.label(),
-            connections: s.load.connections,
+            // Session mode has no fixed count: its peak is the largest stage target.
+            connections: if s.load.mode == Mode::Session {
+                s.session.stages.iter().map(|st| st.target).max().unwrap_or(0)
+            } else {
+                s.load.connections
+            },
             message_size: s.load.message_size,
             processes: out.processes,
             client_threads: out.processes * s.client.workers.clamp(1, s.load.connections.max(1)),
