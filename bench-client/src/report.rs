@@ -108,7 +108,12 @@ impl CellReport {
             mode: s.load.mode.label(),
             // Session mode has no fixed count: its peak is the largest stage target.
             connections: if s.load.mode == Mode::Session {
-                s.session.stages.iter().map(|st| st.target).max().unwrap_or(0)
+                s.session
+                    .stages
+                    .iter()
+                    .map(|st| st.target)
+                    .max()
+                    .unwrap_or(0)
             } else {
                 s.load.connections
             },
