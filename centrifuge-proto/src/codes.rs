@@ -87,3 +87,6 @@ pub const PERMISSION_DENIED_DISCONNECT: Disconnect = d(3507, "permission denied"
 /// `unsubscribe` push code for a server-side unsubscribe (terminal for the
 /// subscription: the SDK does not resubscribe).
 pub const UNSUBSCRIBE_SERVER: (u32, &str) = (2000, "server unsubscribe");
+/// The server may have missed publications of the channel: codes from
+/// 2500 make the SDKs subscribe again.
+pub const UNSUBSCRIBE_INSUFFICIENT_STATE: (u32, &str) = (2500, "insufficient state");

@@ -10,7 +10,9 @@ use std::path::Path;
 use engine::{EngineConfig, EngineKey};
 use serde::{Deserialize, Serialize};
 
+pub mod broker;
 pub mod upstream;
+pub use broker::{BrokerConfig, BrokerKind, Sharded};
 pub use upstream::{BackendConfig, OnError, ProxyConfig, UpstreamRoute};
 
 /// Why a configuration could not be used.
@@ -68,6 +70,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[[backends]]`: HTTP backends of `upstream` routes and proxies.
     pub backends: Vec<BackendConfig>,
+    /// `[broker]`: several gateways as one (Redis or NATS).
+    pub broker: BrokerConfig,
 }
 
 /// `[server]`: where to listen and how many workers.
@@ -653,6 +657,8 @@ impl Config {
             );
         }
         self.validate_backends()?;
+        broker::check(&self.broker)
+            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         let admin = &self.admin;
         if !(10..=60_000).contains(&admin.publish_ms) {
             return bad("admin.publish_ms", "must be from 10 to 60000");
@@ -778,6 +784,15 @@ impl Config {
             }]
         } else {
             self.routes.clone()
+        }
+    }
+
+    /// This node's name: `broker.node`, else the listen address.
+    pub fn node_name(&self) -> String {
+        if self.broker.node.is_empty() {
+            self.server.listen.to_string()
+        } else {
+            self.broker.node.clone()
         }
     }
 
@@ -955,7 +970,12 @@ mod tests {
     #[test]
     fn shipped_configs_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-        for name in ["prod.toml", "dev.toml"] {
+        for name in [
+            "prod.toml",
+            "dev.toml",
+            "cluster-redis.toml",
+            "cluster-nats.toml",
+        ] {
             Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }

@@ -9,6 +9,7 @@
 //! `engine` and `wsproto`, not this crate.
 
 pub mod app;
+pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod counters;

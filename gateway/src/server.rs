@@ -16,6 +16,8 @@ use crate::conn::http::Listener;
 use crate::conn::{GatewayHandler, Shared};
 use crate::counters::Counters;
 use engine::mailbox::{Bell, Mailbox, WakeMode};
+
+use crate::broker::{self, BrokerLink};
 use engine::{affinity, listener, EngineStats};
 
 /// Why the gateway could not start or run.
@@ -66,6 +68,8 @@ pub struct Running {
     /// The API's own listener's address, if it has one.
     pub api_addr: Option<SocketAddr>,
     workers: Spawned<(Counters, EngineStats)>,
+    /// The broker thread, in a cluster.
+    broker: Option<Spawned<()>>,
 }
 
 /// Binds, starts every worker and returns once all are serving.
@@ -135,9 +139,23 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
         .iter()
         .map(|b| Mailbox::new(config.pubsub.mailbox_capacity, b.clone()))
         .collect();
-    let mut shared = Shared::new(config, mail);
+    let link = BrokerLink::new(config).map_err(ServerError::WorkerSetup)?;
+    let mut shared = Shared::new(config, mail.clone(), link.clone());
     shared.listener_kinds = kinds;
     let shared = Arc::new(shared);
+    // The broker thread first: the workers' first subscriptions post to it.
+    let broker = link
+        .map(|link| {
+            broker::spawn(
+                link,
+                mail.clone(),
+                shared.pubsub.stats.clone(),
+                shutdown.clone(),
+                &shutdown,
+            )
+        })
+        .transpose()
+        .map_err(ServerError::WorkerSetup)?;
     let stop = shutdown.clone();
     let workers = spawn(
         options,
@@ -167,6 +185,7 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
         admin_addr,
         api_addr,
         workers,
+        broker,
     })
 }
 
@@ -176,7 +195,15 @@ impl Running {
     pub fn join(self) -> Result<Summary, ServerError> {
         let mut summary = Summary::default();
         let mut first_err = None;
-        for result in self.workers.join() {
+        let workers = self.workers.join();
+        if let Some(b) = self.broker {
+            for r in b.join() {
+                if let Err(e) = r {
+                    first_err.get_or_insert(ServerError::WorkerRun(e));
+                }
+            }
+        }
+        for result in workers {
             match result {
                 Ok((counters, stats)) => {
                     summary.counters.merge(&counters);

@@ -221,6 +221,11 @@ pub trait Sink {
     }
     /// Something to count.
     fn note(&mut self, note: Note<'_>);
+    /// Whether the health path answers 200 (else 503 with this reason,
+    /// e.g. a cluster node that lost its broker).
+    fn health(&mut self) -> Result<(), &'static str> {
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -565,11 +570,18 @@ impl Session {
                 let keep = if buffered { owned } else { head.to_vec() };
                 self.phase = Phase::Http(keep);
             }
-            Some(Ok(None)) => {
-                sink.note(Note::Status(200));
-                let ok = Bytes::from_static(handshake::health_response());
-                self.finish(cfg, now, Some(ok), Ending::Normal, sink);
-            }
+            Some(Ok(None)) => match sink.health() {
+                Ok(()) => {
+                    sink.note(Note::Status(200));
+                    let ok = Bytes::from_static(handshake::health_response());
+                    self.finish(cfg, now, Some(ok), Ending::Normal, sink);
+                }
+                Err(why) => {
+                    let r = Reject::new(503, why);
+                    sink.note(Note::Status(503));
+                    self.finish(cfg, now, Some(r.response().into()), Ending::Normal, sink);
+                }
+            },
             Some(Err(r)) => {
                 sink.note(Note::Status(r.status));
                 self.finish(cfg, now, Some(r.response().into()), Ending::Normal, sink);

@@ -136,12 +136,15 @@ impl RouteApp {
                         .position(|b| b.name == cfg.backend)
                         .expect("validated: the backend exists");
                     let timeout = config.backends[backend].request_timeout_ms;
+                    let node = (config.broker.kind != crate::config::BrokerKind::Memory)
+                        .then(|| config.node_name());
                     RouteApp::Upstream(Box::new(upstream::Upstream::new(
                         cfg,
                         r.path,
                         i as u8,
                         backend as u16,
                         timeout,
+                        node,
                     )))
                 }
             })

@@ -85,11 +85,21 @@ pub struct Upstream {
     /// Request timeout of the backend: the session's backstop for `$connect`.
     timeout_ms: u64,
     conns: HashMap<ConnId, Conn>,
+    /// This node's name in a cluster: ids become `{hex}@{node}`, so the
+    /// push API on any node finds the connection.
+    node: Option<String>,
 }
 
 impl Upstream {
     /// The app of route `route` (`path`), calling backend index `backend`.
-    pub fn new(cfg: UpstreamRoute, path: String, route: u8, backend: u16, timeout_ms: u64) -> Self {
+    pub fn new(
+        cfg: UpstreamRoute,
+        path: String,
+        route: u8,
+        backend: u16,
+        timeout_ms: u64,
+        node: Option<String>,
+    ) -> Self {
         Self {
             cfg,
             path,
@@ -97,6 +107,15 @@ impl Upstream {
             backend,
             timeout_ms,
             conns: HashMap::new(),
+            node,
+        }
+    }
+
+    /// The id the backend sees for a connection of worker `worker`.
+    fn public_id(&self, worker: usize, id: ConnId) -> String {
+        match &self.node {
+            Some(node) => format!("{}@{node}", connection_id(worker, id)),
+            None => connection_id(worker, id),
         }
     }
 
@@ -118,7 +137,7 @@ impl Upstream {
         extra: &[(&str, &str)],
         body: &[u8],
     ) -> Bytes {
-        let id = connection_id(ctx.worker, ctx.id);
+        let id = self.public_id(ctx.worker, ctx.id);
         let mut headers: Vec<(&str, &str)> = vec![
             ("X-Gateway-Event", event),
             ("X-Connection-Id", &id),
@@ -311,7 +330,7 @@ impl Upstream {
         let c = self.conns.get(&id).filter(|c| c.accepted)?;
         Some(
             serde_json::json!({
-                "connection_id": connection_id(worker, id),
+                "connection_id": self.public_id(worker, id),
                 "route": self.path,
                 "user": c.user.as_deref(),
                 "remote_addr": c.peer.map(|p| p.to_string()),
@@ -397,7 +416,7 @@ impl App for Upstream {
             .map(|h| (h.name, String::from_utf8_lossy(h.value).into_owned()))
             .collect();
         let body = serde_json::json!({
-            "connection_id": connection_id(ctx.worker, ctx.id),
+            "connection_id": self.public_id(ctx.worker, ctx.id),
             "route": self.path,
             "method": req.method,
             "path": req.path(),
@@ -464,7 +483,7 @@ impl App for Upstream {
             return;
         }
         let body = serde_json::json!({
-            "connection_id": connection_id(ctx.worker, ctx.id),
+            "connection_id": self.public_id(ctx.worker, ctx.id),
             "route": self.path,
             "code": code,
             "user": c.user.as_deref(),

@@ -27,6 +27,7 @@ use wsproto::session::{Ending, Keepalive, Session, SessionConfig};
 use crate::app::pubsub::api::{self, ApiContext};
 use crate::app::pubsub::hub::{self, Hub, HubMsg, Settings};
 use crate::app::{flow_after, AfterCall, Ctx, RouteApp};
+use crate::broker::{BrokerCmd, BrokerLink};
 use crate::config::{AppKind, Config};
 use crate::counters::Counters;
 use crate::telemetry::{self, latency, Telemetry, WorkerMetrics};
@@ -61,7 +62,11 @@ pub struct Shared {
 impl Shared {
     /// Derives the worker settings from the configuration; `mail` holds
     /// one mailbox per worker.
-    pub fn new(config: &Config, mail: Arc<[Mailbox<HubMsg>]>) -> Self {
+    pub fn new(
+        config: &Config,
+        mail: Arc<[Mailbox<HubMsg>]>,
+        broker: Option<Arc<BrokerLink>>,
+    ) -> Self {
         let ws = &config.websocket;
         let t = &config.timeouts;
         let ps = &config.pubsub;
@@ -121,9 +126,9 @@ impl Shared {
                     config.backends.iter().map(|b| b.name.clone()).collect(),
                 ))
             }),
-            pubsub: Arc::new(Settings::new(&config.pubsub, mail)),
+            pubsub: Arc::new(Settings::new(&config.pubsub, mail, broker)),
             started: Instant::now(),
-            node: config.server.listen.to_string(),
+            node: config.node_name(),
             listener_kinds: vec![None],
         }
     }
@@ -404,18 +409,39 @@ impl GatewayHandler {
         } else if connections {
             match push::parse(req, self.shared.pubsub.mail.len()) {
                 Ok(p) => {
-                    let msg = HubMsg::Push {
-                        conn: p.conn,
-                        op: p.op,
-                        reply: ReplyTo {
-                            worker: self.w.worker,
-                            conn: id,
-                        },
+                    let reply = ReplyTo::Local {
+                        worker: self.w.worker,
+                        conn: id,
                     };
-                    if self.shared.pubsub.mail[p.worker].post(io, msg).is_ok() {
+                    let broker = self.shared.pubsub.broker.as_ref();
+                    let posted = match (&p.node, broker) {
+                        (Some(node), Some(b)) if **node != *b.node => {
+                            let cmd = BrokerCmd::Push {
+                                node: node.clone(),
+                                control: push::to_control(&p),
+                                reply,
+                            };
+                            b.mail.post(io, cmd).is_ok()
+                        }
+                        (Some(_), None) => false,
+                        _ => {
+                            let msg = HubMsg::Push {
+                                conn: p.conn,
+                                op: p.op,
+                                reply,
+                            };
+                            let mail = &self.shared.pubsub.mail;
+                            mail.get(p.worker).is_some_and(|m| m.post(io, msg).is_ok())
+                        }
+                    };
+                    if posted {
                         return Routed::Later(endpoint);
                     }
-                    let a = PushAnswer::error(503, "the worker's mailbox is full; retry");
+                    let a = if p.node.is_some() && broker.is_none() {
+                        PushAnswer::gone()
+                    } else {
+                        PushAnswer::error(503, "a mailbox is full; retry")
+                    };
                     api::Answer {
                         status: a.status,
                         body: a.body,
@@ -456,13 +482,26 @@ impl GatewayHandler {
         reply: ReplyTo,
     ) {
         let answer = self.push_to(io, conns, conn, op);
-        let msg = HubMsg::PushAnswer {
-            conn: reply.conn,
-            answer,
+        let (worker, conn) = match reply {
+            ReplyTo::Local { worker, conn } => (worker, conn),
+            ReplyTo::Remote { node, request } => {
+                if let Some(b) = &self.shared.pubsub.broker {
+                    let cmd = BrokerCmd::Answer {
+                        node,
+                        request,
+                        answer,
+                    };
+                    if b.mail.post(io, cmd).is_err() {
+                        log::warn!("push answer for node dropped: broker mailbox full");
+                    }
+                }
+                return;
+            }
         };
-        if reply.worker == self.w.worker {
+        let msg = HubMsg::PushAnswer { conn, answer };
+        if worker == self.w.worker {
             self.push_answered(io, conns, msg);
-        } else if let Err(msg) = self.shared.pubsub.mail[reply.worker].post(io, msg) {
+        } else if let Err(msg) = self.shared.pubsub.mail[worker].post(io, msg) {
             // The API worker's mailbox is full: its client times out (the
             // handshake deadline of a waiting API connection is off, so
             // close it rather than leave it hanging).
@@ -742,6 +781,9 @@ impl Handler for GatewayHandler {
         self.deliver_upstream(io, conns);
         if !self.w.hub.pending_closes.is_empty() {
             self.run_pending_closes(io, conns);
+        }
+        if self.w.hub.interest_pending() {
+            self.w.hub.flush_interest(io);
         }
     }
 

@@ -13,6 +13,7 @@ use engine::ConnId;
 use wsproto::codec::MessageKind;
 
 use super::http::{Request, CONNECTIONS_PREFIX};
+use crate::broker::envelope::{hex, unhex, Control};
 
 /// What to do with a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +26,14 @@ pub enum ConnOp {
     Info,
 }
 
-/// A parsed push request: the target worker and connection, and the op.
+/// A parsed push request: the target node, worker and connection, and
+/// the op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Push {
+    /// The node holding the connection, when the id names one (cluster).
+    pub node: Option<String>,
+    /// The id without the node part (what that node parses).
+    pub local_id: String,
     /// The worker holding the connection.
     pub worker: usize,
     /// The connection.
@@ -36,13 +42,23 @@ pub struct Push {
     pub op: ConnOp,
 }
 
-/// Where an answer goes: the API connection on its worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyTo {
-    /// The API connection's worker.
-    pub worker: usize,
-    /// The API connection.
-    pub conn: ConnId,
+/// Where an answer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyTo {
+    /// An API connection of this node.
+    Local {
+        /// The API connection's worker.
+        worker: usize,
+        /// The API connection.
+        conn: ConnId,
+    },
+    /// Another node's request (through the broker).
+    Remote {
+        /// The asking node.
+        node: std::sync::Arc<str>,
+        /// Its request number.
+        request: u64,
+    },
 }
 
 /// An answer: HTTP status and JSON body (empty for 204).
@@ -78,10 +94,14 @@ pub fn parse(req: &Request, workers: usize) -> Result<Push, PushAnswer> {
         .path
         .strip_prefix(CONNECTIONS_PREFIX)
         .unwrap_or_default();
-    let Some((worker, conn)) = crate::app::upstream::parse_connection_id(id) else {
+    let (local_id, node) = match id.split_once('@') {
+        Some((local, node)) => (local, Some(node.to_owned())),
+        None => (id, None),
+    };
+    let Some((worker, conn)) = crate::app::upstream::parse_connection_id(local_id) else {
         return Err(PushAnswer::error(400, "malformed connection id"));
     };
-    if worker >= workers {
+    if node.is_none() && worker >= workers {
         return Err(PushAnswer::gone());
     }
     let op = match req.method.as_str() {
@@ -108,7 +128,66 @@ pub fn parse(req: &Request, workers: usize) -> Result<Push, PushAnswer> {
         "GET" => ConnOp::Info,
         _ => return Err(PushAnswer::error(405, "use GET, POST or DELETE")),
     };
-    Ok(Push { worker, conn, op })
+    Ok(Push {
+        node,
+        local_id: local_id.to_owned(),
+        worker,
+        conn,
+        op,
+    })
+}
+
+/// The broker form of a push for another node.
+pub fn to_control(p: &Push) -> Control {
+    let (method, code, reason, kind, body) = match &p.op {
+        ConnOp::Send(MessageKind::Text, b) => (
+            "POST",
+            0,
+            String::new(),
+            "text",
+            String::from_utf8_lossy(b).into_owned(),
+        ),
+        ConnOp::Send(MessageKind::Binary, b) => ("POST", 0, String::new(), "binary", hex(b)),
+        ConnOp::Close(code, reason) => ("DELETE", *code, reason.clone(), "", String::new()),
+        ConnOp::Info => ("GET", 0, String::new(), "", String::new()),
+    };
+    Control::Push {
+        from: String::new(),
+        request: 0,
+        conn: p.local_id.clone(),
+        method: method.into(),
+        code,
+        reason,
+        kind: kind.into(),
+        body,
+    }
+}
+
+/// A push another node sent: the worker, the connection and the op.
+pub fn remote_op(
+    conn: &str,
+    method: &str,
+    code: u16,
+    reason: String,
+    kind: &str,
+    body: &str,
+) -> Result<(usize, ConnId, ConnOp), PushAnswer> {
+    let Some((worker, id)) = crate::app::upstream::parse_connection_id(conn) else {
+        return Err(PushAnswer::error(400, "malformed connection id"));
+    };
+    let op = match (method, kind) {
+        ("POST", "binary") => ConnOp::Send(
+            MessageKind::Binary,
+            unhex(body)
+                .ok_or_else(|| PushAnswer::error(400, "bad binary body"))?
+                .into(),
+        ),
+        ("POST", _) => ConnOp::Send(MessageKind::Text, Bytes::copy_from_slice(body.as_bytes())),
+        ("DELETE", _) => ConnOp::Close(code, reason),
+        ("GET", _) => ConnOp::Info,
+        _ => return Err(PushAnswer::error(405, "use GET, POST or DELETE")),
+    };
+    Ok((worker, id, op))
 }
 
 /// `code` and `reason` of a DELETE's query: code 1000 or 3000–4999
@@ -185,7 +264,20 @@ mod tests {
         let id = crate::app::upstream::connection_id(1, ConnId::from_parts(5, 9));
         let path = format!("{CONNECTIONS_PREFIX}{id}");
         let p = parse(&req("POST", &path, "", None, b"hi"), 2).unwrap();
-        assert_eq!((p.worker, p.conn), (1, ConnId::from_parts(5, 9)));
+        assert_eq!(
+            (p.worker, p.conn, p.node.clone()),
+            (1, ConnId::from_parts(5, 9), None)
+        );
+        let on = parse(&req("GET", &format!("{path}@n2"), "", None, b""), 1).unwrap();
+        assert_eq!(on.node.as_deref(), Some("n2"), "another node's worker 1");
+        let back = to_control(&on);
+        let Control::Push { conn, method, .. } = &back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(
+            remote_op(conn, method, 0, String::new(), "", "").unwrap().2,
+            ConnOp::Info
+        );
         assert_eq!(
             p.op,
             ConnOp::Send(MessageKind::Text, Bytes::from_static(b"hi"))

@@ -101,6 +101,13 @@ impl Sink for Driver<'_> {
         }
     }
 
+    fn health(&mut self) -> Result<(), &'static str> {
+        match &self.ctx.hub.settings.broker {
+            Some(b) if !b.is_up() => Err("degraded: the broker is unreachable"),
+            _ => Ok(()),
+        }
+    }
+
     fn note(&mut self, note: Note<'_>) {
         let c = &mut *self.ctx.counters;
         match note {

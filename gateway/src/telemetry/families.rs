@@ -151,4 +151,22 @@ families! {
         "Times the backend's circuit opened.";
     UPSTREAM_FAILURE_ANSWERS_TOTAL = "gateway_upstream_failure_answers_total", Counter,
         "Client messages answered with the route's failure answer (error message or close), by reason.";
+    BROKER_UP = "gateway_broker_up", Gauge,
+        "1 while every broker connection of the node is up, 0 while the node is degraded (cluster only).";
+    BROKER_PUBLISHED_TOTAL = "gateway_broker_published_total", Counter,
+        "Publications sent to the broker.";
+    BROKER_RECEIVED_TOTAL = "gateway_broker_received_total", Counter,
+        "Publications received from the broker for local subscribers.";
+    BROKER_DROPPED_TOTAL = "gateway_broker_dropped_total", Counter,
+        "Publications refused or lost on the broker path (broker down, queue or mailbox full).";
+    BROKER_MALFORMED_TOTAL = "gateway_broker_malformed_total", Counter,
+        "Messages from the broker that were not understood.";
+    BROKER_RECONNECTS_TOTAL = "gateway_broker_reconnects_total", Counter,
+        "Broker connections re-established after a loss.";
+    BROKER_CHANNELS = "gateway_broker_channels", Gauge,
+        "Channels the node holds a broker subscription for.";
+    BROKER_COMMANDS_TOTAL = "gateway_broker_commands_total", Counter,
+        "Subscribe and unsubscribe commands sent to the broker (each may carry many channels).";
+    BROKER_RESYNCED_TOTAL = "gateway_broker_resynced_total", Counter,
+        "Subscriptions ended with 2500 insufficient state after a broker connection came back.";
 }

@@ -25,6 +25,7 @@
 //! counters, histograms rather than summaries, and only bounded labels
 //! (`worker`, close `reason`, HTTP `status`, frame `opcode`, close `code`).
 
+pub mod broker;
 pub mod families;
 pub mod histogram;
 pub mod latency;
@@ -221,6 +222,8 @@ pub struct WorkerMetrics {
     slots: Gauge,
     pubsub: pubsub::PubSubMetrics,
     upstream: upstream::UpstreamMetrics,
+    /// Worker 0 in a cluster.
+    broker: Option<broker::BrokerMetrics>,
 }
 
 impl std::fmt::Debug for WorkerMetrics {
@@ -304,6 +307,7 @@ impl WorkerMetrics {
             slots: gauge(&f::ENGINE_SLOTS_IN_USE),
             pubsub: pubsub::PubSubMetrics::register(&w, worker),
             upstream: upstream::UpstreamMetrics::register(&w, &shared.backends),
+            broker: (worker == 0).then(broker::BrokerMetrics::register),
             telemetry,
         })
     }
@@ -318,6 +322,9 @@ impl WorkerMetrics {
         self.publish_counters(&w.counters);
         self.publish_engine(io);
         self.pubsub.publish(&w.hub, self.worker);
+        if let Some(b) = &self.broker {
+            b.publish(w.hub.settings.broker.as_deref());
+        }
         let pools = self.upstream.publish(&w.upstream, &w.counters, io.now_ms());
         if let Some(slot) = self.telemetry.upstream_latency.get(self.worker) {
             let mut hs = slot.lock().unwrap_or_else(PoisonError::into_inner);

@@ -258,13 +258,13 @@ fn publish(
     if hub.settings.options(channel).is_none() {
         return Err(codes::UNKNOWN_CHANNEL);
     }
-    hub.counters.published_api += 1;
     let p = Publication {
         channel: channel.into(),
         data: data.to_owned(),
         info: None,
     };
-    hub.publish(io, counters, p);
+    hub.publish(io, counters, p)?;
+    hub.counters.published_api += 1;
     Ok(())
 }
 
@@ -273,31 +273,41 @@ fn info(cx: &ApiContext<'_>) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let stats = &cx.hub.settings.stats;
     let sum = |f: fn(&super::hub::HubStats) -> u64| stats.iter().map(f).sum::<u64>();
-    let workers: Vec<String> = stats
+    let workers: Vec<serde_json::Value> = stats
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            format!(
-                "{{\"worker\":{i},\"num_clients\":{},\"num_users\":{},\"num_channels\":{},\"num_subs\":{}}}",
-                s.clients.load(Relaxed),
-                s.users.load(Relaxed),
-                s.channels.load(Relaxed),
-                s.subscriptions.load(Relaxed)
-            )
+            serde_json::json!({
+                "worker": i,
+                "num_clients": s.clients.load(Relaxed),
+                "num_users": s.users.load(Relaxed),
+                "num_channels": s.channels.load(Relaxed),
+                "num_subs": s.subscriptions.load(Relaxed),
+            })
         })
         .collect();
-    format!(
-        "{{\"nodes\":[{{\"uid\":{node},\"name\":{node},\"version\":\"{}\",\"num_clients\":{},\
-         \"num_users\":{},\"num_channels\":{},\"num_subs\":{},\"uptime\":{},\"workers\":[{}]}}]}}",
-        env!("CARGO_PKG_VERSION"),
-        sum(|s| s.clients.load(Relaxed)),
-        sum(|s| s.users.load(Relaxed)),
-        sum(|s| s.channels.load(Relaxed)),
-        sum(|s| s.subscriptions.load(Relaxed)),
-        cx.started.elapsed().as_secs(),
-        workers.join(","),
-        node = serde_json::to_string(cx.node).unwrap_or_default(),
-    )
+    let broker = cx.hub.settings.broker.as_ref();
+    let mut nodes = vec![serde_json::json!({
+        "uid": cx.node,
+        "name": cx.node,
+        "version": env!("CARGO_PKG_VERSION"),
+        "num_clients": sum(|s| s.clients.load(Relaxed)),
+        "num_users": sum(|s| s.users.load(Relaxed)),
+        "num_channels": sum(|s| s.channels.load(Relaxed)),
+        "num_subs": sum(|s| s.subscriptions.load(Relaxed)),
+        "uptime": cx.started.elapsed().as_secs(),
+        "workers": workers,
+        "broker": broker.map(|b| if b.is_up() { "up" } else { "degraded" }),
+    })];
+    // The other nodes of the cluster, as they last announced themselves.
+    if let Some(b) = broker {
+        nodes.extend(
+            b.nodes()
+                .into_iter()
+                .filter(|n| n["name"].as_str() != Some(cx.node)),
+        );
+    }
+    serde_json::json!({ "nodes": nodes }).to_string()
 }
 
 #[cfg(test)]

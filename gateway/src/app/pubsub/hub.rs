@@ -25,6 +25,8 @@ use engine::{ConnId, Io};
 use serde_json::value::RawValue;
 use wsproto::codec::{self, FrameClass, MessageKind};
 
+use crate::broker::envelope::{Control, TargetRef};
+use crate::broker::{BrokerCmd, BrokerLink};
 use crate::config::{ChannelOptions, PubSubConfig, SlowPolicy};
 use crate::counters::Counters;
 
@@ -37,6 +39,31 @@ pub struct Publication {
     pub data: Box<RawValue>,
     /// The publishing client (`None` from the server API).
     pub info: Option<(Box<str>, Box<str>)>,
+}
+
+/// The cluster-wide form of an API operation (`None` for publications,
+/// which have their own path).
+fn control_of(msg: &HubMsg) -> Option<Control> {
+    let target = |t: &Target| match t {
+        Target::User(u) => TargetRef::User(u.to_string()),
+        Target::Client(c) => TargetRef::Client(c.to_string()),
+    };
+    Some(match msg {
+        HubMsg::Subscribe(t, ch) => Control::Subscribe {
+            target: target(t),
+            channel: ch.to_string(),
+        },
+        HubMsg::Unsubscribe(t, ch) => Control::Unsubscribe {
+            target: target(t),
+            channel: ch.to_string(),
+        },
+        HubMsg::Disconnect(t, code, reason) => Control::Disconnect {
+            target: target(t),
+            code: *code,
+            reason: reason.to_string(),
+        },
+        _ => return None,
+    })
 }
 
 /// Which connections an API call targets.
@@ -69,6 +96,9 @@ pub enum HubMsg {
         /// Where the answer goes.
         reply: crate::conn::push::ReplyTo,
     },
+    /// The broker connection carrying this channel was lost and is back:
+    /// its local subscribers may have missed publications.
+    Resync(Arc<str>),
     /// The answer to a push, for an API connection of this worker.
     PushAnswer {
         /// The API connection.
@@ -103,11 +133,18 @@ pub struct Settings {
     pub mail: Arc<[Mailbox<HubMsg>]>,
     /// Each worker's figures (index = worker).
     pub stats: Arc<[HubStats]>,
+    /// The cluster's broker, when there is one: publications and API
+    /// operations then go through it to every node.
+    pub broker: Option<Arc<BrokerLink>>,
 }
 
 impl Settings {
     /// Resolves `config`; `mail` and `stats` have one entry per worker.
-    pub fn new(config: &PubSubConfig, mail: Arc<[Mailbox<HubMsg>]>) -> Self {
+    pub fn new(
+        config: &PubSubConfig,
+        mail: Arc<[Mailbox<HubMsg>]>,
+        broker: Option<Arc<BrokerLink>>,
+    ) -> Self {
         let stats: Arc<[HubStats]> = (0..mail.len()).map(|_| HubStats::default()).collect();
         Self {
             namespaces: config
@@ -118,6 +155,7 @@ impl Settings {
             config: config.clone(),
             mail,
             stats,
+            broker,
         }
     }
 
@@ -232,6 +270,9 @@ pub struct Hub {
     /// Connections to disconnect once their state is at hand (the worker
     /// runs them after the current callback).
     pub pending_closes: Vec<(ConnId, u16, Arc<str>)>,
+    /// Channels this worker gained or lost its last subscriber of, not yet
+    /// told to the broker thread.
+    interest: Vec<(Arc<str>, bool)>,
     /// Counters.
     pub counters: HubCounters,
     rng: u64,
@@ -252,6 +293,7 @@ impl Hub {
             users: HashMap::new(),
             by_client_id: HashMap::new(),
             pending_closes: Vec::new(),
+            interest: Vec::new(),
             counters: HubCounters::default(),
             rng: seed | 1,
         }
@@ -376,7 +418,11 @@ impl Hub {
             Some((k, _)) => k.clone(),
             None => {
                 self.stats().channels.fetch_add(1, Ordering::Relaxed);
-                Arc::from(channel)
+                let key = Arc::from(channel);
+                if self.settings.broker.is_some() {
+                    self.interest.push((Arc::clone(&key), true));
+                }
+                key
             }
         };
         let subs = self.channels.entry(key.clone()).or_default();
@@ -414,6 +460,9 @@ impl Hub {
         if list.is_empty() {
             self.channels.remove(channel);
             self.stats().channels.fetch_sub(1, Ordering::Relaxed);
+            if self.settings.broker.is_some() {
+                self.interest.push((channel.clone(), false));
+            }
         }
         self.stats().subscriptions.fetch_sub(1, Ordering::Relaxed);
         if let Some(other) = moved.and_then(|m| self.client_mut(m)) {
@@ -458,21 +507,71 @@ impl Hub {
     }
 
     /// Publishes: delivers to this worker's subscribers and posts to every
-    /// other worker (one message each).
-    pub fn publish(&mut self, io: &mut Io, counters: &mut Counters, p: Publication) {
+    /// other worker (one message each); with a broker, hands it to the
+    /// broker thread instead, and every node (this one included) delivers
+    /// what comes back. Refused (error 100) while the broker is down or its
+    /// queue is full: the publisher learns it was not sent.
+    pub fn publish(
+        &mut self,
+        io: &mut Io,
+        counters: &mut Counters,
+        p: Publication,
+    ) -> Result<(), ErrorCode> {
         let p = Arc::new(p);
         let settings = self.settings.clone();
+        if let Some(broker) = &settings.broker {
+            if !broker.is_up() || broker.mail.post(io, BrokerCmd::Publish(p)).is_err() {
+                broker.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(codes::INTERNAL);
+            }
+            return Ok(());
+        }
         for (w, mailbox) in settings.mail.iter().enumerate() {
             if w != self.worker && mailbox.post(io, HubMsg::Publish(p.clone())).is_err() {
                 self.counters.dropped_mailbox_full += 1;
             }
         }
         self.deliver(io, counters, &p);
+        Ok(())
+    }
+
+    /// Tells the broker thread which channels this worker gained or lost
+    /// (run after each batch of work; what does not fit waits).
+    pub fn flush_interest(&mut self, io: &mut Io) {
+        let Some(broker) = self.settings.broker.clone() else {
+            return;
+        };
+        let worker = self.worker;
+        while let Some((channel, on)) = self.interest.first().cloned() {
+            let cmd = BrokerCmd::Interest {
+                worker,
+                channel,
+                on,
+            };
+            if broker.mail.post(io, cmd).is_err() {
+                return;
+            }
+            self.interest.remove(0);
+        }
+    }
+
+    /// True when the broker thread has not heard of every change yet.
+    pub fn interest_pending(&self) -> bool {
+        !self.interest.is_empty()
     }
 
     /// Applies an API action here and on every other worker.
     pub fn broadcast(&mut self, io: &mut Io, counters: &mut Counters, msg: HubMsg) {
         let settings = self.settings.clone();
+        if let Some(broker) = &settings.broker {
+            // Every node (this one too) applies it when it comes back.
+            if let Some(c) = control_of(&msg) {
+                if broker.mail.post(io, BrokerCmd::Control(c)).is_err() {
+                    self.counters.dropped_mailbox_full += 1;
+                }
+            }
+            return;
+        }
         for (w, mailbox) in settings.mail.iter().enumerate() {
             if w != self.worker && mailbox.post(io, msg.clone()).is_err() {
                 self.counters.dropped_mailbox_full += 1;
@@ -510,6 +609,23 @@ impl Hub {
             HubMsg::Disconnect(target, code, reason) => {
                 for conn in self.targets(&target) {
                     self.pending_closes.push((conn, code, reason.clone()));
+                }
+            }
+            HubMsg::Resync(channel) => {
+                // The broker may have dropped publications of this channel
+                // while its connection was down: the subscribers are told,
+                // and the SDKs subscribe again.
+                let subs = self.channels.get(&channel).cloned().unwrap_or_default();
+                for conn in subs {
+                    if self.unsubscribe(conn, &channel) {
+                        let mut l = Lines::new();
+                        let (code, reason) = codes::UNSUBSCRIBE_INSUFFICIENT_STATE;
+                        l.unsubscribe_push(&channel, code, reason);
+                        send_lines(io, conn, &mut l);
+                        if let Some(b) = &self.settings.broker {
+                            b.stats.resynced.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             HubMsg::Push { .. } | HubMsg::PushAnswer { .. } => {

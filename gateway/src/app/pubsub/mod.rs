@@ -396,13 +396,16 @@ impl PubSub {
             Self::error(ctx, lines, id, codes::PERMISSION_DENIED);
             return Ok(());
         }
-        Self::publish_now(ctx, &req.channel, data.to_owned());
-        lines.empty_result(id, "publish");
+        match Self::publish_now(ctx, &req.channel, data.to_owned()) {
+            Ok(()) => lines.empty_result(id, "publish"),
+            Err(e) => Self::error(ctx, lines, id, e),
+        }
         Ok(())
     }
 
-    /// Publishes a client's publication (checks done).
-    fn publish_now(ctx: &mut Ctx<'_>, channel: &str, data: Box<RawValue>) {
+    /// Publishes a client's publication (checks done); error 100 when the
+    /// cluster's broker cannot take it.
+    fn publish_now(ctx: &mut Ctx<'_>, channel: &str, data: Box<RawValue>) -> Result<(), ErrorCode> {
         let info = ctx
             .hub
             .client(ctx.id)
@@ -412,8 +415,9 @@ impl PubSub {
             data,
             info,
         };
+        ctx.hub.publish(ctx.io, ctx.counters, p)?;
         ctx.hub.counters.published_client += 1;
-        ctx.hub.publish(ctx.io, ctx.counters, p);
+        Ok(())
     }
 
     /// A proxy's answer to command `id`.
@@ -458,8 +462,10 @@ impl PubSub {
                 ProxyKind::Publish => {
                     if let Some(w) = waiting {
                         let data = r.data.or(w.data).unwrap_or_default();
-                        Self::publish_now(ctx, &w.channel, data);
-                        lines.empty_result(id, "publish");
+                        match Self::publish_now(ctx, &w.channel, data) {
+                            Ok(()) => lines.empty_result(id, "publish"),
+                            Err(e) => Self::error(ctx, &mut lines, id, e),
+                        }
                     }
                 }
                 ProxyKind::Subscribe => {

@@ -1,0 +1,201 @@
+//! Several gateways as one: publications and cluster-wide API operations
+//! travel between nodes through an existing broker (Redis pub/sub or NATS
+//! core), never a home-made cluster protocol.
+//!
+//! **Where the broker client runs: one broker thread per node**, itself an
+//! engine worker (its own ring, the connect role, the sans-IO codecs of
+//! `broker-proto`), talking to the gateway workers through engine
+//! mailboxes. Why not a broker connection per worker ring: the cluster
+//! needs one broker subscription per channel per node (issue 14); with a
+//! connection per worker, a channel with subscribers on every worker would
+//! be subscribed — and every publication delivered by the broker — once per
+//! worker. The thread knows which workers hold each channel (a bit per
+//! worker), subscribes once, and posts each publication only to those
+//! workers: one mailbox message each, the same path a local publication
+//! takes. The cost of the extra hop is in `results/cluster.md`.
+//!
+//! What a worker tells the thread ([`BrokerCmd`]): its first local
+//! subscriber of a channel arrived or its last one left (the thread
+//! batches the broker's subscribe and unsubscribe commands per loop
+//! iteration and keeps a subscription `unsubscribe_delay_ms` after the
+//! last local subscriber left, so churn costs nothing), a publication to
+//! send, a cluster-wide operation, a push for another node's connection.
+
+pub mod envelope;
+mod thread;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use engine::mailbox::{Bell, Mailbox, WakeMode};
+
+use crate::app::pubsub::hub::{HubMsg, HubStats, Publication};
+use crate::config::{BrokerConfig, BrokerKind, Config};
+use crate::conn::push::{PushAnswer, ReplyTo};
+use envelope::Control;
+
+pub use thread::spawn;
+
+/// What the workers ask of the broker thread.
+#[derive(Debug)]
+pub enum BrokerCmd {
+    /// Worker `worker` now has (`on`) or no longer has local subscribers
+    /// of `channel`.
+    Interest {
+        /// The worker.
+        worker: usize,
+        /// The channel.
+        channel: Arc<str>,
+        /// Gained or lost.
+        on: bool,
+    },
+    /// Send to every node (this one included: local subscribers receive it
+    /// back from the broker, so every node sees one order).
+    Publish(Arc<Publication>),
+    /// A cluster-wide operation (on the control channel).
+    Control(Control),
+    /// A push API operation on a connection of another node.
+    Push {
+        /// That node.
+        node: String,
+        /// The operation ([`Control::Push`], `from` and `request` filled
+        /// in by the thread).
+        control: Control,
+        /// The API connection waiting for the answer.
+        reply: ReplyTo,
+    },
+    /// The answer to a push another node asked this one for.
+    Answer {
+        /// The asking node.
+        node: Arc<str>,
+        /// Its request number.
+        request: u64,
+        /// The answer.
+        answer: PushAnswer,
+    },
+}
+
+/// Counters of the broker thread, read by metrics and `/api/info`.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// Publications sent to the broker.
+    pub published: AtomicU64,
+    /// Publications received from the broker.
+    pub received: AtomicU64,
+    /// Publications not sent (broker down) or not handed to a worker
+    /// (mailbox full), or refused before queueing.
+    pub dropped: AtomicU64,
+    /// Payloads from the broker that were not understood.
+    pub malformed: AtomicU64,
+    /// Broker connections (re)established after a loss.
+    pub reconnects: AtomicU64,
+    /// Channels this node holds a broker subscription for.
+    pub channels: AtomicU64,
+    /// Subscribe/unsubscribe commands sent (each may carry many channels).
+    pub commands: AtomicU64,
+    /// Local subscriptions ended with "insufficient state" after a loss.
+    pub resynced: AtomicU64,
+}
+
+/// What the workers and the broker thread share.
+#[derive(Debug)]
+pub struct BrokerLink {
+    /// The broker thread's mailbox.
+    pub mail: Mailbox<BrokerCmd>,
+    /// Its doorbell.
+    pub bell: Arc<Bell>,
+    /// Every broker connection is up (else the node is degraded).
+    up: AtomicBool,
+    /// This node's name.
+    pub node: Arc<str>,
+    /// The configuration.
+    pub config: BrokerConfig,
+    /// The nodes heard from (their `/api/info` entry and when).
+    nodes: Mutex<HashMap<String, (serde_json::Value, Instant)>>,
+    /// Counters.
+    pub stats: BrokerStats,
+}
+
+impl BrokerLink {
+    /// The link for `config`, when it names a broker.
+    pub fn new(config: &Config) -> std::io::Result<Option<Arc<Self>>> {
+        let b = &config.broker;
+        if b.kind == BrokerKind::Memory {
+            return Ok(None);
+        }
+        let bell = Bell::new(WakeMode::EventFd)?;
+        Ok(Some(Arc::new(Self {
+            mail: Mailbox::new(b.queue_capacity, bell.clone()),
+            bell,
+            up: AtomicBool::new(false),
+            node: config.node_name().into(),
+            config: b.clone(),
+            nodes: Mutex::new(HashMap::new()),
+            stats: BrokerStats::default(),
+        })))
+    }
+
+    /// True while every broker connection is up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn set_up(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                log::info!("broker: connected, node {} healthy", self.node);
+            } else {
+                log::warn!("broker: connection lost, node {} degraded", self.node);
+            }
+        }
+    }
+
+    /// The `/api/info` entries of the nodes heard within three info
+    /// intervals, this one's included once it has heard itself.
+    pub fn nodes(&self) -> Vec<serde_json::Value> {
+        let horizon = std::time::Duration::from_millis(3 * self.config.info_interval_ms);
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.retain(|_, (_, at)| at.elapsed() <= horizon);
+        let mut v: Vec<_> = nodes.values().map(|(info, _)| info.clone()).collect();
+        v.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        v
+    }
+
+    fn heard(&self, name: String, info: serde_json::Value) {
+        self.nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, (info, Instant::now()));
+    }
+}
+
+/// This node's share of `/api/info`: the worker figures summed.
+pub fn node_info(
+    node: &str,
+    stats: &[HubStats],
+    started: Instant,
+    broker_up: bool,
+) -> serde_json::Value {
+    let sum = |f: fn(&HubStats) -> &AtomicU64| -> u64 {
+        stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+    };
+    serde_json::json!({
+        "name": node,
+        "num_clients": sum(|s| &s.clients),
+        "num_users": sum(|s| &s.users),
+        "num_channels": sum(|s| &s.channels),
+        "num_subs": sum(|s| &s.subscriptions),
+        "uptime": started.elapsed().as_secs(),
+        "workers": stats.len(),
+        "broker": if broker_up { "up" } else { "degraded" },
+    })
+}
+
+/// Hands a message from the broker to worker `w`; false if its mailbox
+/// was full (counted as dropped by the caller).
+fn post(mail: &[Mailbox<HubMsg>], io: &mut engine::Io, w: usize, msg: HubMsg) -> bool {
+    mail.get(w).is_some_and(|m| m.post(io, msg).is_ok())
+}
