@@ -1,0 +1,535 @@
+//! Several gateways as one, over a real `redis-server` and a real
+//! `nats-server` (Debian packages; CI installs them, a missing binary skips
+//! the test): publications from any node reach subscribers on every node in
+//! order, API operations and pushes reach connections wherever they are,
+//! `/api/info` lists every node, and a broker restart degrades the nodes,
+//! then they recover and tell their subscribers (2500).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Redis,
+    Nats,
+}
+
+/// A broker process on a fixed loopback port (so it can be restarted on it).
+struct Broker {
+    kind: Kind,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(kind: Kind) -> Option<Broker> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let mut b = Broker {
+            kind,
+            port,
+            child: None,
+        };
+        b.spawn()?;
+        Some(b)
+    }
+
+    fn binary(kind: Kind) -> Option<PathBuf> {
+        let (name, paths): (&str, &[&str]) = match kind {
+            Kind::Redis => ("redis-server", &["/usr/bin/redis-server"]),
+            Kind::Nats => (
+                "nats-server",
+                &["/usr/sbin/nats-server", "/usr/bin/nats-server"],
+            ),
+        };
+        let found = std::env::var_os("PATH")
+            .and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+            .or_else(|| paths.iter().map(PathBuf::from).find(|p| p.is_file()));
+        if found.is_none() {
+            eprintln!("SKIP: {name} is not installed");
+        }
+        found
+    }
+
+    fn spawn(&mut self) -> Option<()> {
+        let bin = Self::binary(self.kind)?;
+        let port = self.port.to_string();
+        let args: Vec<&str> = match self.kind {
+            Kind::Redis => vec![
+                "--port",
+                &port,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ],
+            Kind::Nats => vec!["-a", "127.0.0.1", "-p", &port],
+        };
+        let child = Command::new(bin)
+            .args(&args)
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        self.child = Some(child);
+        // Ready when it accepts.
+        retry(Duration::from_secs(5), || {
+            TcpStream::connect(("127.0.0.1", self.port)).ok().map(drop)
+        })
+        .expect("broker accepts connections");
+        Some(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Node `i` of a cluster on `broker` (two workers each, so a node's own
+/// fan-out crosses workers too).
+fn node(broker: &Broker, i: usize, extra: &str) -> Option<Gateway> {
+    let kind = match broker.kind {
+        Kind::Redis => "redis",
+        Kind::Nats => "nats",
+    };
+    Gateway::start(&format!(
+        r#"
+[server]
+workers = 2
+
+[[routes]]
+path = "/connection/websocket"
+app = "pubsub"
+
+[pubsub]
+allow_anonymous = true
+token_hmac_secret = "s"
+
+[pubsub.without_namespace]
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_publish_for_client = true
+allow_publish_for_anonymous = true
+
+[api]
+key = "k"
+
+[admin]
+listen = "127.0.0.1:0"
+publish_ms = 20
+
+[broker]
+kind = "{kind}"
+addresses = ["{addr}"]
+node = "n{i}"
+ping_interval_ms = 200
+reconnect_min_ms = 50
+reconnect_max_ms = 400
+info_interval_ms = 100
+{extra}
+"#,
+        addr = broker.addr()
+    ))
+}
+
+fn cluster(broker: &Broker, n: usize) -> Option<Vec<Gateway>> {
+    let nodes: Option<Vec<Gateway>> = (0..n).map(|i| node(broker, i, "")).collect();
+    let nodes = nodes?;
+    // Every node up and aware of the others.
+    for gw in &nodes {
+        retry(Duration::from_secs(5), || {
+            let (_, v) = api(gw, "info", &json!({}));
+            (v["result"]["nodes"].as_array().map_or(0, Vec::len) == n).then_some(())
+        })
+        .unwrap_or_else(|| panic!("/api/info never listed {n} nodes"));
+    }
+    Some(nodes)
+}
+
+fn api(gw: &Gateway, endpoint: &str, body: &Value) -> (u16, Value) {
+    let body = body.to_string();
+    let request = format!(
+        "POST /api/{endpoint} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-API-Key: k\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = http_exchange(gw.admin.unwrap(), request.as_bytes());
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+/// A Centrifugo-protocol client.
+struct Client {
+    ws: Ws,
+    next: u32,
+    inbox: Vec<Value>,
+}
+
+impl Client {
+    fn connect(gw: &Gateway, token: Option<&str>) -> Client {
+        let (ws, _) = try_ws_connect(gw.addr, gw.url("/connection/websocket"), None).unwrap();
+        let mut c = Client {
+            ws,
+            next: 1,
+            inbox: Vec::new(),
+        };
+        let params = token.map_or(json!({}), |t| json!({ "token": t }));
+        let r = c.call("connect", params);
+        assert!(r["connect"]["client"].is_string(), "{r}");
+        c
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        self.ws
+            .send(Message::text(
+                json!({ "id": id, method: params }).to_string(),
+            ))
+            .unwrap();
+        self.wait(&format!("reply {id}"), |v| v["id"] == id)
+    }
+
+    fn wait(&mut self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(i) = self.inbox.iter().position(&pick) {
+                return self.inbox.remove(i);
+            }
+            assert!(Instant::now() < deadline, "no {what} in {:?}", self.inbox);
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    for line in t.split('\n') {
+                        let v: Value = serde_json::from_str(line).unwrap();
+                        if v == json!({}) {
+                            // App-level ping.
+                            self.ws.send(Message::text("{}")).unwrap();
+                        } else {
+                            self.inbox.push(v);
+                        }
+                    }
+                }
+                Ok(Message::Close(f)) => {
+                    let code = f.map(|f| u16::from(f.code));
+                    self.inbox.push(json!({ "closed": code }));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("waiting for {what}: {e}"),
+            }
+        }
+    }
+
+    fn publication(&mut self, channel: &str) -> Value {
+        self.wait(&format!("publication on {channel}"), |v| {
+            v["push"]["channel"] == channel && v["push"]["pub"].is_object()
+        })["push"]["pub"]["data"]
+            .clone()
+    }
+
+    fn subscribe(&mut self, channel: &str) {
+        let r = self.call("subscribe", json!({ "channel": channel }));
+        assert!(r["subscribe"].is_object(), "{r}");
+    }
+}
+
+/// HS256 connection token for `sub` (secret "s").
+fn token(sub: &str) -> String {
+    centrifuge_proto::token::sign(&json!({ "sub": sub }).to_string(), b"s")
+}
+
+fn publications_reach_every_node(kind: Kind) {
+    let Some(broker) = Broker::start(kind) else {
+        return;
+    };
+    let Some(nodes) = cluster(&broker, 3) else {
+        return;
+    };
+    let mut clients: Vec<Client> = nodes
+        .iter()
+        .flat_map(|gw| [Client::connect(gw, None), Client::connect(gw, None)])
+        .collect();
+    for c in &mut clients {
+        c.subscribe("news");
+    }
+    // One broker subscription per node for the channel, whatever the
+    // number of local subscribers and workers.
+    for gw in &nodes {
+        let m = retry(Duration::from_secs(3), || {
+            let m = gw.metrics();
+            (m.get("gateway_broker_channels", &[]) == 1.0).then_some(m)
+        });
+        assert!(m.is_some(), "one broker subscription per node");
+    }
+    // Through the API of node 0, in order, to everyone.
+    for i in 0..30 {
+        let (status, v) = api(
+            &nodes[0],
+            "publish",
+            &json!({"channel": "news", "data": {"n": i}}),
+        );
+        assert_eq!((status, &v["result"]), (200, &json!({})), "{v}");
+    }
+    for c in &mut clients {
+        for i in 0..30 {
+            assert_eq!(
+                c.publication("news"),
+                json!({"n": i}),
+                "order kept across nodes"
+            );
+        }
+    }
+    // A client's publication on node 2 reaches node 0's subscribers.
+    let r = clients[5].call("publish", json!({"channel": "news", "data": "from n2"}));
+    assert!(r["publish"].is_object(), "{r}");
+    for c in &mut clients {
+        assert_eq!(c.publication("news"), json!("from n2"));
+    }
+    // Nothing twice.
+    std::thread::sleep(Duration::from_millis(200));
+    for c in &mut clients {
+        c.ws.send(Message::text(json!({"id": 99, "ping": {}}).to_string()))
+            .unwrap();
+        c.wait("ping reply", |v| v["id"] == 99);
+        assert!(
+            !c.inbox.iter().any(|v| v["push"]["pub"].is_object()),
+            "duplicate deliveries: {:?}",
+            c.inbox
+        );
+    }
+    let (_, info) = api(&nodes[1], "info", &json!({}));
+    let names: Vec<&str> = info["result"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{info}");
+    for n in ["n0", "n1", "n2"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+}
+
+#[test]
+fn publications_reach_every_node_over_redis() {
+    publications_reach_every_node(Kind::Redis);
+}
+
+#[test]
+fn publications_reach_every_node_over_nats() {
+    publications_reach_every_node(Kind::Nats);
+}
+
+#[test]
+fn api_operations_reach_users_on_any_node() {
+    let Some(broker) = Broker::start(Kind::Redis) else {
+        return;
+    };
+    let Some(nodes) = cluster(&broker, 3) else {
+        return;
+    };
+    let mut alice = Client::connect(&nodes[2], Some(&token("alice")));
+    let (status, v) = api(
+        &nodes[0],
+        "subscribe",
+        &json!({"user": "alice", "channel": "room"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    alice.wait("server-side subscribe", |v| {
+        v["push"]["channel"] == "room" && v["push"]["subscribe"].is_object()
+    });
+    api(&nodes[1], "publish", &json!({"channel": "room", "data": 7}));
+    assert_eq!(alice.publication("room"), json!(7));
+    let (status, _) = api(
+        &nodes[1],
+        "disconnect",
+        &json!({"user": "alice", "disconnect": {"code": 4501, "reason": "bye"}}),
+    );
+    assert_eq!(status, 200);
+    let closed = alice.wait("disconnect", |v| v.get("closed").is_some());
+    assert_eq!(closed["closed"], 4501);
+}
+
+/// A backend that accepts every `$connect` and reports its connection id.
+fn id_backend() -> (SocketAddr, mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + len {
+                            break;
+                        }
+                        if let Some(id) = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("X-Connection-Id: "))
+                        {
+                            if head.contains("X-Gateway-Event: connect") {
+                                let _ = tx.send(id.trim().to_string());
+                            }
+                        }
+                        buf.drain(..end + 4 + len);
+                        let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn the_push_api_reaches_a_connection_on_another_node() {
+    let Some(broker) = Broker::start(Kind::Redis) else {
+        return;
+    };
+    let (backend, ids) = id_backend();
+    let extra = format!(
+        "[[backends]]\nname = \"b\"\naddress = \"{backend}\"\n\
+         [[routes]]\npath = \"/up\"\napp = \"upstream\"\n[routes.upstream]\nbackend = \"b\"\n"
+    );
+    let nodes: Option<Vec<Gateway>> = (0..2).map(|i| node(&broker, i, &extra)).collect();
+    let Some(nodes) = nodes else {
+        return;
+    };
+    for gw in &nodes {
+        retry(Duration::from_secs(5), || {
+            let (_, v) = api(gw, "info", &json!({}));
+            (v["result"]["nodes"].as_array().map_or(0, Vec::len) == 2).then_some(())
+        })
+        .expect("both nodes up");
+    }
+    let (mut ws, _) = try_ws_connect(nodes[1].addr, nodes[1].url("/up"), None).unwrap();
+    let id = ids.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(id.ends_with("@n1"), "{id}");
+    let push = |method: &str, target: &str, body: &[u8]| {
+        let mut request = format!(
+            "{method} /api/connections/{target} HTTP/1.1\r\nHost: a\r\nX-API-Key: k\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        http_exchange(nodes[0].admin.unwrap(), &request)
+    };
+    let r = push("POST", &id, b"across nodes");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(ws.read().unwrap(), Message::text("across nodes"));
+    let r = push("GET", &id, b"");
+    assert_eq!(r.status, 200);
+    let info: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(info["connection_id"], id.as_str());
+    let r = push("DELETE", &format!("{id}?code=4002"), b"");
+    assert_eq!(r.status, 204);
+    match ws.read() {
+        Ok(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 4002),
+        other => panic!("{other:?}"),
+    }
+    // A node nobody runs: no answer within the push timeout.
+    let ghost = format!("{}@nobody", id.split('@').next().unwrap());
+    let t = Instant::now();
+    assert_eq!(push("GET", &ghost, b"").status, 504);
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_broker_restart_degrades_then_recovers_and_resubscribes() {
+    let Some(mut broker) = Broker::start(Kind::Redis) else {
+        return;
+    };
+    let Some(nodes) = cluster(&broker, 2) else {
+        return;
+    };
+    let mut sub = Client::connect(&nodes[1], None);
+    sub.subscribe("live");
+    api(&nodes[0], "publish", &json!({"channel": "live", "data": 1}));
+    assert_eq!(sub.publication("live"), json!(1));
+
+    broker.kill();
+    let health = |gw: &Gateway| {
+        let r = http_exchange(
+            gw.addr,
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        r.status
+    };
+    let degraded = retry(Duration::from_secs(3), || {
+        (health(&nodes[0]) == 503).then_some(())
+    });
+    assert!(degraded.is_some(), "a node without its broker says so");
+    // Publishing is refused, not silently lost.
+    let (_, v) = api(&nodes[0], "publish", &json!({"channel": "live", "data": 2}));
+    assert_eq!(v["error"]["code"], 100, "{v}");
+
+    broker.spawn().expect("broker restarts");
+    let healthy = retry(Duration::from_secs(5), || {
+        nodes.iter().all(|gw| health(gw) == 200).then_some(())
+    });
+    assert!(healthy.is_some(), "both nodes recover");
+    // The subscriber is told it may have missed publications, and can
+    // subscribe again.
+    let unsub = sub.wait("insufficient state", |v| {
+        v["push"]["channel"] == "live" && v["push"]["unsubscribe"].is_object()
+    });
+    assert_eq!(unsub["push"]["unsubscribe"]["code"], 2500);
+    sub.subscribe("live");
+    retry(Duration::from_secs(3), || {
+        let (_, v) = api(&nodes[0], "publish", &json!({"channel": "live", "data": 3}));
+        (v["result"] == json!({})).then_some(())
+    })
+    .expect("publishing works again");
+    assert_eq!(sub.publication("live"), json!(3));
+    let m = nodes[1].metrics();
+    assert!(m.get("gateway_broker_reconnects_total", &[]) >= 1.0);
+    assert!(m.get("gateway_broker_resynced_total", &[]) >= 1.0);
+}
