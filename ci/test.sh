@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command (README: "run the tests: `ci/test.sh`"); CI runs it via .ci/run.
-# Steps, in order: rustfmt check, clippy (-D warnings), cargo test, kernel-tuning,
+# Steps, in order: rustfmt check, clippy (-D warnings), cargo test, a fuzz smoke run of
+# every parser (ci/fuzz.sh), kernel-tuning,
 # prometheus (promtool + a real Prometheus scraping /metrics), Centrifugo's SDKs
 # (centrifuge-python, centrifuge-js) against the pubsub app, Autobahn|TestSuite.
 #   SKIP_AUTOBAHN=1 ci/test.sh   skip the Autobahn step locally (ignored when CI=true)
@@ -26,6 +27,7 @@ step() {
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step test cargo test --workspace --locked
+step fuzz "$ROOT/ci/fuzz.sh"
 step kernel-tuning "$ROOT/kernel-tuning/test.sh"
 step prometheus "$ROOT/ci/prometheus.sh"
 step sdk "$ROOT/ci/sdk-tests.sh"

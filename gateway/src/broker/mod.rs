@@ -154,7 +154,8 @@ impl BrokerLink {
     }
 
     /// The `/api/info` entries of the nodes heard within three info
-    /// intervals, this one's included once it has heard itself.
+    /// intervals (this one's own beacon too, while the broker carries it;
+    /// `/api/info` adds this node's live entry itself).
     pub fn nodes(&self) -> Vec<serde_json::Value> {
         let horizon = std::time::Duration::from_millis(3 * self.config.info_interval_ms);
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
