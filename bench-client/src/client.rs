@@ -25,7 +25,7 @@ use crate::pubsub::{
     self as ps, ApiOutcome, ApiPublisher, Incoming, Layout, PublishOpts, SubscribeOpts, Via,
 };
 use crate::scenario::{self, Mode, SessionOpts, SessionProtocol};
-use crate::stats::{new_histogram, Measurements};
+use crate::stats::{new_histogram, Measurements, PartialSub, TargetMeasurements};
 use crate::target_url::WsUrl;
 
 /// A send more than this late (rate mode) is counted as late.
@@ -95,6 +95,9 @@ pub struct Plan {
     pub publisher: bool,
     /// Subscribe mode: µs between publications.
     pub pub_interval_us: u64,
+    /// Subscribe mode: connections closed and reopened per second, in all
+    /// processes (`load.churn_per_sec`; 0 = none).
+    pub churn_per_sec: f64,
     /// Session mode: the VUs' stages and behaviour.
     pub session: SessionOpts,
     /// Ack mode: envelopes, answer matching, bound and timeout.
@@ -224,6 +227,10 @@ impl Plan {
                 };
                 (1e6 / (s.publish.rate * targets).max(1e-6)).max(1.0) as u64
             },
+            churn_per_sec: match l.mode {
+                Mode::Subscribe => l.churn_per_sec,
+                _ => 0.0,
+            },
             session: s.session.clone(),
             ack,
         })
@@ -263,6 +270,44 @@ pub enum Reply {
     Answer,
     /// Not something this mode expects: counted as a protocol error.
     Unexpected,
+}
+
+/// A connection this worker started: when, to which URL, as which
+/// connection number (subscribe mode: its channels), and whether the churn
+/// reopened it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Started {
+    /// µs since the epoch.
+    at: u64,
+    /// Index into `Plan::urls`.
+    url: u32,
+    /// Global connection number (VU number in session mode).
+    global: u64,
+    /// Opened by the churn in place of a closed connection.
+    reopen: bool,
+}
+
+impl Started {
+    /// Records `s` for slot `id` in `v`.
+    fn note(v: &mut Vec<Started>, id: ConnId, s: Started) {
+        if v.len() <= id.index() {
+            v.resize(id.index() + 1, Started::default());
+        }
+        v[id.index()] = s;
+    }
+}
+
+/// A publication awaiting the server's answer.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// Channel index.
+    k: u64,
+    /// Sent inside the measured window.
+    measured: bool,
+    /// Send time, `CLOCK_MONOTONIC` µs.
+    t: u64,
+    /// Sequence number on its channel.
+    seq: u64,
 }
 
 /// Where a worker is in the run.
@@ -342,9 +387,22 @@ struct SubConn {
     channels: Vec<u64>,
     /// Last sequence number seen per channel (`u64::MAX`: none yet).
     last: Vec<u64>,
-    /// Publishers: next command id, and (id, channel, measured) awaiting replies.
+    /// Measured deliveries counted per channel.
+    delivered: Vec<u64>,
+    /// When each subscription was confirmed (`CLOCK_MONOTONIC` µs; 0: not yet).
+    since: Vec<u64>,
+    /// Subscriptions not yet confirmed.
+    unconfirmed: usize,
+    /// Its target URL.
+    url: u32,
+    /// Opened by the churn in place of a closed connection; when its connect started (µs since the epoch).
+    reopened: bool,
+    opened_us: u64,
+    /// Its subscriptions have been accounted for at its end (see `BenchHandler::retire`).
+    retired: bool,
+    /// Publishers: next command id, and the publications awaiting replies.
     next_id: u32,
-    awaiting: VecDeque<(u32, u64, bool)>,
+    awaiting: VecDeque<(u32, Sent)>,
 }
 
 /// Session mode: one virtual user's current iteration.
@@ -383,8 +441,9 @@ pub struct BenchHandler {
     workers: u64,
     /// Next connection number (of this process) this worker will open.
     next_conn: u64,
-    /// When each slot's connect started (µs) and which URL it targets, by slot index.
-    connect_started: Vec<(u64, u32, u64)>,
+    /// When each slot's connect started, to which URL, for which
+    /// connection number, by slot index.
+    connect_started: Vec<Started>,
     phase: Phase,
     phase_until: u64,
     /// Connections not yet resolved (neither established nor failed).
@@ -407,6 +466,12 @@ pub struct BenchHandler {
     vus_started: u64,
     /// Session mode: when the stages began (µs since the epoch).
     stages_start: u64,
+    /// Subscribe mode with churn: open subscribers, oldest first (stale
+    /// ids are skipped when their turn comes).
+    churn_queue: VecDeque<ConnId>,
+    /// µs between this worker's churn steps (0: no churn), and the next one due.
+    churn_interval_us: u64,
+    next_churn_us: u64,
 }
 
 /// The publishing side of subscribe mode (worker 0 of the first process).
@@ -425,8 +490,8 @@ struct Publisher {
     conn_cursor: usize,
     /// Next sequence number per channel.
     seq: Vec<u64>,
-    /// API requests awaiting their responses: (channel, measured).
-    fifo: VecDeque<(u64, bool)>,
+    /// API requests awaiting their responses.
+    fifo: VecDeque<Sent>,
 }
 
 impl BenchHandler {
@@ -461,6 +526,9 @@ impl BenchHandler {
             vus: 0,
             vus_started: 0,
             stages_start: 0,
+            churn_queue: VecDeque::new(),
+            churn_interval_us: 0,
+            next_churn_us: 0,
         }
         .with_subscribe_mode(worker)
     }
@@ -484,6 +552,16 @@ impl BenchHandler {
         };
         let n = layout.len() as usize;
         self.measured.subscribed = vec![0; n];
+        if self.plan.mode == Mode::Subscribe {
+            self.measured.per_target = (0..self.plan.urls.len())
+                .map(|_| TargetMeasurements::new(n))
+                .collect();
+            if self.plan.churn_per_sec > 0.0 {
+                // This worker's share of the churn.
+                let shares = (self.plan.processes * self.workers) as f64;
+                self.churn_interval_us = ((1e6 * shares / self.plan.churn_per_sec) as u64).max(1);
+            }
+        }
         if self.plan.publisher && worker == 0 {
             self.measured.published = vec![0; n];
             if self.plan.publish.via == Via::Client {
@@ -500,6 +578,22 @@ impl BenchHandler {
     /// Everything this worker measured.
     pub fn measured(&self) -> &Measurements {
         &self.measured
+    }
+
+    fn note_started(&mut self, id: ConnId, s: Started) {
+        Started::note(&mut self.connect_started, id, s);
+    }
+
+    fn started(&self, id: ConnId) -> Started {
+        self.connect_started
+            .get(id.index())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A connection the churn reopened (its failures count as failed reconnects).
+    fn reopened(&self, id: ConnId) -> bool {
+        self.started(id).reopen
     }
 
     fn random(&mut self) -> u64 {
@@ -538,10 +632,15 @@ impl BenchHandler {
             self.measured.counts.conn_attempted += 1;
             match io.connect(url.addr, bind) {
                 Ok(id) => {
-                    if self.connect_started.len() <= id.index() {
-                        self.connect_started.resize(id.index() + 1, (0, 0, 0));
-                    }
-                    self.connect_started[id.index()] = (now, url_index as u32, global as u64);
+                    self.note_started(
+                        id,
+                        Started {
+                            at: now,
+                            url: url_index as u32,
+                            global: global as u64,
+                            reopen: false,
+                        },
+                    );
                     io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
                 }
                 Err(e) => {
@@ -671,13 +770,19 @@ impl BenchHandler {
         };
         let mut rest = head.split_off(consumed);
         let now = self.plan.now_us();
-        let started = self.connect_started.get(id.index()).map_or(now, |s| s.0);
-        let _ = self
-            .measured
-            .handshake
-            .record(now.saturating_sub(started).max(1));
-        self.measured.counts.conn_established += 1;
-        self.unresolved = self.unresolved.saturating_sub(1);
+        let started = self.started(id);
+        let took = now.saturating_sub(started.at).max(1);
+        if started.reopen {
+            let _ = self.measured.reconnect.record(took);
+            self.measured.counts.reconnects_ok += 1;
+            if let Some(t) = self.measured.per_target.get_mut(started.url as usize) {
+                t.reconnects_ok += 1;
+            }
+        } else {
+            let _ = self.measured.handshake.record(took);
+            self.measured.counts.conn_established += 1;
+            self.unresolved = self.unresolved.saturating_sub(1);
+        }
         self.conns_up += 1;
         io.set_deadline(id, 0);
         c.state = State::Open(Codec::new(Role::Client));
@@ -718,8 +823,12 @@ impl BenchHandler {
         count: impl FnOnce(&mut crate::stats::Counts),
     ) {
         c.state = State::Failed;
-        count(&mut self.measured.counts);
-        self.unresolved = self.unresolved.saturating_sub(1);
+        if self.reopened(id) {
+            self.measured.counts.reconnects_failed += 1;
+        } else {
+            count(&mut self.measured.counts);
+            self.unresolved = self.unresolved.saturating_sub(1);
+        }
         io.close(id, CloseMode::Abort);
     }
 
@@ -958,11 +1067,16 @@ impl BenchHandler {
                     let url_index = (j as usize) % plan.urls.len();
                     match io.connect(plan.urls[url_index].addr, None) {
                         Ok(id) => {
-                            if self.connect_started.len() <= id.index() {
-                                self.connect_started.resize(id.index() + 1, (0, 0, 0));
-                            }
-                            self.connect_started[id.index()] =
-                                (now, url_index as u32, u64::MAX - j);
+                            Started::note(
+                                &mut self.connect_started,
+                                id,
+                                Started {
+                                    at: now,
+                                    url: url_index as u32,
+                                    global: u64::MAX - j,
+                                    reopen: false,
+                                },
+                            );
                             io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
                             p.conns.push(id);
                         }
@@ -984,13 +1098,29 @@ impl BenchHandler {
     fn say_hello(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
         let plan = self.plan.clone();
         let Some(layout) = &plan.layout else { return };
-        let global = self.connect_started.get(id.index()).map_or(0, |s| s.2);
+        let started = self.started(id);
+        let global = started.global;
         let sub = c.sub.get_or_insert_with(Box::default);
         let names: Vec<String> = if sub.publisher {
             Vec::new()
         } else {
             sub.channels = layout.of(global);
-            sub.last = vec![u64::MAX; sub.channels.len()];
+            let n = sub.channels.len();
+            sub.last = vec![u64::MAX; n];
+            sub.delivered = vec![0; n];
+            sub.since = vec![0; n];
+            sub.unconfirmed = n;
+            sub.url = started.url;
+            sub.reopened = started.reopen;
+            sub.opened_us = started.at;
+            if !started.reopen {
+                if let Some(t) = self.measured.per_target.get_mut(started.url as usize) {
+                    t.conns += 1;
+                }
+            }
+            if self.churn_interval_us > 0 {
+                self.churn_queue.push_back(id);
+            }
             sub.channels.iter().map(|&k| layout.name(k)).collect()
         };
         let opts = &plan.subscribe;
@@ -1034,83 +1164,99 @@ impl BenchHandler {
             Event::Close { code, .. } => server_close = Some(code),
         });
         let now_mono = ps::mono_us();
-        let counts = &mut self.measured.counts;
-        counts.protocol_errors += bad;
+        let now_us = plan.now_us();
+        let m = &mut self.measured;
+        m.counts.protocol_errors += bad;
         let sub = c.sub.get_or_insert_with(Box::default);
         let mut pong = false;
         for line in lines {
             match line {
                 Incoming::Ping => pong = true,
                 Incoming::Connected if !sub.publisher && plan.subscribe.server_side => {
-                    counts.subs_ok += sub.channels.len() as u64;
-                    for &k in &sub.channels {
-                        self.measured.subscribed[k as usize] += 1;
+                    for i in 0..sub.channels.len() {
+                        confirm(m, sub, i, now_mono, now_us);
                     }
                 }
                 Incoming::Connected => {}
                 Incoming::Ok(reply) if sub.publisher => {
                     if let Some(pos) = sub.awaiting.iter().position(|a| a.0 == reply) {
-                        let (_, k, measured) = sub.awaiting.remove(pos).expect("in range");
-                        if measured {
-                            counts.pubs_ok += 1;
-                            self.measured.published[k as usize] += 1;
+                        let (_, sent) = sub.awaiting.remove(pos).expect("in range");
+                        if sent.measured {
+                            m.counts.pubs_ok += 1;
+                            m.published[sent.k as usize] += 1;
+                            if plan.churn_per_sec > 0.0 {
+                                m.pub_log.push((sent.k, sent.t, sent.seq));
+                            }
                         }
                     }
                 }
                 Incoming::Ok(reply) => {
-                    if let Some(&k) = sub.channels.get((reply as usize).wrapping_sub(2)) {
-                        counts.subs_ok += 1;
-                        // A session's personal channel is no bench channel.
-                        if let Some(n) = self.measured.subscribed.get_mut(k as usize) {
-                            *n += 1;
-                        }
-                    }
+                    confirm(m, sub, (reply as usize).wrapping_sub(2), now_mono, now_us);
                 }
                 Incoming::Error(reply, code) => {
                     log::debug!("error {code} for command {reply}");
                     if sub.publisher {
-                        counts.pubs_failed += 1;
+                        m.counts.pubs_failed += 1;
                         sub.awaiting.retain(|a| a.0 != reply);
                     } else {
-                        counts.subs_failed += 1;
+                        m.counts.subs_failed += 1;
                     }
                 }
                 Incoming::Publication(t, _, k, measured) if plan.mode == Mode::Session => {
                     // The hub's broadcasts are measured; the rest are the
                     // VU's own chat coming back.
-                    counts.replies_all += 1;
-                    counts.vu_msgs_received += 1;
+                    m.counts.replies_all += 1;
+                    m.counts.vu_msgs_received += 1;
                     if k == 0 && measured {
-                        counts.deliveries += 1;
+                        m.counts.deliveries += 1;
                         let latency = now_mono.saturating_sub(t).max(1);
-                        let _ = self.measured.latency.record(latency);
+                        let _ = m.latency.record(latency);
                         let _ = self.interval.record(latency);
                     }
                 }
                 Incoming::Publication(t, seq, k, measured) => {
-                    counts.replies_all += 1;
+                    m.counts.replies_all += 1;
                     let Some(i) = sub.channels.iter().position(|&ch| ch == k) else {
-                        counts.protocol_errors += 1;
+                        m.counts.protocol_errors += 1;
                         continue;
                     };
+                    let mut target = m.per_target.get_mut(sub.url as usize);
                     let last = &mut sub.last[i];
                     if *last != u64::MAX && seq == *last {
-                        counts.deliveries_dup += 1;
+                        m.counts.deliveries_dup += 1;
+                        if let Some(t) = target {
+                            t.deliveries_dup += 1;
+                        }
                         continue;
                     }
                     if *last != u64::MAX && seq < *last {
-                        counts.deliveries_ooo += 1;
+                        m.counts.deliveries_ooo += 1;
+                        if let Some(t) = target.as_deref_mut() {
+                            t.deliveries_ooo += 1;
+                        }
                     } else {
                         *last = seq;
                     }
-                    if measured {
-                        counts.deliveries += 1;
-                        let latency = now_mono.saturating_sub(t).max(1);
-                        let _ = self.measured.latency.record(latency);
-                        let _ = self.interval.record(latency);
+                    if !measured {
+                        continue;
+                    }
+                    // A reopened connection expects what was published
+                    // after its subscribe reply (see `Measurements::partial`).
+                    if sub.reopened && (sub.since[i] == 0 || t < sub.since[i]) {
+                        m.counts.churn_early += 1;
+                        continue;
+                    }
+                    m.counts.deliveries += 1;
+                    sub.delivered[i] += 1;
+                    let latency = now_mono.saturating_sub(t).max(1);
+                    let _ = m.latency.record(latency);
+                    let _ = self.interval.record(latency);
+                    if let Some(t) = target {
+                        t.deliveries += 1;
+                        let _ = t.latency.record(latency);
                     }
                 }
-                Incoming::Unsubscribed(_) => counts.unsubscribed += 1,
+                Incoming::Unsubscribed(_) => m.counts.unsubscribed += 1,
                 Incoming::Other => {}
             }
         }
@@ -1164,10 +1310,15 @@ impl BenchHandler {
             match io.connect(plan.urls[url_index].addr, bind) {
                 Ok(id) => {
                     self.vus += 1;
-                    if self.connect_started.len() <= id.index() {
-                        self.connect_started.resize(id.index() + 1, (0, 0, 0));
-                    }
-                    self.connect_started[id.index()] = (now, url_index as u32, n);
+                    self.note_started(
+                        id,
+                        Started {
+                            at: now,
+                            url: url_index as u32,
+                            global: n,
+                            reopen: false,
+                        },
+                    );
                     io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
                 }
                 Err(e) => {
@@ -1192,6 +1343,9 @@ impl BenchHandler {
                 let sub = c.sub.get_or_insert_with(Box::default);
                 sub.channels = vec![0, u64::MAX];
                 sub.last = vec![u64::MAX; 2];
+                sub.delivered = vec![0; 2];
+                sub.since = vec![0; 2];
+                sub.unconfirmed = 2;
                 let opts = &self.plan.subscribe;
                 let token = (!opts.token_secret.is_empty())
                     .then(|| ps::token(&opts.token_secret, &format!("vu{n}"), &names, false));
@@ -1315,18 +1469,141 @@ impl BenchHandler {
         let Some(p) = self.publisher.as_deref_mut() else {
             return;
         };
-        let Some((k, measured)) = p.fifo.pop_front() else {
+        let Some(sent) = p.fifo.pop_front() else {
             return;
         };
         match outcome {
-            ApiOutcome::Ok if measured => {
+            ApiOutcome::Ok if sent.measured => {
                 self.measured.counts.pubs_ok += 1;
-                self.measured.published[k as usize] += 1;
+                self.measured.published[sent.k as usize] += 1;
+                if self.plan.churn_per_sec > 0.0 {
+                    self.measured.pub_log.push((sent.k, sent.t, sent.seq));
+                }
             }
             ApiOutcome::Ok => {}
             ApiOutcome::Failed(status) => {
                 log::debug!("server API refused a publication ({status})");
                 self.measured.counts.pubs_failed += 1;
+            }
+        }
+    }
+
+    /// Subscribe mode: accounts for a subscriber's subscriptions when it
+    /// ends. `closed_at` (`CLOCK_MONOTONIC` µs): the churn closed it; `None`:
+    /// it lasted to the end of the run, or the server dropped it (then
+    /// what it did not receive is missing, as for any subscriber).
+    /// Subscriptions held from the ramp to the end stay counted in
+    /// `subscribed`; the others become [`PartialSub`]s.
+    fn retire(&mut self, sub: &mut SubConn, closed_at: Option<u64>) {
+        if self.plan.mode != Mode::Subscribe || sub.publisher || sub.retired {
+            return;
+        }
+        sub.retired = true;
+        if !sub.reopened && closed_at.is_none() {
+            return;
+        }
+        let in_flight_from =
+            closed_at.map_or(u64::MAX, |b| b.saturating_sub(self.plan.message_timeout_us));
+        let m = &mut self.measured;
+        for (i, &k) in sub.channels.iter().enumerate() {
+            if sub.since[i] == 0 {
+                // Never confirmed: nothing was expected of it.
+                continue;
+            }
+            if !sub.reopened {
+                // Counted since the ramp; from now on a partial subscription.
+                if let Some(n) = m.subscribed.get_mut(k as usize) {
+                    *n = n.saturating_sub(1);
+                }
+                if let Some(n) = m
+                    .per_target
+                    .get_mut(sub.url as usize)
+                    .and_then(|t| t.subscribed.get_mut(k as usize))
+                {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            m.partial.push(PartialSub {
+                channel: k,
+                target: sub.url,
+                from: if sub.reopened { sub.since[i] } else { 0 },
+                until: closed_at.unwrap_or(u64::MAX),
+                in_flight_from,
+                delivered: sub.delivered[i],
+                last_seq: (sub.last[i] != u64::MAX).then_some(sub.last[i]),
+            });
+        }
+    }
+
+    /// Subscribe mode with churn: closes the subscribers due to go, oldest
+    /// first, and opens a connection in each one's place (same number, so
+    /// the same target and channels).
+    fn churn_due(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>, now: u64) {
+        if self.churn_interval_us == 0 || !matches!(self.phase, Phase::Warmup | Phase::Window) {
+            return;
+        }
+        if self.next_churn_us == 0 {
+            // A random phase, so workers and processes do not churn in step.
+            self.next_churn_us = now + self.random() % self.churn_interval_us;
+        }
+        let mut budget = CONNECTS_PER_TICK;
+        while self.next_churn_us <= now && budget > 0 {
+            budget -= 1;
+            self.next_churn_us += self.churn_interval_us;
+            let mut found = None;
+            while let Some(id) = self.churn_queue.pop_front() {
+                let live = conns.get_mut(io, id).is_some_and(|c| {
+                    matches!(c.state, State::Open(_))
+                        && c.sub.as_deref().is_some_and(|s| !s.publisher)
+                });
+                if live {
+                    found = Some(id);
+                    break;
+                }
+            }
+            let Some(id) = found else {
+                // Nobody to close now: try again an interval later.
+                self.next_churn_us = now + self.churn_interval_us;
+                break;
+            };
+            let started = self.started(id);
+            let c = conns.get_mut(io, id).expect("checked above");
+            if let Some(sub) = c.sub.as_deref_mut() {
+                self.retire(sub, Some(ps::mono_us()));
+            }
+            c.state = State::Closing;
+            let mask = self.mask();
+            let _ = io.send(id, codec::encode_close(1000, "", mask));
+            io.close(id, CloseMode::Graceful);
+            self.measured.counts.churn_closed += 1;
+            if let Some(t) = self.measured.per_target.get_mut(started.url as usize) {
+                t.churn_closed += 1;
+            }
+            self.reopen(io, started, now);
+        }
+    }
+
+    /// Churn: opens a connection in place of the one `closed` described.
+    fn reopen(&mut self, io: &mut Io, closed: Started, now: u64) {
+        let plan = self.plan.clone();
+        let bind = (!plan.sources.is_empty())
+            .then(|| SocketAddr::new(plan.sources[closed.global as usize % plan.sources.len()], 0));
+        self.measured.counts.reconnects += 1;
+        match io.connect(plan.urls[closed.url as usize].addr, bind) {
+            Ok(id) => {
+                self.note_started(
+                    id,
+                    Started {
+                        at: now,
+                        reopen: true,
+                        ..closed
+                    },
+                );
+                io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
+            }
+            Err(e) => {
+                log::debug!("reconnect {}: {e}", plan.urls[closed.url as usize].addr);
+                self.measured.counts.reconnects_failed += 1;
             }
         }
     }
@@ -1357,7 +1634,13 @@ impl BenchHandler {
             p.cursor += 1;
             let seq = p.seq[k as usize];
             p.seq[k as usize] += 1;
-            let data = ps::publication_data(ps::mono_us(), seq, k, measured, plan.publish_size());
+            let sent = Sent {
+                k,
+                measured,
+                t: ps::mono_us(),
+                seq,
+            };
+            let data = ps::publication_data(sent.t, seq, k, measured, plan.publish_size());
             let name = layout.name(k);
             if let Some(api) = p.api {
                 let Some(Conn {
@@ -1368,7 +1651,7 @@ impl BenchHandler {
                     continue;
                 };
                 if io.send(api, a.request(&name, &data).into()).is_ok() {
-                    p.fifo.push_back((k, measured));
+                    p.fifo.push_back(sent);
                 }
             } else if !p.conns.is_empty() {
                 let pubconn = p.conns[p.conn_cursor % p.conns.len()];
@@ -1385,7 +1668,7 @@ impl BenchHandler {
                 let frame = codec::encode_message(MessageKind::Text, cmd.as_bytes(), mask);
                 mask = Some((cmd_id.wrapping_mul(0x9e37_79b9) ^ 0x5bd1_e995).to_ne_bytes());
                 if io.send(pubconn, frame).is_ok() {
-                    sub.awaiting.push_back((cmd_id, k, measured));
+                    sub.awaiting.push_back((cmd_id, sent));
                 }
             }
         }
@@ -1430,6 +1713,38 @@ impl BenchHandler {
     }
 }
 
+/// Subscribe and session modes: subscription `i` of `sub` is confirmed
+/// (its subscribe reply, or the connect reply for server-side ones).
+/// Replies to no subscription of ours, and repeated ones, count nothing.
+fn confirm(m: &mut Measurements, sub: &mut SubConn, i: usize, now_mono: u64, now_us: u64) {
+    let Some(since) = sub.since.get_mut(i).filter(|s| **s == 0) else {
+        return;
+    };
+    *since = now_mono.max(1);
+    sub.unconfirmed = sub.unconfirmed.saturating_sub(1);
+    if sub.reopened {
+        m.counts.resubscribed += 1;
+        if sub.unconfirmed == 0 {
+            let _ = m
+                .resubscribe
+                .record(now_us.saturating_sub(sub.opened_us).max(1));
+        }
+        return;
+    }
+    m.counts.subs_ok += 1;
+    // A session's personal channel is no bench channel.
+    let k = sub.channels[i] as usize;
+    if let Some(n) = m.subscribed.get_mut(k) {
+        *n += 1;
+    }
+    if let Some(t) = m.per_target.get_mut(sub.url as usize) {
+        t.subs_ok += 1;
+        if let Some(n) = t.subscribed.get_mut(k) {
+            *n += 1;
+        }
+    }
+}
+
 impl Handler for BenchHandler {
     type Conn = Conn;
 
@@ -1455,22 +1770,14 @@ impl Handler for BenchHandler {
             })
         });
         let hs = ClientHandshake::new(tungstenite::handshake::client::generate_key());
-        let url_index = self
-            .connect_started
-            .get(id.index())
-            .map_or(0, |s| s.1 as usize);
-        let url = &self.plan.urls[url_index];
+        let started = self.started(id);
+        let url = &self.plan.urls[started.url as usize];
         let _ = io.send(id, hs.request(&url.host, &url.path, &[], &[]).into());
-        let started = self
-            .connect_started
-            .get(id.index())
-            .copied()
-            .unwrap_or_default();
         let vu = (self.plan.mode == Mode::Session).then(|| {
-            let leave_us = started.0 + (self.plan.session.session_secs * 1e6) as u64;
+            let leave_us = started.at + (self.plan.session.session_secs * 1e6) as u64;
             Box::new(Vu {
-                n: started.2,
-                started_us: started.0,
+                n: started.global,
+                started_us: started.at,
                 leave_us,
                 close_us: leave_us + (self.plan.session.close_after_leave_secs * 1e6) as u64,
                 left: false,
@@ -1525,7 +1832,7 @@ impl Handler for BenchHandler {
         }
     }
 
-    fn on_closed(&mut self, _: &mut Io, _: ConnId, mut c: Conn, _: CloseCause) {
+    fn on_closed(&mut self, _: &mut Io, id: ConnId, mut c: Conn, _: CloseCause) {
         if let Some(vu) = &c.vu {
             self.vus = self.vus.saturating_sub(1);
             if vu.closing {
@@ -1540,8 +1847,12 @@ impl Handler for BenchHandler {
             State::Handshake { .. } => {
                 // The server closed or reset before its 101 (failures we
                 // decided ourselves left `State::Failed`, counted already).
-                self.measured.counts.fail_reset += 1;
-                self.unresolved = self.unresolved.saturating_sub(1);
+                if self.reopened(id) {
+                    self.measured.counts.reconnects_failed += 1;
+                } else {
+                    self.measured.counts.fail_reset += 1;
+                    self.unresolved = self.unresolved.saturating_sub(1);
+                }
             }
             State::Failed => {}
             State::Api(_) => {
@@ -1552,6 +1863,9 @@ impl Handler for BenchHandler {
             State::Open(_) => {
                 self.conns_up -= 1;
                 self.measured.counts.conn_dropped += 1;
+                if let Some(sub) = c.sub.as_deref_mut() {
+                    self.retire(sub, None);
+                }
                 self.settle_pending(&mut c, true);
             }
             State::Closing => {
@@ -1570,6 +1884,10 @@ impl Handler for BenchHandler {
             p.api = None;
             return;
         }
+        if self.reopened(id) {
+            self.measured.counts.reconnects_failed += 1;
+            return;
+        }
         self.measured.counts.connect_failed(errno);
         self.unresolved = self.unresolved.saturating_sub(1);
         if self.plan.mode == Mode::Session {
@@ -1581,6 +1899,9 @@ impl Handler for BenchHandler {
     fn on_shutdown(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
         if let State::Open(_) = c.state {
             self.measured.counts.conn_up_at_end += 1;
+            if let Some(sub) = c.sub.as_deref_mut() {
+                self.retire(sub, None);
+            }
             self.settle_pending(c, false);
             c.state = State::Closing;
             let mask = self.mask();
@@ -1611,6 +1932,7 @@ impl Handler for BenchHandler {
         if self.publisher.is_some() {
             self.publish_due(io, conns, now);
         }
+        self.churn_due(io, conns, now);
         if self.plan.mode == Mode::Session {
             return self.vu_events(io, conns, now);
         }
@@ -1651,10 +1973,131 @@ impl Handler for BenchHandler {
             .as_deref()
             .filter(|_| matches!(self.phase, Phase::Warmup | Phase::Window))
             .map(|p| p.next_us);
-        let next = [next_conn, next_send, next_pub]
+        let next_churn = (self.churn_interval_us > 0
+            && matches!(self.phase, Phase::Warmup | Phase::Window))
+        .then_some(self.next_churn_us);
+        let next = [next_conn, next_send, next_pub, next_churn]
             .into_iter()
             .flatten()
             .min()?;
         Some(Duration::from_micros(next.saturating_sub(now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker of a subscribe run over two targets: 4 subscribers, personal
+    /// channels 0..4 and group channels 4 (subscribers 0, 1) and 5 (2, 3).
+    fn handler(extra: &str) -> BenchHandler {
+        let text = format!(
+            "[target]\nurls = [\"ws://127.0.0.1:9/a\", \"ws://127.0.0.1:10/a\"]\n\
+             [load]\nmode = \"subscribe\"\nconnections = 4\nmessage_timeout_ms = 1\n{extra}\n\
+             [subscribe]\npattern = \"personal-group\"\ngroup_size = 2\n[publish]\nvia = \"none\"\n"
+        );
+        let m = scenario::parse(&text, "t", "t", &[]).unwrap();
+        let abort = Arc::new(AtomicBool::new(false));
+        let plan = Arc::new(Plan::new(&m.cells[0].scenario, 4, 0, 1, abort).unwrap());
+        BenchHandler::new(
+            plan,
+            0,
+            1,
+            Arc::new(Mutex::new(Progress::default())),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    /// Subscriber `global`, as `say_hello` sets it up.
+    fn subscriber(h: &BenchHandler, global: u64, reopened: bool) -> SubConn {
+        let channels = h.plan.layout.as_ref().unwrap().of(global);
+        let n = channels.len();
+        SubConn {
+            channels,
+            last: vec![u64::MAX; n],
+            delivered: vec![0; n],
+            since: vec![0; n],
+            unconfirmed: n,
+            url: (global % 2) as u32,
+            reopened,
+            opened_us: 10,
+            ..SubConn::default()
+        }
+    }
+
+    #[test]
+    fn subscriptions_are_tallied_per_target_and_churn_makes_them_partial() {
+        let mut h = handler("churn_per_sec = 4");
+        assert_eq!(h.measured.per_target.len(), 2);
+        assert_eq!(h.churn_interval_us, 250_000, "one worker takes all 4/s");
+        // Subscriber 1 (target 1) is there from the ramp to the end.
+        let mut s1 = subscriber(&h, 1, false);
+        for i in 0..2 {
+            confirm(&mut h.measured, &mut s1, i, 1000, 20);
+        }
+        confirm(&mut h.measured, &mut s1, 0, 1001, 21); // a repeated reply
+        confirm(&mut h.measured, &mut s1, 7, 1001, 21); // not one of ours
+        assert_eq!(h.measured.counts.subs_ok, 2);
+        assert_eq!(h.measured.per_target[1].subscribed, [0, 1, 0, 0, 1, 0]);
+        assert_eq!(h.measured.per_target[1].subs_ok, 2);
+        h.retire(&mut s1, None);
+        assert!(
+            h.measured.partial.is_empty(),
+            "stays a whole-run subscription"
+        );
+        // Subscriber 3 (target 1) is closed by the churn at t = 5000 after
+        // receiving seq 7 on its personal channel.
+        let mut s3 = subscriber(&h, 3, false);
+        for i in 0..2 {
+            confirm(&mut h.measured, &mut s3, i, 1000, 20);
+        }
+        assert_eq!(h.measured.subscribed, [0, 1, 0, 1, 1, 1]);
+        (s3.last[0], s3.delivered[0]) = (7, 3);
+        h.retire(&mut s3, Some(5000));
+        h.retire(&mut s3, Some(6000)); // once only
+        assert_eq!(h.measured.subscribed, [0, 1, 0, 0, 1, 0]);
+        assert_eq!(h.measured.per_target[1].subscribed, [0, 1, 0, 0, 1, 0]);
+        assert_eq!(
+            h.measured.partial[0],
+            PartialSub {
+                channel: 3,
+                target: 1,
+                from: 0,
+                until: 5000,
+                in_flight_from: 4000,
+                delivered: 3,
+                last_seq: Some(7),
+            }
+        );
+        assert_eq!(h.measured.partial[1].channel, 5);
+        assert_eq!(h.measured.partial[1].last_seq, None);
+        // Its replacement resubscribes: not a static subscription, and its
+        // resubscribe latency is taken at the last reply.
+        let mut r3 = subscriber(&h, 3, true);
+        confirm(&mut h.measured, &mut r3, 0, 7000, 30);
+        assert!(h.measured.resubscribe.is_empty());
+        confirm(&mut h.measured, &mut r3, 1, 7100, 40);
+        assert_eq!(h.measured.resubscribe.max(), 30);
+        assert_eq!(h.measured.counts.resubscribed, 2);
+        assert_eq!(h.measured.counts.subs_ok, 4, "first subscriptions only");
+        assert_eq!(h.measured.subscribed, [0, 1, 0, 0, 1, 0]);
+        h.retire(&mut r3, None);
+        let tail: Vec<(u64, u64, u64)> = h.measured.partial[2..]
+            .iter()
+            .map(|p| (p.channel, p.from, p.until))
+            .collect();
+        assert_eq!(tail, [(3, 7000, u64::MAX), (5, 7100, u64::MAX)]);
+    }
+
+    #[test]
+    fn without_churn_nothing_is_partial_and_no_churn_is_scheduled() {
+        let mut h = handler("");
+        assert_eq!(h.churn_interval_us, 0);
+        let mut s0 = subscriber(&h, 0, false);
+        confirm(&mut h.measured, &mut s0, 0, 1000, 20);
+        h.retire(&mut s0, None);
+        assert!(h.measured.partial.is_empty());
+        assert_eq!(h.measured.per_target[0].subscribed, [1, 0, 0, 0, 0, 0]);
+        assert_eq!(h.measured.per_target[1].subscribed, [0; 6]);
     }
 }

@@ -106,6 +106,11 @@ pub struct PublishOpts {
     pub api_key: String,
     /// Publishing connections (`via = "client"`), in the first process.
     pub connections: u64,
+    /// Which of `target.urls` (0-based) is the publisher's own node: the
+    /// node whose API `api_url` names (its admin port differs from its
+    /// WebSocket port, so it cannot be inferred). The report then tells
+    /// same-node from cross-node delivery latency. Unset: no such split.
+    pub same_node_target: Option<usize>,
 }
 
 impl Default for PublishOpts {
@@ -118,6 +123,7 @@ impl Default for PublishOpts {
             api_url: "http://127.0.0.1:9465/api/publish".into(),
             api_key: String::new(),
             connections: 1,
+            same_node_target: None,
         }
     }
 }

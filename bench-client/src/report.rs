@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::runner::{CellOutcome, Cost};
 use crate::scenario::{Cell, Matrix, Mode, Scenario};
-use crate::stats::{Counts, LatencySummary};
+use crate::stats::{new_histogram, Counts, LatencySummary};
 
 /// One threshold's verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +23,76 @@ pub struct Verdict {
     pub actual: f64,
     /// Whether it passed.
     pub pass: bool,
+}
+
+/// Subscribe mode with several targets: one target URL's (one node's) figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    /// Index into `target.urls`.
+    pub index: usize,
+    /// The URL.
+    pub url: String,
+    /// The publisher's own node (`publish.same_node_target`).
+    pub publisher_node: bool,
+    /// Subscribers established (reopened ones not included).
+    pub connections: u64,
+    /// Subscriptions confirmed (reopened ones not included).
+    pub subscriptions: u64,
+    /// Measured publications received.
+    pub deliveries: u64,
+    /// Deliveries expected of its subscribers.
+    pub expected_deliveries: u64,
+    /// Expected but not received.
+    pub missing: u64,
+    /// Received again.
+    pub duplicate: u64,
+    /// Received after a later one of the same channel.
+    pub out_of_order: u64,
+    /// Churn: subscribers closed and reopened (handshake done) on it.
+    pub churn_closed: u64,
+    /// See `churn_closed`.
+    pub reconnects_ok: u64,
+    /// Churn: publications in flight to its subscribers when they were closed.
+    pub missed_during_churn: u64,
+    /// Delivery latency.
+    pub latency: LatencySummary,
+}
+
+/// Delivery latency on the publisher's own node and on the others.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSplit {
+    /// Index into `target.urls` of the publisher's node.
+    pub same_node_target: usize,
+    /// Deliveries to subscribers of the publisher's node.
+    pub same_node: LatencySummary,
+    /// Deliveries to subscribers of every other node (through the broker).
+    pub cross_node: LatencySummary,
+}
+
+/// Subscribe mode with `load.churn_per_sec`: the churn's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChurnReport {
+    /// Churn asked for, connections per second.
+    pub per_sec: f64,
+    /// Subscribers closed.
+    pub closed: u64,
+    /// Connections opened in their place.
+    pub reconnects: u64,
+    /// Of those, established.
+    pub reconnects_ok: u64,
+    /// Of those, failed.
+    pub reconnects_failed: u64,
+    /// Subscriptions confirmed again.
+    pub resubscribed: u64,
+    /// Publications in flight to a subscriber when it was closed (not missing).
+    pub missed_during_churn: u64,
+    /// Publications a reopened connection received although they were sent
+    /// before its subscribe reply (not counted as deliveries).
+    pub early: u64,
+    /// Connect-to-101 latency of the reopened connections.
+    pub reconnect_latency: LatencySummary,
+    /// Connect start to the last subscribe reply of the reopened connections.
+    pub resubscribe_latency: LatencySummary,
 }
 
 /// One cell, ready for the files.
@@ -60,8 +130,17 @@ pub struct CellReport {
     /// attempted; subscribe: delivered / expected).
     pub success_rate: f64,
     /// Subscribe mode: deliveries expected (measured publications × their
-    /// channel's subscribers).
+    /// channel's subscribers; with churn, those in place when each was sent).
     pub expected_deliveries: u64,
+    /// Subscribe mode with several target URLs: each one's figures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_target: Vec<TargetReport>,
+    /// Subscribe mode with `publish.same_node_target`: same-node vs cross-node latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_split: Option<NodeSplit>,
+    /// Subscribe mode with `load.churn_per_sec`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnReport>,
     /// Seconds measured.
     pub window_secs: f64,
     /// Wall clock of the whole cell.
@@ -102,6 +181,20 @@ impl CellReport {
         };
         let latency = LatencySummary::of(&out.measured.latency);
         let handshake = LatencySummary::of(&out.measured.handshake);
+        let (per_target, node_split) = per_target(s, out);
+        let churn =
+            (s.load.mode == Mode::Subscribe && s.load.churn_per_sec > 0.0).then(|| ChurnReport {
+                per_sec: s.load.churn_per_sec,
+                closed: c.churn_closed,
+                reconnects: c.reconnects,
+                reconnects_ok: c.reconnects_ok,
+                reconnects_failed: c.reconnects_failed,
+                resubscribed: c.resubscribed,
+                missed_during_churn: out.measured.churn_missed(),
+                early: c.churn_early,
+                reconnect_latency: LatencySummary::of(&out.measured.reconnect),
+                resubscribe_latency: LatencySummary::of(&out.measured.resubscribe),
+            });
         let mut r = CellReport {
             index: cell.index,
             params: cell.params.clone(),
@@ -131,6 +224,9 @@ impl CellReport {
             bytes_per_sec: (c.bytes_sent + c.bytes_received) as f64 / window,
             success_rate,
             expected_deliveries: out.measured.expected_deliveries(),
+            per_target,
+            node_split,
+            churn,
             window_secs: window,
             elapsed_secs: out.elapsed_secs,
             cost: out.cost.clone(),
@@ -144,6 +240,61 @@ impl CellReport {
     pub fn passed(&self) -> bool {
         self.verdicts.iter().all(|v| v.pass)
     }
+}
+
+/// Subscribe mode with several target URLs: each target's figures, and
+/// the same-node vs cross-node split when `publish.same_node_target` is set.
+fn per_target(s: &Scenario, out: &CellOutcome) -> (Vec<TargetReport>, Option<NodeSplit>) {
+    let m = &out.measured;
+    if s.load.mode != Mode::Subscribe || s.target.urls.len() < 2 || m.per_target.is_empty() {
+        return (Vec::new(), None);
+    }
+    let same = s.publish.same_node_target;
+    let expectations = m.target_expectations();
+    let targets = s
+        .target
+        .urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let t = m.per_target.get(i);
+            let e = expectations.get(i).copied().unwrap_or_default();
+            let deliveries = t.map_or(0, |t| t.deliveries);
+            TargetReport {
+                index: i,
+                url: url.clone(),
+                publisher_node: same == Some(i),
+                connections: t.map_or(0, |t| t.conns),
+                subscriptions: t.map_or(0, |t| t.subs_ok),
+                deliveries,
+                expected_deliveries: e.expected,
+                missing: e.expected.saturating_sub(deliveries),
+                duplicate: t.map_or(0, |t| t.deliveries_dup),
+                out_of_order: t.map_or(0, |t| t.deliveries_ooo),
+                churn_closed: t.map_or(0, |t| t.churn_closed),
+                reconnects_ok: t.map_or(0, |t| t.reconnects_ok),
+                missed_during_churn: e.churn_missed,
+                latency: t.map_or_else(LatencySummary::default, |t| LatencySummary::of(&t.latency)),
+            }
+        })
+        .collect();
+    let split = same.map(|i| {
+        let mut cross = new_histogram();
+        for (j, t) in m.per_target.iter().enumerate() {
+            if j != i {
+                cross.add(&t.latency).expect("same histogram bounds");
+            }
+        }
+        NodeSplit {
+            same_node_target: i,
+            same_node: m
+                .per_target
+                .get(i)
+                .map_or_else(LatencySummary::default, |t| LatencySummary::of(&t.latency)),
+            cross_node: LatencySummary::of(&cross),
+        }
+    });
+    (targets, split)
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -195,6 +346,19 @@ fn latency_row(name: &str, l: &LatencySummary) -> String {
     format!(
         "{name:<22} min {:.3}  avg {:.3}  p50 {:.3}  p90 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  stddev {:.3}  (ms, n={})",
         l.min_ms, l.avg_ms, l.p50_ms, l.p90_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.max_ms, l.stddev_ms, l.count
+    )
+}
+
+fn node_split_line(n: &NodeSplit) -> String {
+    format!(
+        "cross-node vs same-node p50 {:.3} / {:.3} ms  p99 {:.3} / {:.3} ms  (deliveries {} / {}; same node: target {})",
+        n.cross_node.p50_ms,
+        n.same_node.p50_ms,
+        n.cross_node.p99_ms,
+        n.same_node.p99_ms,
+        n.cross_node.count,
+        n.same_node.count,
+        n.same_node_target
     )
 }
 
@@ -270,6 +434,77 @@ pub fn summary_text(r: &CellReport) -> String {
         );
         let _ = writeln!(s, "{}", latency_row("delivery latency", &r.latency));
         let _ = writeln!(s, "throughput             {:.0} deliveries/s", r.tps);
+        if let Some(ch) = &r.churn {
+            let _ = writeln!(s, "--- churn ({} connections/s) ---", ch.per_sec);
+            let _ = writeln!(
+                s,
+                "closed {}  reconnects {} (established {}, failed {})  resubscribed {}  missed during churn {} (in flight when closed; not missing)  received before resubscribing {}",
+                ch.closed,
+                ch.reconnects,
+                ch.reconnects_ok,
+                ch.reconnects_failed,
+                ch.resubscribed,
+                ch.missed_during_churn,
+                ch.early
+            );
+            let _ = writeln!(
+                s,
+                "{}",
+                latency_row("reconnect latency", &ch.reconnect_latency)
+            );
+            let _ = writeln!(
+                s,
+                "{}",
+                latency_row("resubscribe latency", &ch.resubscribe_latency)
+            );
+        }
+        if !r.per_target.is_empty() {
+            let _ = writeln!(s, "--- per target (node) ---");
+            for t in &r.per_target {
+                let _ = writeln!(
+                    s,
+                    "target {} {}{}",
+                    t.index,
+                    t.url,
+                    if t.publisher_node {
+                        "  (the publisher's node)"
+                    } else {
+                        ""
+                    }
+                );
+                let churn = if r.churn.is_some() {
+                    format!(
+                        "  churn closed {} reopened {} missed during churn {}",
+                        t.churn_closed, t.reconnects_ok, t.missed_during_churn
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    s,
+                    "  connections {}  subscriptions {}  deliveries {} of {} expected  missing {}  duplicate {}  out of order {}{churn}",
+                    t.connections,
+                    t.subscriptions,
+                    t.deliveries,
+                    t.expected_deliveries,
+                    t.missing,
+                    t.duplicate,
+                    t.out_of_order
+                );
+                let _ = writeln!(s, "  {}", latency_row("delivery latency", &t.latency));
+            }
+            match &r.node_split {
+                Some(n) => {
+                    let _ = writeln!(s, "{}", node_split_line(n));
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "cross-node vs same-node: set publish.same_node_target to the publisher's node"
+                    );
+                }
+            }
+        }
     } else if r.mode == "ack" {
         // Seed 000's summary (总连接数, 总消息数, 成功, 失败, 运行时间,
         // 消息速率, 成功率), with the failures broken down.
@@ -405,14 +640,44 @@ pub fn summary_text(r: &CellReport) -> String {
 const CSV_HEADER: &str = "cell,params,mode,connections,message_size,processes,attempted,established,failed,dropped,up_at_end,\
 sent,ok,timed_out,lost,late,tps,bytes_per_sec,success_rate,hs_p50_ms,hs_p99_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,\
 raw_p99_ms,client_cpu_us_per_msg,server_cpu_us_per_msg,server_rss_per_conn,pass,\
-errors,skipped,close_codes";
+errors,skipped,close_codes,\
+same_node_p50_ms,same_node_p99_ms,cross_node_p50_ms,cross_node_p99_ms,reconnects,missed_during_churn,per_target";
 
 fn csv_row(r: &CellReport) -> String {
     let c = &r.counts;
     let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let split = |f: fn(&NodeSplit) -> f64| {
+        r.node_split
+            .as_ref()
+            .map_or(String::new(), |n| format!("{:.3}", f(n)))
+    };
+    let churn =
+        |f: fn(&ChurnReport) -> u64| r.churn.as_ref().map_or(String::new(), |c| f(c).to_string());
+    let targets: Vec<String> = r
+        .per_target
+        .iter()
+        .map(|t| {
+            format!(
+                "t{}{} {} deliveries={} expected={} missing={} dup={} ooo={} p50={:.3} p90={:.3} p99={:.3} p999={:.3} max={:.3}",
+                t.index,
+                if t.publisher_node { "*" } else { "" },
+                t.url,
+                t.deliveries,
+                t.expected_deliveries,
+                t.missing,
+                t.duplicate,
+                t.out_of_order,
+                t.latency.p50_ms,
+                t.latency.p90_ms,
+                t.latency.p99_ms,
+                t.latency.p999_ms,
+                t.latency.max_ms
+            )
+        })
+        .collect();
     format!(
-        "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},\"{}\"",
+        "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.6},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},\"{}\",{},{},{},{},{},{},\"{}\"",
         r.index,
         params.join(" "),
         r.mode,
@@ -447,8 +712,55 @@ fn csv_row(r: &CellReport) -> String {
         r.passed(),
         c.ack_errors,
         c.ack_skipped,
-        c.close_codes_text()
+        c.close_codes_text(),
+        split(|n| n.same_node.p50_ms),
+        split(|n| n.same_node.p99_ms),
+        split(|n| n.cross_node.p50_ms),
+        split(|n| n.cross_node.p99_ms),
+        churn(|c| c.reconnects),
+        churn(|c| c.missed_during_churn),
+        targets.join("; ")
     )
+}
+
+const TARGETS_CSV_HEADER: &str = "cell,params,target,url,publisher_node,connections,subscriptions,\
+deliveries,expected,missing,duplicate,out_of_order,churn_closed,reconnects_ok,missed_during_churn,\
+p50_ms,p90_ms,p99_ms,p999_ms,max_ms";
+
+/// `targets.csv`: a row per cell and target.
+fn targets_csv(reports: &[CellReport]) -> String {
+    let mut csv = String::from(TARGETS_CSV_HEADER);
+    csv.push('\n');
+    for r in reports {
+        let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for t in &r.per_target {
+            let _ = writeln!(
+                csv,
+                "{},\"{}\",{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3}",
+                r.index,
+                params.join(" "),
+                t.index,
+                t.url,
+                t.publisher_node,
+                t.connections,
+                t.subscriptions,
+                t.deliveries,
+                t.expected_deliveries,
+                t.missing,
+                t.duplicate,
+                t.out_of_order,
+                t.churn_closed,
+                t.reconnects_ok,
+                t.missed_during_churn,
+                t.latency.p50_ms,
+                t.latency.p90_ms,
+                t.latency.p99_ms,
+                t.latency.p999_ms,
+                t.latency.max_ms
+            );
+        }
+    }
+    csv
 }
 
 /// Writes `summary.json`, `results.csv`, `report.md` and plots into `dir`.
@@ -479,6 +791,10 @@ pub fn write_outputs(
     }
     std::fs::write(dir.join("results.csv"), csv)?;
     written.push("results.csv".to_string());
+    if reports.iter().any(|r| !r.per_target.is_empty()) {
+        std::fs::write(dir.join("targets.csv"), targets_csv(reports))?;
+        written.push("targets.csv".to_string());
+    }
     let mut plots = Vec::new();
     if let Some(key) = matrix.varied.first() {
         for (file, title, value) in [
@@ -553,6 +869,42 @@ fn markdown(matrix: &Matrix, reports: &[CellReport], command: &str, plots: &[&st
             o(r.cost.server_cpu_us_per_msg),
             if r.passed() { "yes" } else { "**no**" }
         );
+    }
+    if reports.iter().any(|r| !r.per_target.is_empty()) {
+        let _ = writeln!(s, "\n## Per target (node)\n");
+        let _ = writeln!(
+            s,
+            "| cell | target | deliveries | expected | missing | dup | out of order | missed during churn | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in reports {
+            for t in &r.per_target {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} {}{} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    r.index,
+                    t.index,
+                    t.url,
+                    if t.publisher_node { " (publisher's node)" } else { "" },
+                    t.deliveries,
+                    t.expected_deliveries,
+                    t.missing,
+                    t.duplicate,
+                    t.out_of_order,
+                    t.missed_during_churn,
+                    t.latency.p50_ms,
+                    t.latency.p90_ms,
+                    t.latency.p99_ms,
+                    t.latency.p999_ms,
+                    t.latency.max_ms
+                );
+            }
+        }
+        for r in reports {
+            if let Some(n) = &r.node_split {
+                let _ = writeln!(s, "\nCell {}: {}", r.index, node_split_line(n));
+            }
+        }
     }
     for p in plots {
         let _ = writeln!(s, "\n![{p}]({p})");
@@ -803,12 +1155,118 @@ mod tests {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }
         let row = csv_row(&r);
-        assert!(row.ends_with(",30,12,\"1013 x5\""), "{row}");
+        assert!(row.contains(",30,12,\"1013 x5\","), "{row}");
+        assert!(row.ends_with(",,,,,,,\"\""), "no per-target columns: {row}");
         assert_eq!(
             CSV_HEADER.split(',').count(),
             row.split(',').count(),
             "a column per field"
         );
+    }
+
+    /// A subscribe cell over three targets: target 0 (the publisher's
+    /// node) delivers fast, 1 and 2 slower; target 2 misses one delivery.
+    fn three_nodes(extra: &str) -> (Matrix, CellReport) {
+        let text = format!(
+            "[target]\nurls = [\"ws://127.0.0.1:9001/c\", \"ws://127.0.0.1:9002/c\", \"ws://127.0.0.1:9003/c\"]\n\
+             [load]\nmode = \"subscribe\"\nconnections = 6\nduration_secs = 2\n{extra}"
+        );
+        let m = scenario::parse(&text, "t", "t", &[]).unwrap();
+        let mut out = CellOutcome {
+            measured: Default::default(),
+            processes: 1,
+            elapsed_secs: 3.0,
+            cost: Cost::default(),
+        };
+        let mm = &mut out.measured;
+        mm.published = vec![10];
+        mm.subscribed = vec![6];
+        mm.per_target = (0..3)
+            .map(|_| crate::stats::TargetMeasurements::new(1))
+            .collect();
+        for (i, t) in mm.per_target.iter_mut().enumerate() {
+            t.conns = 2;
+            t.subs_ok = 2;
+            t.subscribed = vec![2];
+            let (n, us) = if i == 0 {
+                (20, 500)
+            } else {
+                (20 - i as u64, 1500)
+            };
+            for _ in 0..n {
+                t.latency.record(us).unwrap();
+            }
+            t.deliveries = n;
+            mm.counts.deliveries += n;
+            mm.latency.add(&t.latency).unwrap();
+        }
+        mm.per_target[2].deliveries_dup = 3;
+        let r = CellReport::new(&m.cells[0], &out);
+        (m, r)
+    }
+
+    #[test]
+    fn subscribe_over_several_targets_reports_each_and_the_node_split() {
+        let (m, r) = three_nodes("[publish]\nsame_node_target = 0\n");
+        assert_eq!(r.per_target.len(), 3);
+        assert_eq!(
+            r.per_target.iter().map(|t| t.deliveries).sum::<u64>(),
+            r.counts.deliveries
+        );
+        let t2 = &r.per_target[2];
+        assert_eq!(
+            (t2.expected_deliveries, t2.missing, t2.duplicate),
+            (20, 2, 3)
+        );
+        assert!(r.per_target[0].publisher_node && !r.per_target[1].publisher_node);
+        let n = r.node_split.as_ref().expect("same_node_target set");
+        assert_eq!((n.same_node.count, n.cross_node.count), (20, 37));
+        assert!((n.same_node.p50_ms - 0.5).abs() < 0.01, "{n:?}");
+        assert!((n.cross_node.p99_ms - 1.5).abs() < 0.01, "{n:?}");
+        let text = summary_text(&r);
+        for want in [
+            "--- per target (node) ---",
+            "target 0 ws://127.0.0.1:9001/c  (the publisher's node)",
+            "deliveries 18 of 20 expected  missing 2  duplicate 3",
+            "cross-node vs same-node p50 1.500 / 0.500 ms  p99 1.500 / 0.500 ms  (deliveries 37 / 20; same node: target 0)",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(text.matches("\ntarget ").count(), 3, "{text}");
+        let row = csv_row(&r);
+        assert_eq!(
+            CSV_HEADER.split(',').count(),
+            row.split(',').count(),
+            "{row}"
+        );
+        assert!(
+            row.contains(",0.500,0.500,1.500,1.500,,,\"t0* ws://127.0.0.1:9001/c deliveries=20"),
+            "{row}"
+        );
+        let dir = std::env::temp_dir().join(format!("bench-report-targets-{}", std::process::id()));
+        let files = write_outputs(&dir, &m, &[r], "bench-client").unwrap();
+        assert!(files.contains(&"targets.csv".to_string()), "{files:?}");
+        let csv = std::fs::read_to_string(dir.join("targets.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 4, "header + a row per target:\n{csv}");
+        assert_eq!(
+            TARGETS_CSV_HEADER.split(',').count(),
+            csv.lines().nth(1).unwrap().split(',').count()
+        );
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(
+            md.contains("## Per target (node)") && md.contains("Cell 0: cross-node vs same-node"),
+            "{md}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["cells"][0]["per_target"].as_array().unwrap().len(), 3);
+        assert_eq!(json["cells"][0]["node_split"]["same_node_target"], 0);
+        std::fs::remove_dir_all(dir).ok();
+        // Without the key: per-target figures, no split.
+        let (_, r) = three_nodes("");
+        assert!(r.node_split.is_none() && r.per_target.len() == 3);
+        assert!(summary_text(&r).contains("set publish.same_node_target"));
     }
 
     #[test]

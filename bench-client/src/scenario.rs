@@ -158,19 +158,21 @@ impl Mode {
                 "rate",
                 "ping_interval_ms",
                 "message_timeout_ms",
+                "churn_per_sec",
             ],
-            Mode::Echo => &["rate", "ping_interval_ms"],
-            Mode::Rate => &["in_flight", "ping_interval_ms"],
+            Mode::Echo => &["rate", "ping_interval_ms", "churn_per_sec"],
+            Mode::Rate => &["in_flight", "ping_interval_ms", "churn_per_sec"],
             // A ping carries its send time as payload.
-            Mode::Ping => &["message_size", "message_kind", "in_flight", "rate"],
-            // Publications are JSON text; their rate is `publish.rate`.
-            Mode::Subscribe => &[
+            Mode::Ping => &[
+                "message_size",
                 "message_kind",
                 "in_flight",
                 "rate",
-                "ping_interval_ms",
-                "message_timeout_ms",
+                "churn_per_sec",
             ],
+            // Publications are JSON text; their rate is `publish.rate`.
+            // `message_timeout_ms` bounds what churn counts as in flight.
+            Mode::Subscribe => &["message_kind", "in_flight", "rate", "ping_interval_ms"],
             // VUs follow `session.stages`, not a fixed connection count.
             Mode::Session => &[
                 "connections",
@@ -182,10 +184,16 @@ impl Mode {
                 "rate",
                 "ping_interval_ms",
                 "message_timeout_ms",
+                "churn_per_sec",
             ],
             // Messages are JSON text; the bound is `ack.max_outstanding`.
             // `message_timeout_ms` is the default of `ack.timeout_ms`.
-            Mode::Ack => &["message_kind", "in_flight", "ping_interval_ms"],
+            Mode::Ack => &[
+                "message_kind",
+                "in_flight",
+                "ping_interval_ms",
+                "churn_per_sec",
+            ],
         }
     }
 }
@@ -232,6 +240,16 @@ pub struct Load {
     pub message_timeout_ms: u64,
     /// TCP connect plus HTTP upgrade must finish within this many milliseconds.
     pub handshake_timeout_ms: u64,
+    /// Subscribe mode: connections closed and reopened per second (all
+    /// processes together) during the warm-up and the window, oldest
+    /// first, so spread over the targets as the connections are. A
+    /// reopened connection has the closed one's number, so the same target
+    /// and channels, and subscribes again. The report counts reconnects,
+    /// their connect and resubscribe latency, and the publications in
+    /// flight to a connection when it was closed (missed during churn, not
+    /// missing); a reopened subscription expects the publications sent
+    /// after its subscribe reply. 0 = no churn.
+    pub churn_per_sec: f64,
     /// Ack mode: `[load.ack]`, the transaction's messages.
     pub ack: AckOpts,
 }
@@ -299,6 +317,7 @@ impl Default for Load {
             ping_interval_ms: 1000.0,
             message_timeout_ms: 5000,
             handshake_timeout_ms: 5000,
+            churn_per_sec: 0.0,
             ack: AckOpts::default(),
         }
     }
@@ -778,6 +797,17 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
             if publ.via == Via::Client && publ.connections == 0 {
                 return Err(invalid("publish.connections", "must be at least 1"));
             }
+            if let Some(i) = publ.same_node_target {
+                if i >= s.target.urls.len() {
+                    return Err(invalid(
+                        "publish.same_node_target",
+                        format!(
+                            "is {i}, but target.urls has {} URL(s) (0-based index)",
+                            s.target.urls.len()
+                        ),
+                    ));
+                }
+            }
             if publ.to != PublishTo::All && sub.pattern != Pattern::PersonalGroup {
                 return Err(invalid(
                     "publish.to",
@@ -785,6 +815,13 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
                 ));
             }
         }
+    }
+    non_negative("load.churn_per_sec", l.churn_per_sec)?;
+    if l.churn_per_sec > 0.0 && l.mode != Mode::Subscribe {
+        return Err(invalid(
+            "load.churn_per_sec",
+            "only subscribe mode churns connections",
+        ));
     }
     if l.message_timeout_ms == 0 {
         return Err(invalid("load.message_timeout_ms", "must be at least 1"));
@@ -1099,6 +1136,30 @@ mod tests {
             assert!(e.contains(key), "{extra:?} {sets:?} -> {e}");
         }
         parse_ok("[load.ack]\ntimeout_ms = [100, 200]\n", &["load.mode=ack"]);
+    }
+
+    #[test]
+    fn cluster_keys_are_checked() {
+        let sub = "[target]\nurls = [\"ws://127.0.0.1:9/a\", \"ws://127.0.0.1:10/a\"]\n\
+                   [load]\nmode = \"subscribe\"\n";
+        let parse_sub = |extra: &str| parse(&format!("{sub}{extra}"), "t", "t", &[]);
+        let m = parse_sub("churn_per_sec = [0, 5]\n[publish]\nsame_node_target = 1\n").unwrap();
+        assert_eq!(m.cells.len(), 2);
+        assert_eq!(m.cells[1].scenario.load.churn_per_sec, 5.0);
+        assert_eq!(m.cells[0].scenario.publish.same_node_target, Some(1));
+        for (extra, key) in [
+            (
+                "[publish]\nsame_node_target = 2\n",
+                "publish.same_node_target",
+            ),
+            ("churn_per_sec = -1\n", "load.churn_per_sec"),
+        ] {
+            let e = parse_sub(extra).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra:?} -> {e}");
+        }
+        // Other modes do not churn, nor vary the key.
+        assert!(parse_err("churn_per_sec = 3\n", &[]).contains("load.churn_per_sec"));
+        assert!(parse_err("churn_per_sec = [0, 0]\n", &[]).contains("is varied"));
     }
 
     #[test]

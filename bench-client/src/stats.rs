@@ -110,6 +110,27 @@ pub struct Counts {
     /// error answer (pushes, binary messages, anything without an id).
     #[serde(default)]
     pub non_ack_msgs: u64,
+    /// Subscribe mode, churn (`load.churn_per_sec`): subscribers the client
+    /// closed on purpose to reopen them.
+    #[serde(default)]
+    pub churn_closed: u64,
+    /// Churn: connections opened again in their place.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Churn: of those, handshakes completed.
+    #[serde(default)]
+    pub reconnects_ok: u64,
+    /// Churn: of those, failed (refused, timed out, reset, bad answer).
+    #[serde(default)]
+    pub reconnects_failed: u64,
+    /// Churn: subscriptions of reopened connections confirmed again.
+    #[serde(default)]
+    pub resubscribed: u64,
+    /// Churn: measured publications a reopened connection received although
+    /// they were sent before its subscribe reply: neither expected nor
+    /// counted as deliveries.
+    #[serde(default)]
+    pub churn_early: u64,
     /// Close frames the server sent on open connections, by close code
     /// (1005: a close frame without a code). Connections that ended
     /// without one are `conn_dropped` minus the sum of these.
@@ -164,7 +185,13 @@ impl Counts {
             acks_stale,
             acks_unknown,
             errors_unmatched,
-            non_ack_msgs
+            non_ack_msgs,
+            churn_closed,
+            reconnects,
+            reconnects_ok,
+            reconnects_failed,
+            resubscribed,
+            churn_early
         );
         for (code, n) in &o.close_codes {
             *self.close_codes.entry(*code).or_default() += n;
@@ -214,6 +241,105 @@ impl Counts {
     }
 }
 
+/// Subscribe mode: what the subscribers of one target URL (one node of a
+/// cluster) saw. Indexed like `target.urls`; merged like [`Measurements`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetMeasurements {
+    /// Subscriptions per channel held until the end of the run (those a
+    /// churn closed move to [`Measurements::churned`]).
+    pub subscribed: Vec<u64>,
+    /// Subscribers whose handshake completed (reopened ones not included).
+    pub conns: u64,
+    /// Subscriptions confirmed (reopened ones not included).
+    pub subs_ok: u64,
+    /// Measured publications received (first copy of each).
+    pub deliveries: u64,
+    /// A publication received again.
+    pub deliveries_dup: u64,
+    /// Received after a later one of the same channel.
+    pub deliveries_ooo: u64,
+    /// Churn: subscribers closed on purpose, and reopened successfully.
+    pub churn_closed: u64,
+    /// See `churn_closed`.
+    pub reconnects_ok: u64,
+    /// Delivery latency of `deliveries`, µs.
+    #[serde(with = "hist_serde")]
+    pub latency: Histogram<u64>,
+}
+
+impl TargetMeasurements {
+    /// Empty tallies for `channels` channels.
+    pub fn new(channels: usize) -> Self {
+        Self {
+            subscribed: vec![0; channels],
+            conns: 0,
+            subs_ok: 0,
+            deliveries: 0,
+            deliveries_dup: 0,
+            deliveries_ooo: 0,
+            churn_closed: 0,
+            reconnects_ok: 0,
+            latency: new_histogram(),
+        }
+    }
+
+    /// Adds another worker's or process's tallies of the same target.
+    pub fn merge(&mut self, o: &TargetMeasurements) {
+        add_vec(&mut self.subscribed, &o.subscribed);
+        self.conns += o.conns;
+        self.subs_ok += o.subs_ok;
+        self.deliveries += o.deliveries;
+        self.deliveries_dup += o.deliveries_dup;
+        self.deliveries_ooo += o.deliveries_ooo;
+        self.churn_closed += o.churn_closed;
+        self.reconnects_ok += o.reconnects_ok;
+        self.latency.add(&o.latency).expect("same histogram bounds");
+    }
+}
+
+/// Churn: one subscription that did not last the whole run (closed by the
+/// churn, or opened by it), with what it received. Its expected deliveries
+/// are reckoned at the end against [`Measurements::pub_log`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialSub {
+    /// Channel index.
+    pub channel: u64,
+    /// Target URL index.
+    pub target: u32,
+    /// Publications sent (`CLOCK_MONOTONIC` µs) from this time on were
+    /// expected: its subscribe reply (0: subscribed since the ramp).
+    pub from: u64,
+    /// And up to this time: when the churn closed it (`u64::MAX`: open, or
+    /// dropped by the server, until the end).
+    pub until: u64,
+    /// Publications sent after this time and after `last_seq` were in
+    /// flight when the churn closed it: missed during churn, not lost
+    /// (`until` − `load.message_timeout_ms`).
+    pub in_flight_from: u64,
+    /// Measured publications it received (`from` or later).
+    pub delivered: u64,
+    /// The highest sequence number it received on the channel.
+    pub last_seq: Option<u64>,
+}
+
+/// Expected deliveries of one target, split by why they are expected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expectation {
+    /// Deliveries expected: measured publications × the subscriptions
+    /// that were in place when each was sent.
+    pub expected: u64,
+    /// Publications in flight to a subscriber when the churn closed it:
+    /// missed during churn, not part of `expected`.
+    pub churn_missed: u64,
+}
+
+fn add_vec(mine: &mut Vec<u64>, theirs: &[u64]) {
+    if mine.len() < theirs.len() {
+        mine.resize(theirs.len(), 0);
+    }
+    mine.iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
+}
+
 /// Counters plus histograms.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurements {
@@ -238,6 +364,22 @@ pub struct Measurements {
     /// Session mode: iteration (session) duration, µs.
     #[serde(with = "hist_serde")]
     pub iteration: Histogram<u64>,
+    /// Subscribe mode: per target URL (node).
+    #[serde(default)]
+    pub per_target: Vec<TargetMeasurements>,
+    /// Churn: subscriptions that did not last the whole run.
+    #[serde(default)]
+    pub partial: Vec<PartialSub>,
+    /// Churn: every measured publication accepted, as (channel, send time
+    /// µs, sequence), for reckoning what `partial` subscriptions expected.
+    #[serde(default)]
+    pub pub_log: Vec<(u64, u64, u64)>,
+    /// Churn: connect-to-101 latency of reopened connections, µs.
+    #[serde(with = "hist_serde", default = "new_histogram")]
+    pub reconnect: Histogram<u64>,
+    /// Churn: connect start to the last subscribe reply of reopened connections, µs.
+    #[serde(with = "hist_serde", default = "new_histogram")]
+    pub resubscribe: Histogram<u64>,
 }
 
 impl Default for Measurements {
@@ -250,32 +392,121 @@ impl Default for Measurements {
             latency: new_histogram(),
             raw_latency: new_histogram(),
             iteration: new_histogram(),
+            per_target: Vec::new(),
+            partial: Vec::new(),
+            pub_log: Vec::new(),
+            reconnect: new_histogram(),
+            resubscribe: new_histogram(),
         }
     }
 }
 
 impl Measurements {
-    /// Subscribe mode: Σ over channels of measured publications × subscribers.
+    /// Subscribe mode: Σ over channels of measured publications ×
+    /// subscribers, plus what the subscriptions churn closed or opened
+    /// expected while they were in place.
     pub fn expected_deliveries(&self) -> u64 {
-        self.published
+        let stat: u64 = self
+            .published
             .iter()
             .zip(&self.subscribed)
             .map(|(p, s)| p * s)
+            .sum();
+        stat + self
+            .partial_expectations()
+            .iter()
+            .map(|(_, e)| e.expected)
+            .sum::<u64>()
+    }
+
+    /// Churn: publications in flight to subscribers the churn closed.
+    pub fn churn_missed(&self) -> u64 {
+        self.partial_expectations()
+            .iter()
+            .map(|(_, e)| e.churn_missed)
             .sum()
+    }
+
+    /// Each partial subscription's target and expectation, from the
+    /// publication log: the measured publications of its channel sent
+    /// from `from` to `until` were expected, except those sent after
+    /// `in_flight_from` with a sequence past the last one it received
+    /// (in flight when it was closed).
+    pub fn partial_expectations(&self) -> Vec<(u32, Expectation)> {
+        if self.partial.is_empty() {
+            return Vec::new();
+        }
+        let mut by_channel: std::collections::HashMap<u64, Vec<(u64, u64)>> =
+            std::collections::HashMap::new();
+        for &(k, t, seq) in &self.pub_log {
+            by_channel.entry(k).or_default().push((t, seq));
+        }
+        for log in by_channel.values_mut() {
+            log.sort_unstable();
+        }
+        self.partial
+            .iter()
+            .map(|p| {
+                let mut e = Expectation::default();
+                let log = by_channel.get(&p.channel).map_or(&[][..], Vec::as_slice);
+                let lo = log.partition_point(|&(t, _)| t < p.from);
+                let hi = log.partition_point(|&(t, _)| t <= p.until);
+                for &(t, seq) in &log[lo..hi.max(lo)] {
+                    let after_last = p.last_seq.is_none_or(|l| seq > l);
+                    if p.until != u64::MAX && t >= p.in_flight_from && after_last {
+                        e.churn_missed += 1;
+                    } else {
+                        e.expected += 1;
+                    }
+                }
+                (p.target, e)
+            })
+            .collect()
+    }
+
+    /// Subscribe mode: each target's expectation (indexed like `per_target`).
+    pub fn target_expectations(&self) -> Vec<Expectation> {
+        let mut out: Vec<Expectation> = self
+            .per_target
+            .iter()
+            .map(|t| Expectation {
+                expected: self
+                    .published
+                    .iter()
+                    .zip(&t.subscribed)
+                    .map(|(p, s)| p * s)
+                    .sum(),
+                churn_missed: 0,
+            })
+            .collect();
+        for (target, e) in self.partial_expectations() {
+            if let Some(o) = out.get_mut(target as usize) {
+                o.expected += e.expected;
+                o.churn_missed += e.churn_missed;
+            }
+        }
+        out
     }
 
     /// Adds another worker's or process's measurements.
     pub fn merge(&mut self, o: &Measurements) {
         self.counts.merge(&o.counts);
-        for (mine, theirs) in [
-            (&mut self.published, &o.published),
-            (&mut self.subscribed, &o.subscribed),
-        ] {
-            if mine.len() < theirs.len() {
-                mine.resize(theirs.len(), 0);
+        add_vec(&mut self.published, &o.published);
+        add_vec(&mut self.subscribed, &o.subscribed);
+        for (i, t) in o.per_target.iter().enumerate() {
+            match self.per_target.get_mut(i) {
+                Some(mine) => mine.merge(t),
+                None => self.per_target.push(t.clone()),
             }
-            mine.iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
         }
+        self.partial.extend_from_slice(&o.partial);
+        self.pub_log.extend_from_slice(&o.pub_log);
+        self.reconnect
+            .add(&o.reconnect)
+            .expect("same histogram bounds");
+        self.resubscribe
+            .add(&o.resubscribe)
+            .expect("same histogram bounds");
         // Same bounds everywhere, so adding cannot fail.
         self.handshake
             .add(&o.handshake)
@@ -441,6 +672,159 @@ mod tests {
         }
         x.add(&y).unwrap();
         assert_eq!(LatencySummary::of(&x), LatencySummary::of(&all));
+    }
+
+    fn target(
+        channels: usize,
+        subscribed: &[(usize, u64)],
+        latencies: &[u64],
+    ) -> TargetMeasurements {
+        let mut t = TargetMeasurements::new(channels);
+        for &(k, n) in subscribed {
+            t.subscribed[k] = n;
+            t.subs_ok += n;
+        }
+        for &v in latencies {
+            t.latency.record(v).unwrap();
+            t.deliveries += 1;
+        }
+        t
+    }
+
+    #[test]
+    fn per_target_tallies_merge_by_index_and_survive_json() {
+        // Two processes, each with two targets: what the parent merges.
+        let a = Measurements {
+            per_target: vec![
+                target(2, &[(0, 3)], &[100, 200]),
+                target(2, &[(1, 2)], &[500]),
+            ],
+            ..Measurements::default()
+        };
+        let mut b = Measurements {
+            per_target: vec![target(2, &[(0, 1)], &[300]), target(2, &[], &[700, 900])],
+            ..Measurements::default()
+        };
+        b.per_target[1].deliveries_dup = 2;
+        let json = serde_json::to_string(&b).unwrap();
+        let b: Measurements = serde_json::from_str(&json).unwrap();
+        assert_eq!(b.per_target[1].latency.len(), 2, "histogram survives");
+        let mut total = Measurements::default();
+        total.merge(&a);
+        total.merge(&b);
+        assert_eq!(total.per_target.len(), 2);
+        let (t0, t1) = (&total.per_target[0], &total.per_target[1]);
+        assert_eq!((t0.deliveries, t1.deliveries), (3, 3));
+        assert_eq!(
+            (t0.subscribed.clone(), t1.subscribed.clone()),
+            (vec![4, 0], vec![0, 2])
+        );
+        assert_eq!((t0.latency.len(), t1.latency.max()), (3, 900));
+        assert_eq!(t1.deliveries_dup, 2);
+        // Publications per channel times each target's subscribers.
+        total.published = vec![10, 7];
+        total.subscribed = vec![4, 2];
+        let e = total.target_expectations();
+        assert_eq!((e[0].expected, e[1].expected), (40, 14));
+        assert_eq!(
+            e.iter().map(|e| e.expected).sum::<u64>(),
+            total.expected_deliveries(),
+            "targets add up to the whole"
+        );
+        // An old child's JSON without the new fields still reads.
+        let old = r#"{"counts":{"conn_attempted":0,"conn_established":0,"fail_refused":0,"fail_timeout":0,"fail_reset":0,"fail_bad_status":0,"fail_bad_accept":0,"fail_other":0,"conn_dropped":0,"conn_up_at_end":0,"msgs_sent":0,"msgs_ok":0,"msgs_timed_out":0,"msgs_lost":0,"msgs_late":0,"bytes_sent":0,"bytes_received":0,"pings_sent":0,"pongs_received":0,"protocol_errors":0,"replies_all":0,"subs_ok":0,"subs_failed":0,"pubs_ok":0,"pubs_failed":0,"deliveries":0,"deliveries_dup":0,"deliveries_ooo":0,"unsubscribed":0,"sessions_started":0,"sessions_completed":0,"sessions_failed":0,"vu_msgs_sent":0,"vu_msgs_received":0},"handshake":[],"latency":[],"raw_latency":[],"iteration":[]}"#;
+        let m: Measurements = serde_json::from_str(old).unwrap();
+        assert!(m.per_target.is_empty() && m.partial.is_empty() && m.reconnect.is_empty());
+    }
+
+    #[test]
+    fn churned_subscriptions_expect_what_was_sent_while_they_were_there() {
+        // Channel 0: measured publications at t = 100, 200, ..., 1000 (seq 0..9).
+        let mut m = Measurements {
+            per_target: vec![TargetMeasurements::new(1), TargetMeasurements::new(1)],
+            pub_log: (0..10).map(|i| (0, 100 * (i + 1), i)).collect(),
+            published: vec![10],
+            ..Measurements::default()
+        };
+        // One subscriber there all along, on target 0.
+        m.subscribed = vec![1];
+        m.per_target[0].subscribed = vec![1];
+        // Target 1: a subscriber from the ramp, closed at t = 550 having
+        // received up to seq 3 (t = 400): 500 was in flight (after
+        // in_flight_from = 450), so missed during churn, not missing.
+        m.partial.push(PartialSub {
+            channel: 0,
+            target: 1,
+            from: 0,
+            until: 550,
+            in_flight_from: 450,
+            delivered: 4,
+            last_seq: Some(3),
+        });
+        // Its replacement, subscribed at t = 650, there to the end: 700..1000.
+        m.partial.push(PartialSub {
+            channel: 0,
+            target: 1,
+            from: 650,
+            until: u64::MAX,
+            in_flight_from: u64::MAX,
+            delivered: 4,
+            last_seq: Some(9),
+        });
+        // Target 0: closed at t = 900 with nothing received since seq 2:
+        // 300..700 are older than in_flight_from = 750, so lost; 800 and
+        // 900 were in flight.
+        m.partial.push(PartialSub {
+            channel: 0,
+            target: 0,
+            from: 0,
+            until: 900,
+            in_flight_from: 750,
+            delivered: 3,
+            last_seq: Some(2),
+        });
+        let p = m.partial_expectations();
+        assert_eq!(
+            p.iter()
+                .map(|(_, e)| (e.expected, e.churn_missed))
+                .collect::<Vec<_>>(),
+            vec![(4, 1), (4, 0), (7, 2)]
+        );
+        assert_eq!(m.churn_missed(), 3);
+        assert_eq!(m.expected_deliveries(), 10 + 4 + 4 + 7);
+        let t = m.target_expectations();
+        assert_eq!(
+            t[0],
+            Expectation {
+                expected: 17,
+                churn_missed: 2
+            }
+        );
+        assert_eq!(
+            t[1],
+            Expectation {
+                expected: 8,
+                churn_missed: 1
+            }
+        );
+        // A closed subscription that never received anything: the recent
+        // publications were in flight, the old ones lost.
+        m.partial = vec![PartialSub {
+            channel: 0,
+            target: 0,
+            from: 0,
+            until: 1000,
+            in_flight_from: 850,
+            delivered: 0,
+            last_seq: None,
+        }];
+        assert_eq!(
+            m.partial_expectations()[0].1,
+            Expectation {
+                expected: 8,
+                churn_missed: 2
+            }
+        );
     }
 
     #[test]

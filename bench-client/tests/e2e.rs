@@ -455,3 +455,172 @@ fn session_mode_runs_stages_of_virtual_users() {
         "hub broadcasts reached the VUs: {c}"
     );
 }
+
+/// Runs a cluster scenario against one gateway standing in for every node:
+/// `nodes` target URLs that all point at it, its API as the publisher's.
+fn cluster_run(gw: &Gateway, file: &str, nodes: usize, tag: &str, sets: &[&str]) -> PathBuf {
+    let out = out_dir(tag);
+    let scenario = scenario(file);
+    let url = format!("\"ws://{}/connection/websocket\"", gw.addr);
+    let urls = format!("target.urls=[{}]", vec![url; nodes].join(","));
+    let api = format!("publish.api_url=http://{}/api/publish", gw.admin.unwrap());
+    let mut args = vec![
+        "-q",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--set",
+        &urls,
+        "--set",
+        &api,
+        "--set",
+        "publish.api_key=\"k\"",
+        "--set",
+        "load.warmup_secs=0.5",
+        "--set",
+        "load.duration_secs=1.5",
+        "--set",
+        "load.cooldown_secs=0.5",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args.extend(["--out", out.to_str().unwrap()]);
+    let (o, _) = bench(&args);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(out.join("stdout.txt"), text).unwrap();
+    out
+}
+
+/// The per-target sections of a cell add up to the whole.
+fn assert_targets_add_up(cell: &serde_json::Value, nodes: usize) {
+    let targets = cell["per_target"].as_array().expect("per_target");
+    assert_eq!(targets.len(), nodes, "{cell}");
+    let sum = |key: &str| -> u64 { targets.iter().map(|t| t[key].as_u64().unwrap()).sum() };
+    assert_eq!(
+        sum("deliveries"),
+        cell["counts"]["deliveries"].as_u64().unwrap()
+    );
+    assert_eq!(
+        sum("expected_deliveries"),
+        cell["expected_deliveries"].as_u64().unwrap()
+    );
+    for t in targets {
+        assert!(t["deliveries"].as_u64() > Some(0), "{t}");
+        assert_eq!(t["latency"]["count"], t["deliveries"], "{t}");
+        assert_eq!(t["missing"], 0, "{t}");
+    }
+}
+
+#[test]
+fn subscribe_mode_reports_each_target_and_same_vs_cross_node() {
+    let Some(gw) = Gateway::start_with(PUBSUB) else {
+        return;
+    };
+    // Two "nodes" that are the same gateway; same_node_target = 0 comes from the file.
+    let out = cluster_run(
+        &gw,
+        "cluster-fanout.toml",
+        2,
+        "cluster-fanout",
+        &["load.connections=40", "load.connect_rate=0"],
+    );
+    let cell = &summary(&out)["cells"][0];
+    assert_targets_add_up(cell, 2);
+    let c = &cell["counts"];
+    assert_eq!(c["subs_ok"], 40, "{cell}");
+    // 10 publications/s for 1.5 s to 40 subscribers.
+    let deliveries = c["deliveries"].as_u64().unwrap();
+    assert!((400..=800).contains(&deliveries), "{cell}");
+    assert_eq!(cell["expected_deliveries"].as_u64(), Some(deliveries));
+    let t = &cell["per_target"];
+    assert_eq!(
+        (t[0]["connections"].as_u64(), t[1]["connections"].as_u64()),
+        (Some(20), Some(20))
+    );
+    assert_eq!(
+        (
+            t[0]["publisher_node"].as_bool(),
+            t[1]["publisher_node"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    let split = &cell["node_split"];
+    assert_eq!(split["same_node"]["count"], t[0]["deliveries"], "{split}");
+    assert_eq!(split["cross_node"]["count"], t[1]["deliveries"], "{split}");
+    let text = std::fs::read_to_string(out.join("stdout.txt")).unwrap();
+    for want in [
+        "--- per target (node) ---",
+        "target 0 ws://",
+        "(the publisher's node)",
+        "target 1 ws://",
+        "cross-node vs same-node p50 ",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let csv = std::fs::read_to_string(out.join("targets.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Per target (node)"), "{md}");
+}
+
+#[test]
+fn subscribe_mode_churns_connections_and_counts_reconnects_apart() {
+    let Some(gw) = Gateway::start_with(PUBSUB) else {
+        return;
+    };
+    // The million-connection shape, small: 40 connections on personal
+    // channels and groups of 10, 20 reconnects/s over the warm-up and the
+    // window, 200 publications/s.
+    let out = cluster_run(
+        &gw,
+        "cluster-million-shape.toml",
+        2,
+        "cluster-churn",
+        &[
+            "load.connections=40",
+            "load.connect_rate=0",
+            "load.churn_per_sec=20",
+            "publish.rate=200",
+        ],
+    );
+    let cell = &summary(&out)["cells"][0];
+    assert_targets_add_up(cell, 2);
+    let c = &cell["counts"];
+    let churn = &cell["churn"];
+    let reconnects = churn["reconnects"].as_u64().unwrap();
+    assert!((20..=45).contains(&reconnects), "{churn}");
+    assert_eq!(churn["reconnects_ok"].as_u64(), Some(reconnects), "{churn}");
+    assert_eq!(churn["closed"].as_u64(), Some(reconnects), "{churn}");
+    assert_eq!(churn["reconnects_failed"], 0, "{churn}");
+    assert_eq!(
+        churn["resubscribed"].as_u64(),
+        Some(2 * reconnects),
+        "{churn}"
+    );
+    assert_eq!(
+        churn["reconnect_latency"]["count"].as_u64(),
+        Some(reconnects)
+    );
+    assert_eq!(
+        churn["resubscribe_latency"]["count"].as_u64(),
+        Some(reconnects)
+    );
+    // Constant connections; nothing lost beyond what churn had in flight.
+    assert_eq!(
+        (c["conn_established"].as_u64(), c["conn_up_at_end"].as_u64()),
+        (Some(40), Some(40))
+    );
+    assert_eq!(c["conn_dropped"], 0, "{c}");
+    assert!(c["deliveries"].as_u64() > Some(100), "{c}");
+    assert_eq!(cell["expected_deliveries"], c["deliveries"], "{cell}");
+    let text = std::fs::read_to_string(out.join("stdout.txt")).unwrap();
+    assert!(
+        text.contains("--- churn (20 connections/s) ---") && text.contains("missing 0"),
+        "{text}"
+    );
+}
