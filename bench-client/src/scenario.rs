@@ -358,6 +358,10 @@ pub struct ClientOpts {
     /// Largest message (and frame) accepted from the server; a larger one
     /// fails the connection with 1009, counted as a protocol error.
     pub max_message_bytes: usize,
+    /// Sockets are direct descriptors (`IORING_OP_SOCKET` into each
+    /// worker ring's file table), so one process holds up to the
+    /// open-files limit *per worker* instead of per process.
+    pub direct_descriptors: bool,
 }
 
 impl ClientOpts {
@@ -368,6 +372,11 @@ impl ClientOpts {
             recv_buffers: self.recv_buffers,
             recv_buffer_size: self.recv_buffer_size,
             drain_ms: 2_000,
+            file_table: if self.direct_descriptors {
+                engine::open_files_limit().min(u64::from(u32::MAX)) as u32
+            } else {
+                0
+            },
         }
     }
 }
@@ -385,6 +394,7 @@ impl Default for ClientOpts {
             recv_buffer_size: 16 * 1024,
             send_batch_us: 50,
             max_message_bytes: 16 << 20,
+            direct_descriptors: true,
         }
     }
 }
@@ -839,6 +849,28 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
             "must be at least 1",
         ));
     }
+    // Each worker's share, plus slack for the publisher's API connection.
+    let per_ring = engine::open_files_limit().saturating_sub(16);
+    let per_process = if c.direct_descriptors {
+        per_ring.saturating_mul(c.workers)
+    } else {
+        per_ring
+    };
+    if c.max_conns_per_process > per_process {
+        return Err(invalid(
+            "client.max_conns_per_process",
+            format!(
+                "({}) exceeds what one process can hold: {per_process} (the open-files \
+                 limit{}; use more processes)",
+                c.max_conns_per_process,
+                if c.direct_descriptors {
+                    " per worker with direct descriptors"
+                } else {
+                    " per process without direct descriptors"
+                }
+            ),
+        ));
+    }
     if c.send_batch_us > 100_000 {
         return Err(invalid(
             "client.send_batch_us",
@@ -856,6 +888,7 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
             EngineKey::RingEntries => "client.ring_entries",
             EngineKey::RecvBuffers => "client.recv_buffers",
             EngineKey::RecvBufferSize => "client.recv_buffer_size",
+            EngineKey::FileTable => "client.direct_descriptors",
         };
         return Err(invalid(key, problem));
     }

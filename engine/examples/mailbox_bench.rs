@@ -173,6 +173,7 @@ fn run(mode: WakeMode, load: Load, secs: u64, cpus: &[usize]) -> Vec<Report> {
             recv_buffers: 1,
             recv_buffer_size: 256,
             drain_ms: 1000,
+            file_table: 0,
         },
     };
     let (b2, s2, o2) = (boxes.clone(), shutdown.clone(), out.clone());

@@ -13,9 +13,9 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::time::Instant;
 
 use bytes::Bytes;
-use io_uring::{opcode, types};
+use io_uring::{opcode, squeue, types};
 
-use crate::listener;
+use crate::listener::{self, PeerAddr};
 use crate::mailbox::WakesInFlight;
 use crate::ring::Ring;
 use crate::stats::EngineStats;
@@ -29,6 +29,24 @@ const MAX_IOV: usize = 64;
 /// retry up to `RETRY_MIN_MS << RETRY_MAX_SHIFT` (640 ms).
 const RETRY_MIN_MS: u64 = 10;
 const RETRY_MAX_SHIFT: u8 = 6;
+
+/// `1` as a socket option value, for set-up steps the kernel reads at issue
+/// time (static, so it outlives any SQE).
+static ONE: libc::c_int = 1;
+
+/// Builds an SQE on a descriptor: a fixed-file index in direct mode
+/// (`IOSQE_FIXED_FILE`), a regular descriptor otherwise.
+macro_rules! on_fd {
+    ($direct:expr, $fd:expr, |$f:ident| $build:expr) => {
+        if $direct {
+            let $f = types::Fixed($fd as u32);
+            $build
+        } else {
+            let $f = types::Fd($fd);
+            $build
+        }
+    };
+}
 
 /// Identifies a connection: slot index plus the slot's generation, so a
 /// stale id cannot reach a connection that reused the slot.
@@ -103,7 +121,9 @@ pub(crate) mod flag {
     pub const PEER_EOF: u8 = 16;
     pub const WR_SHUT: u8 = 32;
     pub const LIVE: u8 = 64;
-    pub const INFLIGHT: u8 = IN_RECV | IN_SEND | IN_CONNECT;
+    /// `shutdown(SHUT_WR)` is in flight.
+    pub const IN_SHUT: u8 = 128;
+    pub const INFLIGHT: u8 = IN_RECV | IN_SEND | IN_CONNECT | IN_SHUT;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,13 +140,21 @@ pub(crate) struct SendVec {
     iov: [libc::iovec; MAX_IOV],
 }
 
+/// The addresses of a connect in flight (the kernel reads them when the
+/// bind and connect are issued, which in direct mode is after the socket
+/// operation completes).
+pub(crate) struct ConnectAddrs {
+    peer: (libc::sockaddr_storage, libc::socklen_t),
+    local: Option<(libc::sockaddr_storage, libc::socklen_t)>,
+}
+
 /// The engine's half of a connection.
 pub(crate) struct Slot {
     pub(crate) sendq: VecDeque<Bytes>,
     /// Present while a `sendmsg` is in flight.
     pub(crate) sendvec: Option<Box<SendVec>>,
-    /// Present while a connect is in flight (the kernel reads it at submission).
-    pub(crate) connect_addr: Option<Box<libc::sockaddr_storage>>,
+    /// Present while a connect is in flight.
+    pub(crate) connect_addr: Option<Box<ConnectAddrs>>,
     /// Bytes of `sendq.front()` already sent.
     pub(crate) send_off: usize,
     /// Bytes queued and not yet sent.
@@ -137,8 +165,11 @@ pub(crate) struct Slot {
     /// Other entries for the slot (superseded by an earlier deadline) are
     /// dropped when they come due.
     pub(crate) timer_at: u64,
+    /// The descriptor: a fixed-file index in direct mode; -1 while a
+    /// direct socket is being created.
     pub(crate) fd: RawFd,
     pub(crate) gen: u32,
+    pub(crate) peer: PeerAddr,
     pub(crate) flags: u8,
     pub(crate) closing: Closing,
     /// Backoff exponent of a parked send's retry; 0 after a send succeeds.
@@ -147,8 +178,9 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    fn new(fd: RawFd, gen: u32) -> Self {
+    fn new(fd: RawFd, gen: u32, peer: PeerAddr) -> Self {
         Self {
+            peer,
             sendq: VecDeque::new(),
             sendvec: None,
             connect_addr: None,
@@ -191,6 +223,13 @@ pub struct Io {
     /// Bytes queued and not yet sent, summed over this worker's connections.
     queued_total: usize,
     bgid: u16,
+    /// Connections use direct descriptors (the ring's registered file
+    /// table) instead of the process's descriptor table.
+    pub(crate) direct: bool,
+    /// Entries of the registered file table (0 in regular mode).
+    file_table: u32,
+    /// Table entries held by a slot or by a close not yet issued.
+    pub(crate) files_held: u32,
     pub(crate) shutting_down: bool,
     pub(crate) stats: EngineStats,
 }
@@ -205,7 +244,9 @@ impl std::fmt::Debug for Io {
 }
 
 impl Io {
-    pub(crate) fn new(ring: Ring, bgid: u16) -> Self {
+    /// `file_table`: entries of the ring's registered (sparse) file table
+    /// that connections use as direct descriptors; 0 = regular descriptors.
+    pub(crate) fn new(ring: Ring, bgid: u16, file_table: u32) -> Self {
         let epoch = Instant::now();
         Self {
             ring,
@@ -223,6 +264,9 @@ impl Io {
             live: 0,
             queued_total: 0,
             bgid,
+            direct: file_table > 0,
+            file_table,
+            files_held: 0,
             shutting_down: false,
             stats: EngineStats::default(),
         }
@@ -252,7 +296,17 @@ impl Io {
 
     /// The peer address of a live connection.
     pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        listener::peer_addr(self.slot(id)?.fd).ok()
+        self.slot(id)?.peer.get()
+    }
+
+    /// Direct mode: free entries of this worker's registered file table,
+    /// which is what bounds its connections (accepted and outgoing). A
+    /// server keeps a reserve of them to answer overload with a fast
+    /// refusal instead of leaving connections in the listen backlog.
+    /// `None` with regular descriptors.
+    pub fn descriptor_headroom(&self) -> Option<usize> {
+        self.direct
+            .then(|| self.file_table.saturating_sub(self.files_held) as usize)
     }
 
     /// True once the worker has begun to drain (no new connections).
@@ -321,18 +375,41 @@ impl Io {
         self.slot(id).map_or(0, |s| s.queued)
     }
 
-    pub(crate) fn alloc(&mut self, fd: RawFd) -> ConnId {
+    pub(crate) fn alloc(&mut self, fd: RawFd, peer: Option<SocketAddr>) -> ConnId {
         self.live += 1;
+        if self.direct && fd >= 0 {
+            self.files_held += 1;
+        }
+        let peer = PeerAddr::from(peer);
         if let Some(idx) = self.free.pop() {
             let slot = &mut self.slots[idx as usize];
             let gen = slot.gen;
-            *slot = Slot::new(fd, gen);
+            *slot = Slot::new(fd, gen, peer);
             ConnId { idx, gen }
         } else {
             let idx =
                 u32::try_from(self.slots.len()).expect("fewer than 2^32 connections per worker");
-            self.slots.push(Slot::new(fd, 0));
+            self.slots.push(Slot::new(fd, 0, peer));
             ConnId { idx, gen: 0 }
+        }
+    }
+
+    /// Closes a descriptor nothing is in flight on: through the ring in
+    /// direct mode (the table entry is free once the close is issued).
+    pub(crate) fn close_fd(&mut self, fd: RawFd) {
+        if fd < 0 {
+            return;
+        }
+        if self.direct {
+            let entry = opcode::Close::new(types::Fixed(fd as u32))
+                .build()
+                .user_data(token::encode(Op::Close, 0, 0));
+            // SAFETY: a close references no memory of ours.
+            unsafe { self.ring.push(entry) };
+            self.files_held = self.files_held.saturating_sub(1);
+        } else {
+            // SAFETY: the caller owns `fd` and nothing is in flight on it.
+            unsafe { libc::close(fd) };
         }
     }
 
@@ -346,9 +423,7 @@ impl Io {
         );
         let id = ConnId { idx, gen: slot.gen };
         let cause = slot.cause.unwrap_or(CloseCause::Aborted);
-        // SAFETY: the slot owns `fd` and nothing is in flight on it any more.
-        unsafe { libc::close(slot.fd) };
-        slot.fd = -1;
+        let fd = std::mem::replace(&mut slot.fd, -1);
         slot.flags = 0;
         slot.gen = slot.gen.wrapping_add(1) & 0xff_ffff;
         slot.sendq = VecDeque::new();
@@ -360,12 +435,14 @@ impl Io {
         }
         self.free.push(idx);
         self.live -= 1;
+        // The slot owns `fd` and nothing is in flight on it any more.
+        self.close_fd(fd);
         (id, cause)
     }
 
     pub(crate) fn arm_recv(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        let entry = opcode::RecvMulti::new(types::Fd(slot.fd), self.bgid)
+        let entry = on_fd!(self.direct, slot.fd, |f| opcode::RecvMulti::new(f, self.bgid))
             .build()
             .user_data(token::encode(Op::Recv, idx, slot.gen));
         slot.flags |= flag::IN_RECV;
@@ -407,9 +484,13 @@ impl Io {
         let user_data = token::encode(Op::Send, idx, slot.gen);
         let entry = if slot.sendq.len() == 1 {
             let front = &slot.sendq[0][slot.send_off..];
-            opcode::Send::new(types::Fd(slot.fd), front.as_ptr(), front.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+            on_fd!(self.direct, slot.fd, |f| opcode::Send::new(
+                f,
+                front.as_ptr(),
+                front.len() as u32
+            )
+            .flags(libc::MSG_NOSIGNAL)
+            .build())
         } else {
             let mut vec = self.sendvec_pool.pop().unwrap_or_else(|| {
                 Box::new(SendVec {
@@ -438,9 +519,9 @@ impl Io {
             vec.hdr.msg_iovlen = n;
             let hdr: *const libc::msghdr = &vec.hdr;
             slot.sendvec = Some(vec);
-            opcode::SendMsg::new(types::Fd(slot.fd), hdr)
+            on_fd!(self.direct, slot.fd, |f| opcode::SendMsg::new(f, hdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
+                .build())
         };
         slot.flags |= flag::IN_SEND;
         // SAFETY: the Bytes referenced stay in `sendq` and the boxed msghdr in
@@ -537,11 +618,36 @@ impl Io {
             && slot.flags & flag::WR_SHUT == 0
             && slot.flags & flag::IN_SEND == 0
         {
-            slot.flags |= flag::WR_SHUT;
-            // SAFETY: plain syscall on a descriptor the slot owns.
-            unsafe { libc::shutdown(slot.fd, libc::SHUT_WR) };
-            self.settle(idx);
+            if slot.flags & flag::PEER_EOF != 0 {
+                // Both directions are done once ours is: the close that
+                // follows sends our FIN, no shutdown needed.
+                slot.flags |= flag::WR_SHUT;
+                self.settle(idx);
+                return;
+            }
+            if !self.direct {
+                slot.flags |= flag::WR_SHUT;
+                // SAFETY: plain syscall on a descriptor the slot owns.
+                unsafe { libc::shutdown(slot.fd, libc::SHUT_WR) };
+                self.settle(idx);
+                return;
+            }
+            // A direct descriptor has no number for the syscall, and the
+            // kernel always runs IORING_OP_SHUTDOWN in an io-wq thread (its
+            // bounded pool, capped at one thread per ring, see `Ring::new`).
+            slot.flags |= flag::WR_SHUT | flag::IN_SHUT;
+            let entry = opcode::Shutdown::new(types::Fixed(slot.fd as u32), libc::SHUT_WR)
+                .build()
+                .user_data(token::encode(Op::Shutdown, idx, slot.gen));
+            // SAFETY: a shutdown references no memory of ours.
+            unsafe { self.ring.push(entry) };
         }
+    }
+
+    /// Our `shutdown(SHUT_WR)` completed; a failure (the peer reset first)
+    /// changes nothing: the receive side reports how the connection ended.
+    pub(crate) fn complete_shutdown(&mut self, idx: u32) {
+        self.slots[idx as usize].flags &= !flag::IN_SHUT;
     }
 
     /// Records a socket error and aborts the connection.
@@ -585,11 +691,11 @@ impl Io {
         // error recorded by `fail`, or this abort; not what the
         // cancellations it causes complete with.
         slot.cause.get_or_insert(CloseCause::Aborted);
-        if slot.flags & flag::INFLIGHT != 0 {
-            let entry =
-                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(slot.fd)).all())
-                    .build()
-                    .user_data(token::encode(Op::Cancel, idx, slot.gen));
+        if slot.flags & flag::INFLIGHT != 0 && slot.fd >= 0 {
+            let cancel = on_fd!(self.direct, slot.fd, |f| types::CancelBuilder::fd(f).all());
+            let entry = opcode::AsyncCancel2::new(cancel)
+                .build()
+                .user_data(token::encode(Op::Cancel, idx, slot.gen));
             // SAFETY: a cancel request references no memory of ours.
             unsafe { self.ring.push(entry) };
         }
@@ -658,37 +764,120 @@ impl Io {
     /// deadline set on the returned id before it is established is a connect
     /// timeout: `on_connect_failed` then gets `ETIMEDOUT`.
     pub fn connect(&mut self, addr: SocketAddr, bind: Option<SocketAddr>) -> io::Result<ConnId> {
+        let addrs = Box::new(ConnectAddrs {
+            peer: listener::sockaddr(&addr),
+            local: bind.as_ref().map(listener::sockaddr),
+        });
+        if self.direct {
+            // A direct socket: created by the ring, then set up and
+            // connected by a linked chain (`start_connect`).
+            let id = self.alloc(-1, Some(addr));
+            let slot = &mut self.slots[id.idx as usize];
+            slot.connect_addr = Some(addrs);
+            slot.flags |= flag::IN_CONNECT;
+            let family = if addr.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            };
+            let entry = opcode::Socket::new(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)
+                .file_index(Some(types::DestinationSlot::auto_target()))
+                .build()
+                .user_data(token::encode(Op::Socket, id.idx, id.gen));
+            // SAFETY: a socket request references no memory of ours.
+            unsafe { self.ring.push(entry) };
+            return Ok(id);
+        }
         let fd = listener::tcp_socket(&addr, true)?;
-        listener::set_int_opt(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            1,
-        )?;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        listener::set_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
         if let Some(local) = bind {
             // Lets many connections share a source address before the port is picked.
-            listener::set_int_opt(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                1,
-            )?;
-            listener::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &local)?;
+            listener::set_int_opt(raw, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+            listener::bind(raw, &local)?;
         }
-        let (storage, len) = listener::sockaddr(&addr);
-        let id = self.alloc(fd.into_raw_fd());
+        let id = self.alloc(fd.into_raw_fd(), Some(addr));
         let slot = &mut self.slots[id.idx as usize];
-        let storage = slot.connect_addr.insert(Box::new(storage));
-        let entry = opcode::Connect::new(
-            types::Fd(slot.fd),
-            (&**storage as *const libc::sockaddr_storage).cast(),
-            len,
-        )
-        .build()
-        .user_data(token::encode(Op::Connect, id.idx, id.gen));
+        slot.connect_addr = Some(addrs);
         slot.flags |= flag::IN_CONNECT;
-        // SAFETY: the address stays boxed in the slot until the connect completes.
-        unsafe { self.ring.push(entry) };
+        self.start_connect(id.idx);
         Ok(id)
+    }
+
+    /// Direct mode: the socket operation of `connect` completed with the
+    /// fixed-file index `res` (or an error). False if the connect cannot go
+    /// on (failed or aborted meanwhile): the caller reports it.
+    pub(crate) fn socket_created(&mut self, idx: u32, res: i32) -> bool {
+        if res < 0 {
+            return false;
+        }
+        self.files_held += 1;
+        let slot = &mut self.slots[idx as usize];
+        slot.fd = res;
+        if slot.closing == Closing::Abort {
+            return false;
+        }
+        self.start_connect(idx);
+        true
+    }
+
+    /// Submits the connect, preceded in direct mode by its set-up steps
+    /// (`TCP_NODELAY`, and a bind to the source address), linked so that
+    /// they run in order and a failing step fails the connect.
+    fn start_connect(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        let gen = slot.gen;
+        let addrs = slot.connect_addr.as_deref().expect("a connect in flight has its addresses");
+        let (peer, peer_len) = (&addrs.peer.0 as *const libc::sockaddr_storage, addrs.peer.1);
+        let connect = on_fd!(self.direct, slot.fd, |f| opcode::Connect::new(
+            f,
+            peer.cast(),
+            peer_len
+        )
+        .build())
+        .user_data(token::encode(Op::Connect, idx, gen));
+        if !self.direct {
+            // SAFETY: the address stays boxed in the slot until the connect completes.
+            unsafe { self.ring.push(connect) };
+            return;
+        }
+        let fixed = types::Fixed(slot.fd as u32);
+        let link = squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS;
+        let setup = token::encode(Op::Setup, idx, gen);
+        let opt = |level: i32, name: i32| {
+            opcode::SetSockOpt::new(
+                fixed,
+                level as u32,
+                name as u32,
+                (&ONE as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+            .build()
+            .flags(link)
+            .user_data(setup)
+        };
+        let mut chain = [
+            opt(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            connect.clone(),
+            connect.clone(),
+            connect,
+        ];
+        let mut n = 1;
+        if let Some((local, local_len)) = &addrs.local {
+            // Lets many connections share a source address before the port is picked.
+            chain[1] = opt(libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT);
+            chain[2] = opcode::Bind::new(
+                fixed,
+                (local as *const libc::sockaddr_storage).cast(),
+                *local_len,
+            )
+            .build()
+            .flags(link)
+            .user_data(setup);
+            n = 3;
+        }
+        // SAFETY: the addresses stay boxed in the slot until the connect
+        // (the chain's last entry) completes; ONE is static.
+        unsafe { self.ring.push_chain(&chain[..=n]) };
     }
 }

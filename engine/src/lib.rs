@@ -1,6 +1,6 @@
 //! The io_uring engine shared by the gateway (accept role) and the bench
-//! client (connect role): one ring per pinned worker thread, multishot accept
-//! and receive from a provided-buffer ring, queued sends with partial-send
+//! client (connect role): one ring per pinned worker thread, accept (into
+//! direct descriptors by default) and multishot receive from a provided-buffer ring, queued sends with partial-send
 //! resume, a timing wheel, and a close path that never frees a slot or buffer
 //! the kernel still references.
 
@@ -19,4 +19,4 @@ mod worker;
 
 pub use io::{CloseCause, CloseMode, ConnId, Io, SendError};
 pub use stats::EngineStats;
-pub use worker::{Conns, EngineConfig, EngineKey, Handler, Origin, Worker};
+pub use worker::{open_files_limit, Conns, EngineConfig, EngineKey, Handler, Origin, Worker};

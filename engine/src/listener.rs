@@ -218,3 +218,74 @@ fn to_socket_addr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
         )),
     }
 }
+
+/// Reads a socket address the kernel wrote (e.g. an accept's peer).
+pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    to_socket_addr(storage).ok()
+}
+
+/// A socket address in 19 bytes where `Option<SocketAddr>` takes 32: kept
+/// for every connection, so it counts in the per-connection memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PeerAddr {
+    ip: [u8; 16],
+    port: u16,
+    /// 0: unknown, 4 or 6.
+    family: u8,
+}
+
+impl From<Option<SocketAddr>> for PeerAddr {
+    fn from(addr: Option<SocketAddr>) -> Self {
+        match addr {
+            None => Self::default(),
+            Some(SocketAddr::V4(a)) => {
+                let mut ip = [0; 16];
+                ip[..4].copy_from_slice(&a.ip().octets());
+                Self {
+                    ip,
+                    port: a.port(),
+                    family: 4,
+                }
+            }
+            Some(SocketAddr::V6(a)) => Self {
+                ip: a.ip().octets(),
+                port: a.port(),
+                family: 6,
+            },
+        }
+    }
+}
+
+impl PeerAddr {
+    /// The address, if it was known.
+    pub(crate) fn get(self) -> Option<SocketAddr> {
+        match self.family {
+            4 => {
+                let ip = std::net::Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]);
+                Some(SocketAddr::new(ip.into(), self.port))
+            }
+            6 => Some(SocketAddr::new(
+                std::net::Ipv6Addr::from(self.ip).into(),
+                self.port,
+            )),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addr_round_trip() {
+        for a in ["10.1.2.3:4567", "[2001:db8::1]:443", "127.0.0.1:0"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(PeerAddr::from(Some(a)).get(), Some(a));
+            let (storage, _) = sockaddr(&a);
+            assert_eq!(from_sockaddr(&storage), Some(a));
+        }
+        assert_eq!(PeerAddr::from(None).get(), None);
+        assert!(std::mem::size_of::<PeerAddr>() <= 20);
+    }
+}

@@ -26,7 +26,11 @@ pub enum RingMode {
 /// One worker's ring plus its submission backlog.
 pub struct Ring {
     pub(crate) uring: IoUring,
-    backlog: VecDeque<squeue::Entry>,
+    /// Entries waiting for room, each with the number of entries (itself
+    /// included) that must enter the queue together with it: a linked chain
+    /// split over two submissions would lose its order (the kernel ends a
+    /// chain at the submission's end). 0 marks a chain's later members.
+    backlog: VecDeque<(squeue::Entry, u8)>,
     /// How set-up went.
     pub mode: RingMode,
     /// High-water mark of the backlog, for engine-health metrics.
@@ -115,21 +119,33 @@ impl Ring {
     /// Every buffer, iovec, msghdr or address the entry points to must stay
     /// valid and unmoved until its completion has been reaped.
     pub unsafe fn push(&mut self, entry: squeue::Entry) {
-        if !self.backlog.is_empty() {
-            self.backlog.push_back(entry);
-            self.backlog_peak = self.backlog_peak.max(self.backlog.len());
-            return;
+        // SAFETY: the caller's contract is ours.
+        unsafe { self.push_chain(std::slice::from_ref(&entry)) }
+    }
+
+    /// Queues entries that must enter the submission queue together: a
+    /// chain whose members (all but the last) carry `IO_LINK`. At most 255.
+    ///
+    /// # Safety
+    /// As [`Ring::push`], for every entry.
+    pub unsafe fn push_chain(&mut self, entries: &[squeue::Entry]) {
+        debug_assert!(!entries.is_empty() && entries.len() <= usize::from(u8::MAX));
+        if self.backlog.is_empty() {
+            // SAFETY: the caller guarantees the entries' pointers outlive their completions.
+            if unsafe { self.uring.submission().push_multiple(entries) }.is_ok() {
+                return;
+            }
+            let _ = self.uring.submit();
+            // SAFETY: as above.
+            if unsafe { self.uring.submission().push_multiple(entries) }.is_ok() {
+                return;
+            }
         }
-        // SAFETY: the caller guarantees the entry's pointers outlive its completion.
-        if unsafe { self.uring.submission().push(&entry) }.is_ok() {
-            return;
+        for (i, e) in entries.iter().enumerate() {
+            let together = if i == 0 { entries.len() as u8 } else { 0 };
+            self.backlog.push_back((e.clone(), together));
         }
-        let _ = self.uring.submit();
-        // SAFETY: as above.
-        if unsafe { self.uring.submission().push(&entry) }.is_err() {
-            self.backlog.push_back(entry);
-            self.backlog_peak = self.backlog_peak.max(self.backlog.len());
-        }
+        self.backlog_peak = self.backlog_peak.max(self.backlog.len());
     }
 
     /// Entries waiting for room in the submission queue.
@@ -139,12 +155,17 @@ impl Ring {
 
     fn drain_backlog(&mut self) {
         let mut sq = self.uring.submission();
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: entries in the backlog were pushed under `push`'s contract.
-            if unsafe { sq.push(entry) }.is_err() {
+        while let Some(&(_, together)) = self.backlog.front() {
+            let n = usize::from(together.max(1));
+            if sq.capacity() - sq.len() < n {
                 break;
             }
-            self.backlog.pop_front();
+            for (entry, _) in self.backlog.drain(..n) {
+                // SAFETY: entries in the backlog were pushed under `push`'s
+                // contract, and the room for all `n` was checked above.
+                let pushed = unsafe { sq.push(&entry) };
+                debug_assert!(pushed.is_ok());
+            }
         }
     }
 

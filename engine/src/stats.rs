@@ -45,6 +45,9 @@ counters! {
     stale_completions,
     /// Outgoing connects that failed.
     connect_errors,
+    /// Closes of direct descriptors that the kernel refused (nonzero
+    /// means an engine bug: a table entry closed twice or never held).
+    close_errors,
     /// Mailbox wake-ups received (each may carry many messages).
     wakes,
     /// `MSG_RING` wake-ups the kernel refused (the eventfd was used instead).

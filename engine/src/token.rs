@@ -27,6 +27,16 @@ pub enum Op {
     /// Our own `MSG_RING` to another worker completed (index: its slot in
     /// the in-flight table).
     WakeSent = 8,
+    /// A direct socket for an outgoing connection was created (its
+    /// result is the fixed-file index); the connect follows.
+    Socket = 9,
+    /// A set-up step linked before a connect (socket option, bind);
+    /// completes only on failure (`CQE_SKIP_SUCCESS`).
+    Setup = 10,
+    /// The close of a released slot's direct descriptor.
+    Close = 11,
+    /// `shutdown(SHUT_WR)` of a graceful close.
+    Shutdown = 12,
 }
 
 /// Packs an operation, a slot index and its generation.
@@ -45,6 +55,10 @@ pub fn decode(user_data: u64) -> Option<(Op, u32, u32)> {
         6 => Op::Timer,
         7 => Op::Wake,
         8 => Op::WakeSent,
+        9 => Op::Socket,
+        10 => Op::Setup,
+        11 => Op::Close,
+        12 => Op::Shutdown,
         _ => return None,
     };
     Some((op, user_data as u32, (user_data >> 32) as u32 & 0xff_ffff))
@@ -65,6 +79,10 @@ mod tests {
             Op::Timer,
             Op::Wake,
             Op::WakeSent,
+            Op::Socket,
+            Op::Setup,
+            Op::Close,
+            Op::Shutdown,
         ] {
             for (idx, gen) in [(0, 0), (u32::MAX, 0xff_ffff), (12345, 77)] {
                 assert_eq!(decode(encode(op, idx, gen)), Some((op, idx, gen)));

@@ -11,6 +11,7 @@ use io_uring::{cqueue, opcode, types};
 
 use crate::bufring::BufRing;
 use crate::io::{flag, CloseCause, CloseMode, Closing, ConnId, Io};
+use crate::listener;
 use crate::mailbox::{Bell, WAKE_BY_EVENTFD};
 use crate::ring::Ring;
 use crate::timer::TICK_MS;
@@ -28,6 +29,12 @@ pub struct EngineConfig {
     /// After shutdown begins, how long connections may take to close before
     /// they are aborted.
     pub drain_ms: u64,
+    /// Entries of the ring's registered file table: connections then use
+    /// direct descriptors, which do not count against the process's
+    /// open-files limit (the kernel caps each ring's table at that limit
+    /// instead, so N workers hold N times as many). 0 = regular
+    /// descriptors.
+    pub file_table: u32,
 }
 
 /// An [`EngineConfig`] field, as named by [`EngineConfig::check`].
@@ -39,6 +46,8 @@ pub enum EngineKey {
     RecvBuffers,
     /// [`EngineConfig::recv_buffer_size`].
     RecvBufferSize,
+    /// [`EngineConfig::file_table`].
+    FileTable,
 }
 
 impl EngineConfig {
@@ -63,8 +72,57 @@ impl EngineConfig {
                 "must be from 256 to 1048576 bytes",
             ));
         }
+        if u64::from(self.file_table) > open_files_limit() {
+            return Err((
+                EngineKey::FileTable,
+                "exceeds the open-files hard limit (ulimit -Hn), which caps each ring's file table",
+            ));
+        }
         Ok(())
     }
+}
+
+/// The hard `RLIMIT_NOFILE`: the most a ring's registered file table may
+/// hold (once the soft limit is raised to it, see [`raise_open_files_limit`]).
+pub fn open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_max
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one: the kernel checks a
+/// registered file table's size against the soft limit.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Accepts kept in flight per listener. Single-shot, each with its own
+/// address buffer: a multishot accept has one buffer for every connection
+/// it takes, and direct descriptors leave no descriptor for `getpeername`.
+const ACCEPT_DEPTH: usize = 16;
+
+/// One accept's peer-address buffer; the kernel writes it when the accept
+/// completes, so it stays put (boxed in its listener) while armed.
+struct AcceptBuf {
+    addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
+    armed: bool,
 }
 
 /// How a connection came to be.
@@ -90,12 +148,32 @@ impl<C> Conns<'_, C> {
     }
 }
 
-/// A listening socket and the state of its multishot accept.
-#[derive(Debug)]
+/// A listening socket and its accepts in flight.
 struct Listener {
     fd: Option<OwnedFd>,
-    armed: bool,
+    bufs: Box<[AcceptBuf]>,
+    /// Accepts in flight.
+    armed: usize,
     retry_at: u64,
+}
+
+impl Listener {
+    fn new(fd: OwnedFd) -> Self {
+        let bufs = (0..ACCEPT_DEPTH)
+            .map(|_| AcceptBuf {
+                // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+                addr: unsafe { std::mem::zeroed() },
+                len: 0,
+                armed: false,
+            })
+            .collect();
+        Self {
+            fd: Some(fd),
+            bufs,
+            armed: 0,
+            retry_at: 0,
+        }
+    }
 }
 
 /// What the application does with connections. All callbacks run on the
@@ -192,23 +270,32 @@ impl<H: Handler> Worker<H> {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{key:?} {problem}"))
         })?;
         let ring = Ring::new(cfg.ring_entries)?;
+        if cfg.file_table > 0 {
+            raise_open_files_limit();
+            ring.uring
+                .submitter()
+                .register_files_sparse(cfg.file_table)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot register a file table of {} entries: {e} (the open-files \
+                             limit caps it; kernel >= 5.19 needed for direct descriptors)",
+                            cfg.file_table
+                        ),
+                    )
+                })?;
+        }
         // SAFETY: `run` unregisters the group before returning, and the ring
         // (in `io`) is declared before `bufs`, so it is dropped first.
         let bufs = unsafe { BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)? };
-        let io = Io::new(ring, bufs.bgid());
+        let io = Io::new(ring, bufs.bgid(), cfg.file_table);
         Ok(Self {
             io,
             bufs,
             conns: Vec::new(),
             handler,
-            listeners: listeners
-                .into_iter()
-                .map(|fd| Listener {
-                    fd: Some(fd),
-                    armed: false,
-                    retry_at: 0,
-                })
-                .collect(),
+            listeners: listeners.into_iter().map(Listener::new).collect(),
             cqes: Vec::with_capacity(1024),
             due: Vec::new(),
             bell: None,
@@ -280,7 +367,7 @@ impl<H: Handler> Worker<H> {
                 self.begin_shutdown();
             }
             if let Some(deadline) = drain_deadline {
-                if self.io.live() == 0 && self.listeners.iter().all(|l| !l.armed) {
+                if self.io.live() == 0 && self.listeners.iter().all(|l| l.armed == 0) {
                     break;
                 }
                 if now >= deadline && !aborted_all {
@@ -329,36 +416,60 @@ impl<H: Handler> Worker<H> {
     }
 
     fn arm_accepts(&mut self, now: u64) {
+        // Non-blocking, so that a send the socket has no room for waits on
+        // io_uring's poll path; on a blocking socket the kernel may hand it
+        // to an io-wq thread that blocks (one per stalled peer) and whose
+        // cancellation completes with EINTR. Close-on-exec means nothing
+        // for a direct descriptor, and the kernel refuses it there.
+        let flags = if self.io.direct {
+            libc::SOCK_NONBLOCK
+        } else {
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
+        };
         for (i, l) in self.listeners.iter_mut().enumerate() {
             let Some(fd) = &l.fd else { continue };
-            if l.armed || now < l.retry_at {
+            if l.armed == ACCEPT_DEPTH || now < l.retry_at {
                 continue;
             }
-            let entry = opcode::AcceptMulti::new(types::Fd(fd.as_raw_fd()))
-                // Non-blocking, so that a send the socket has no room for
-                // waits on io_uring's poll path; on a blocking socket the kernel
-                // may hand it to an io-wq thread that blocks (one per stalled
-                // peer) and whose cancellation completes with EINTR.
-                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
-                .build()
-                .user_data(token::encode(Op::Accept, i as u32, 0));
-            // SAFETY: multishot accept without an address buffer references no memory of ours.
-            unsafe { self.io.ring.push(entry) };
-            l.armed = true;
+            let fd = fd.as_raw_fd();
+            for (j, b) in l.bufs.iter_mut().enumerate().filter(|(_, b)| !b.armed) {
+                b.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                let accept = opcode::Accept::new(
+                    types::Fd(fd),
+                    (&mut b.addr as *mut libc::sockaddr_storage).cast(),
+                    &mut b.len,
+                )
+                .flags(flags);
+                let accept = if self.io.direct {
+                    accept.file_index(Some(types::DestinationSlot::auto_target()))
+                } else {
+                    accept
+                };
+                let entry = accept
+                    .build()
+                    .user_data(token::encode(Op::Accept, i as u32, j as u32));
+                // SAFETY: the address buffer is boxed in the listener, which
+                // outlives the ring, and is not touched until this accept completes.
+                unsafe { self.io.ring.push(entry) };
+                b.armed = true;
+                l.armed += 1;
+            }
         }
     }
 
     fn begin_shutdown(&mut self) {
         self.io.shutting_down = true;
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            if l.armed {
-                let entry = opcode::AsyncCancel::new(token::encode(Op::Accept, i as u32, 0))
-                    .build()
-                    .user_data(token::encode(Op::Cancel, 0, 0));
-                // SAFETY: a cancel request references no memory of ours.
-                unsafe { self.io.ring.push(entry) };
-            } else {
-                l.fd = None;
+        for l in &mut self.listeners {
+            match &l.fd {
+                Some(fd) if l.armed > 0 => {
+                    let cancel = types::CancelBuilder::fd(types::Fd(fd.as_raw_fd())).all();
+                    let entry = opcode::AsyncCancel2::new(cancel)
+                        .build()
+                        .user_data(token::encode(Op::Cancel, 0, 0));
+                    // SAFETY: a cancel request references no memory of ours.
+                    unsafe { self.io.ring.push(entry) };
+                }
+                _ => l.fd = None,
             }
         }
         for idx in 0..self.conns.len() {
@@ -415,10 +526,15 @@ impl<H: Handler> Worker<H> {
                 }
                 return;
             }
-            Op::Accept => return self.on_accept(idx as usize, res, flags),
+            Op::Accept => return self.on_accept(idx as usize, gen as usize, res),
+            Op::Close => {
+                self.io.stats.close_errors += u64::from(res < 0);
+                return;
+            }
             Op::Recv => flag::IN_RECV,
             Op::Send => flag::IN_SEND,
-            Op::Connect => flag::IN_CONNECT,
+            Op::Connect | Op::Socket | Op::Setup => flag::IN_CONNECT,
+            Op::Shutdown => flag::IN_SHUT,
         };
         // A completion belongs to a slot only while that slot's generation
         // matches and it has that operation in flight. Anything else would
@@ -446,7 +562,23 @@ impl<H: Handler> Worker<H> {
                 }
             }
             Op::Connect => self.on_connect(idx, res),
-            Op::Cancel | Op::Accept | Op::Timer | Op::Wake | Op::WakeSent => {
+            Op::Socket => {
+                if !self.io.socket_created(idx, res) {
+                    // Failed, or aborted while the socket was being made.
+                    self.on_connect(idx, if res < 0 { res } else { -libc::ECANCELED });
+                }
+            }
+            Op::Setup => {
+                // A set-up step before the connect failed (successes post
+                // nothing); the connect, linked after it, fails with
+                // ECANCELED, so this is what the handler hears.
+                self.io.slots[idx as usize]
+                    .cause
+                    .get_or_insert(CloseCause::Error(-res));
+                return;
+            }
+            Op::Shutdown => self.io.complete_shutdown(idx),
+            Op::Cancel | Op::Accept | Op::Close | Op::Timer | Op::Wake | Op::WakeSent => {
                 unreachable!("handled above")
             }
         }
@@ -454,30 +586,37 @@ impl<H: Handler> Worker<H> {
         self.io.settle(idx);
     }
 
-    fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+    fn on_accept(&mut self, listener: usize, buf: usize, res: i32) {
         let l = &mut self.listeners[listener];
-        if !cqueue::more(flags) {
-            l.armed = false;
-        }
+        l.bufs[buf].armed = false;
+        l.armed -= 1;
         if res < 0 {
             let errno = -res;
             if errno == libc::ECANCELED || self.io.shutting_down {
-                l.fd = None;
+                if l.armed == 0 {
+                    l.fd = None;
+                }
                 return;
             }
             self.io.stats.accept_errors += 1;
-            log::warn!("accept failed: {}", io::Error::from_raw_os_error(errno));
-            // Out of descriptors or memory: back off instead of spinning.
+            // Out of descriptors (ENFILE: the file table is full; EMFILE)
+            // or memory: back off instead of spinning; the listen backlog
+            // holds the connections meanwhile. Logged once per back-off.
+            if self.io.now_ms() >= l.retry_at + 1000 {
+                log::warn!("accept failed: {}", io::Error::from_raw_os_error(errno));
+            }
             l.retry_at = self.io.now_ms() + 100;
             return;
         }
+        let peer = listener::from_sockaddr(&l.bufs[buf].addr);
         if self.io.shutting_down {
-            // SAFETY: a descriptor the kernel just gave us and nobody else knows.
-            unsafe { libc::close(res) };
+            // A descriptor the kernel just gave us and nobody else knows.
+            self.io.files_held += u32::from(self.io.direct);
+            self.io.close_fd(res);
             return;
         }
         self.io.stats.accepted += 1;
-        let id = self.io.alloc(res);
+        let id = self.io.alloc(res, peer);
         self.io.arm_recv(id.idx);
         self.open(id, Origin::Accepted(listener));
     }

@@ -101,6 +101,11 @@ pub struct ServerConfig {
     pub socket_send_buffer: u32,
     /// `SO_RCVBUF` of every client connection in bytes; 0 = kernel autotuning.
     pub socket_recv_buffer: u32,
+    /// Direct descriptors kept free per worker to answer new connections
+    /// with a fast 503 when the worker's file table (`io.file_table`) is
+    /// otherwise full, instead of leaving them in the listen backlog until
+    /// they time out. Also the room left for the worker's backend connections.
+    pub overload_reserve: u32,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +119,7 @@ impl Default for ServerConfig {
             share_port: false,
             socket_send_buffer: 0,
             socket_recv_buffer: 0,
+            overload_reserve: 256,
         }
     }
 }
@@ -130,6 +136,14 @@ pub struct IoConfig {
     pub recv_buffers: u32,
     /// Bytes queued for sending to one connection before it is closed as a slow consumer (1008).
     pub max_send_queue_bytes: usize,
+    /// Connections use direct descriptors: entries of each worker ring's
+    /// registered file table instead of the process's descriptor table.
+    /// The kernel caps each ring's table at the open-files limit, so a
+    /// process holds that many connections *per worker*.
+    pub direct_descriptors: bool,
+    /// Entries of each worker's file table (direct descriptors); 0 = the
+    /// open-files hard limit (`ulimit -Hn`), the most the kernel allows.
+    pub file_table: u32,
 }
 
 impl Default for IoConfig {
@@ -139,6 +153,8 @@ impl Default for IoConfig {
             recv_buffer_size: 16 * 1024,
             recv_buffers: 4096,
             max_send_queue_bytes: 4 * 1024 * 1024,
+            direct_descriptors: true,
+            file_table: 0,
         }
     }
 }
@@ -489,8 +505,23 @@ impl Config {
                 EngineKey::RingEntries => "io.ring_entries",
                 EngineKey::RecvBuffers => "io.recv_buffers",
                 EngineKey::RecvBufferSize => "io.recv_buffer_size",
+                EngineKey::FileTable => "io.file_table",
             };
             return bad(key, problem);
+        }
+        if io.file_table != 0 && !io.direct_descriptors {
+            return bad(
+                "io.file_table",
+                "is for direct descriptors (io.direct_descriptors = true)",
+            );
+        }
+        let table = self.engine().file_table;
+        if table != 0 && self.server.overload_reserve >= table {
+            return bad(
+                "server.overload_reserve",
+                format!("({}) must be less than the file table ({table} entries per worker)",
+                    self.server.overload_reserve),
+            );
         }
         if io.max_send_queue_bytes < 1024 {
             return bad("io.max_send_queue_bytes", "must be at least 1024");
@@ -803,6 +834,11 @@ impl Config {
             recv_buffers: self.io.recv_buffers,
             recv_buffer_size: self.io.recv_buffer_size,
             drain_ms: self.timeouts.drain_ms,
+            file_table: match (self.io.direct_descriptors, self.io.file_table) {
+                (false, _) => 0,
+                (true, 0) => engine::open_files_limit().min(u64::from(u32::MAX)) as u32,
+                (true, n) => n,
+            },
         }
     }
 

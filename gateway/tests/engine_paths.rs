@@ -144,6 +144,8 @@ fn run_clients(target: SocketAddr, conns: usize, messages: usize, size: usize) -
         recv_buffers: 256,
         recv_buffer_size: 4096,
         drain_ms: 1000,
+        // Direct sockets: IORING_OP_SOCKET, linked set-up and connect.
+        file_table: 1024,
     };
     let handler = EchoClient {
         target,
@@ -258,6 +260,7 @@ fn sends_before_a_connect_completes_are_refused_and_failures_release_the_slot() 
         recv_buffers: 8,
         recv_buffer_size: 4096,
         drain_ms: 1000,
+        file_table: 256,
     };
     let handler = Refused {
         target,

@@ -220,9 +220,11 @@ fn fin_while_a_send_is_parked_releases_everything() {
         assert_released(&gw, baseline, Duration::from_secs(3));
         // The FIN wakes each parked send's poll and the kernel may run it
         // once in an io-wq thread; on a non-blocking socket that returns at
-        // once, so the thread is shared, not one per peer.
+        // once, so the thread is shared, not one per peer. Each ring has
+        // at most two: the unbounded pool (such sends) and the bounded one
+        // (IORING_OP_SHUTDOWN of a direct descriptor always runs there).
         let threads = io_wq_threads(gw.pid());
-        assert!(threads <= workers, "{threads} io-wq threads for 4 peers");
+        assert!(threads <= 2 * workers, "{threads} io-wq threads for 4 peers");
         // The parked sends were cancelled by our own abort: not socket errors.
         let m = gw.metrics();
         assert_eq!(m.get("gateway_engine_send_errors_total", &[]), 0.0);
@@ -330,11 +332,10 @@ fn a_thousand_stalled_readers_use_no_io_wq_thread_each_and_leave_nothing() {
     };
     let parked = wait_parked(&gw, (N * (32 << 10)) as f64);
     assert_eq!(parked.active, N as f64, "{parked:?}");
-    assert_eq!(
-        io_wq_threads(gw.pid()),
-        0,
-        "io-wq threads with {N} stalled readers"
-    );
+    // Not one per stalled peer: at most the bounded pool's thread that
+    // earlier graceful closes (a shutdown of a direct descriptor) woke.
+    let threads = io_wq_threads(gw.pid());
+    assert!(threads <= 1, "{threads} io-wq threads with {N} stalled readers");
     for c in &clients {
         c.shutdown(Shutdown::Write).unwrap();
     }
@@ -345,10 +346,11 @@ fn a_thousand_stalled_readers_use_no_io_wq_thread_each_and_leave_nothing() {
         most = most.max(io_wq_threads(gw.pid()));
         std::thread::sleep(Duration::from_millis(10));
     }
-    // The rings cap io-wq at one thread each (the gateway has one worker
-    // here): a burst of punted sends queues behind it.
+    // The rings cap io-wq at one thread per pool (the gateway has one
+    // worker here): a burst of punted sends queues behind the unbounded
+    // pool's, shutdowns behind the bounded pool's.
     assert!(
-        most <= 1,
+        most <= 2,
         "{most} io-wq threads after {N} stalled readers half-closed"
     );
     assert_released(&gw, baseline, Duration::from_secs(8));

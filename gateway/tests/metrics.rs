@@ -104,7 +104,10 @@ fn counters_match_the_traffic() {
     let upgrades = CLIENTS as f64 + 3.0; // echo clients, raw, vanish, held
     let accepted = upgrades + 2.0; // plus the 404 and the health check
     let m = settled(&gw, |m| {
+        // A scrape is not atomic with a worker's publish: wait for one
+        // that saw every counter this test checks at its final value.
         m.sum("gateway_messages_received_total", &[]) == Some(messages as f64)
+            && m.sum("gateway_connections_accepted_total", &[]) == Some(accepted)
             && m.sum("gateway_connections_closed_total", &[]) == Some(accepted - 1.0)
             && m.sum("gateway_message_latency_seconds_count", &[]) == Some(messages as f64)
     });

@@ -104,6 +104,7 @@ pub fn start(
             recv_buffers: 1024,
             recv_buffer_size: 16 * 1024,
             drain_ms: 1_000,
+            file_table: 0,
         },
     };
     let stop = shutdown.clone();

@@ -54,6 +54,8 @@ pub fn spawn(
             recv_buffers: 256,
             recv_buffer_size: 64 * 1024,
             drain_ms: 200,
+            // One connection per broker address (and one being replaced).
+            file_table: 64,
         },
     };
     let started = Instant::now();

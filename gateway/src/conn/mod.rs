@@ -687,8 +687,18 @@ impl Handler for GatewayHandler {
             track: latency::NONE,
             since_us: io.now_us() as u32,
         };
-        if self.shared.active.fetch_add(1, Ordering::Relaxed) >= self.shared.max_connections {
-            self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        // The reserve of this worker's file table is for exactly this
+        // answer (and its backend connections): beyond it the kernel would
+        // refuse accepts and leave clients in the backlog until they time out.
+        let table_full = io
+            .descriptor_headroom()
+            .is_some_and(|free| free < self.shared.config.server.overload_reserve as usize);
+        if table_full
+            || self.shared.active.fetch_add(1, Ordering::Relaxed) >= self.shared.max_connections
+        {
+            if !table_full {
+                self.shared.active.fetch_sub(1, Ordering::Relaxed);
+            }
             let now = io.now_ms();
             let r = handshake::service_unavailable();
             self.drive(io, id, &mut c, |s, cfg, d| {
