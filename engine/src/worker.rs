@@ -426,13 +426,25 @@ impl<H: Handler> Worker<H> {
         } else {
             libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
         };
+        // Direct mode: an accept that finds the table full has already
+        // taken the connection off the backlog and can only reset it; so
+        // arm no more accepts than there are free entries, and a full
+        // table leaves new connections waiting in the backlog instead.
+        let mut room = match self.io.descriptor_headroom() {
+            Some(free) => free.saturating_sub(self.listeners.iter().map(|l| l.armed).sum()),
+            None => usize::MAX,
+        };
         for (i, l) in self.listeners.iter_mut().enumerate() {
             let Some(fd) = &l.fd else { continue };
-            if l.armed == ACCEPT_DEPTH || now < l.retry_at {
+            if l.armed == ACCEPT_DEPTH || now < l.retry_at || room == 0 {
                 continue;
             }
             let fd = fd.as_raw_fd();
             for (j, b) in l.bufs.iter_mut().enumerate().filter(|(_, b)| !b.armed) {
+                if room == 0 {
+                    break;
+                }
+                room -= 1;
                 b.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 let accept = opcode::Accept::new(
                     types::Fd(fd),
