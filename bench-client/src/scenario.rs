@@ -362,6 +362,9 @@ pub struct ClientOpts {
     /// worker ring's file table), so one process holds up to the
     /// open-files limit *per worker* instead of per process.
     pub direct_descriptors: bool,
+    /// Receive buffers are filled incrementally (`IOU_PBUF_RING_INC`):
+    /// many small replies share one buffer.
+    pub incremental_recv: bool,
 }
 
 impl ClientOpts {
@@ -377,6 +380,7 @@ impl ClientOpts {
             } else {
                 0
             },
+            incremental_recv: self.incremental_recv,
         }
     }
 }
@@ -395,6 +399,7 @@ impl Default for ClientOpts {
             send_batch_us: 50,
             max_message_bytes: 16 << 20,
             direct_descriptors: true,
+            incremental_recv: true,
         }
     }
 }

@@ -174,6 +174,7 @@ fn run(mode: WakeMode, load: Load, secs: u64, cpus: &[usize]) -> Vec<Report> {
             recv_buffer_size: 256,
             drain_ms: 1000,
             file_table: 0,
+            incremental_recv: false,
         },
     };
     let (b2, s2, o2) = (boxes.clone(), shutdown.clone(), out.clone());

@@ -4,6 +4,15 @@
 //! One anonymous mapping holds the ring of buffer descriptors followed by the
 //! buffers themselves. A buffer id handed out in a completion belongs to us
 //! until [`BufRing::recycle`] gives it back.
+//!
+//! Incremental consumption (`IOU_PBUF_RING_INC`, Linux 6.12): the kernel
+//! fills the head buffer receive after receive, whichever connection the
+//! data is for, and hands a buffer back for good only once it is full
+//! (`IORING_CQE_F_BUF_MORE` clear). Small reads then pack into a few pages
+//! instead of touching one page of a different buffer each, which is what
+//! made idle connections cost a page of receive buffer apiece until the
+//! whole pool had been touched. Each buffer's consumed prefix is tracked
+//! here, since every completion's data starts where the previous one's ended.
 
 use std::io;
 use std::ptr::NonNull;
@@ -12,6 +21,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 
 use crate::ring::Ring;
+
+/// `IOU_PBUF_RING_INC` from `linux/io_uring.h` (the crate does not export it).
+const IOU_PBUF_RING_INC: u16 = 2;
 
 /// A registered provided-buffer ring of `count` buffers of `size` bytes.
 pub struct BufRing {
@@ -23,6 +35,9 @@ pub struct BufRing {
     bgid: u16,
     /// Our copy of the tail; published to the kernel by [`BufRing::commit`].
     tail: u16,
+    /// Incremental mode: bytes of each buffer already handed out (the next
+    /// completion's data starts there). Empty otherwise.
+    consumed: Vec<u32>,
 }
 
 impl std::fmt::Debug for BufRing {
@@ -44,7 +59,15 @@ impl BufRing {
     /// `ring`, or drop the ring, before dropping the returned value (the
     /// worker keeps the ring in a field declared before the buffers, and
     /// unregisters at the end of its loop).
-    pub unsafe fn new(ring: &Ring, bgid: u16, count: u32, size: u32) -> io::Result<Self> {
+    /// With `incremental`, asks for incremental consumption and falls back
+    /// to whole buffers on kernels that refuse it ([`BufRing::incremental`]).
+    pub unsafe fn new(
+        ring: &Ring,
+        bgid: u16,
+        count: u32,
+        size: u32,
+        incremental: bool,
+    ) -> io::Result<Self> {
         // Checked by `EngineConfig::check` (the ring index math needs it).
         debug_assert!(count.is_power_of_two() && count <= 32768);
         let page = 4096;
@@ -74,21 +97,39 @@ impl BufRing {
             size,
             bgid,
             tail: 0,
+            consumed: Vec::new(),
         };
         // SAFETY: the mapping is page-aligned, holds `count` entries and lives
         // until `Drop`; our caller promised to unregister the group or drop the
         // ring before that.
-        unsafe {
-            ring.uring
-                .submitter()
-                .register_buf_ring_with_flags(base.as_ptr() as u64, count as u16, bgid, 0)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("registering the provided-buffer ring: {e}"),
-                    )
-                })?;
-        }
+        let register = |flags: u16| unsafe {
+            ring.uring.submitter().register_buf_ring_with_flags(
+                base.as_ptr() as u64,
+                count as u16,
+                bgid,
+                flags,
+            )
+        };
+        let registered = if incremental {
+            match register(IOU_PBUF_RING_INC) {
+                Ok(()) => {
+                    this.consumed = vec![0; count as usize];
+                    Ok(())
+                }
+                Err(e) => {
+                    log::warn!("io_uring: incremental buffer consumption unavailable ({e}); whole buffers");
+                    register(0)
+                }
+            }
+        } else {
+            register(0)
+        };
+        registered.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("registering the provided-buffer ring: {e}"),
+            )
+        })?;
         for bid in 0..count as u16 {
             // SAFETY: the kernel has been given no buffer yet; each id is
             // handed over once.
@@ -103,28 +144,55 @@ impl BufRing {
         self.bgid
     }
 
-    /// The first `len` bytes of buffer `bid`, which a completion handed us.
+    /// True if the kernel consumes buffers incrementally.
+    pub fn incremental(&self) -> bool {
+        !self.consumed.is_empty()
+    }
+
+    /// The `len` bytes a completion delivered in buffer `bid`: at its
+    /// start, or in incremental mode where the previous completion's data
+    /// in it ended.
     ///
     /// # Safety
-    /// `bid` must come from a completion of this group and not have been
-    /// recycled since: only then does the kernel leave the buffer alone (it
-    /// may be filling any buffer still in the ring).
+    /// `bid` must come from the completion being handled, whose data has
+    /// not been passed to [`BufRing::consumed`] yet: the kernel does not
+    /// write those bytes again until the buffer is recycled (in
+    /// incremental mode it goes on filling the bytes after them).
     pub unsafe fn get_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        let start = self.consumed.get(bid as usize).map_or(0, |&c| c as usize);
         assert!(
-            bid < self.count && len <= self.size as usize,
-            "buffer {bid}/{len} out of range"
+            bid < self.count && start + len <= self.size as usize,
+            "buffer {bid}/{start}+{len} out of range"
         );
-        // SAFETY: bid and len are in bounds of the mapping; the caller holds
-        // the buffer (the kernel does not write a buffer it handed out until
-        // it is recycled), and `&mut self` keeps this slice unique.
+        // SAFETY: bid, start and len are in bounds of the mapping; the caller
+        // holds these bytes (see above), and `&mut self` keeps the slice unique.
         unsafe {
             std::slice::from_raw_parts_mut(
                 self.base
                     .as_ptr()
-                    .add(self.ring_bytes + bid as usize * self.size as usize),
+                    .add(self.ring_bytes + bid as usize * self.size as usize + start),
                 len,
             )
         }
+    }
+
+    /// A completion's `len` bytes in buffer `bid` have been handled. The
+    /// buffer goes back to the kernel unless it still holds it (`more`: the
+    /// completion had `IORING_CQE_F_BUF_MORE`, incremental mode only).
+    ///
+    /// # Safety
+    /// As [`BufRing::recycle`], and no slice from [`BufRing::get_mut`] may
+    /// be alive.
+    pub unsafe fn consumed(&mut self, bid: u16, len: usize, more: bool) {
+        if let Some(c) = self.consumed.get_mut(bid as usize) {
+            if more {
+                *c += len as u32;
+                return;
+            }
+            *c = 0;
+        }
+        // SAFETY: the caller's contract is recycle's.
+        unsafe { self.recycle(bid) };
     }
 
     /// Gives buffer `bid` back to the kernel (visible after [`BufRing::commit`]).

@@ -35,6 +35,10 @@ pub struct EngineConfig {
     /// instead, so N workers hold N times as many). 0 = regular
     /// descriptors.
     pub file_table: u32,
+    /// Receive buffers are consumed incrementally (`IOU_PBUF_RING_INC`):
+    /// small reads share a buffer, so a small pool absorbs large bursts
+    /// and idle connections touch no buffer pages of their own.
+    pub incremental_recv: bool,
 }
 
 /// An [`EngineConfig`] field, as named by [`EngineConfig::check`].
@@ -288,7 +292,15 @@ impl<H: Handler> Worker<H> {
         }
         // SAFETY: `run` unregisters the group before returning, and the ring
         // (in `io`) is declared before `bufs`, so it is dropped first.
-        let bufs = unsafe { BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size)? };
+        let bufs = unsafe {
+            BufRing::new(
+                &ring,
+                0,
+                cfg.recv_buffers,
+                cfg.recv_buffer_size,
+                cfg.incremental_recv,
+            )?
+        };
         let io = Io::new(ring, bufs.bgid(), cfg.file_table);
         Ok(Self {
             io,
@@ -430,21 +442,28 @@ impl<H: Handler> Worker<H> {
         // taken the connection off the backlog and can only reset it; so
         // arm no more accepts than there are free entries, and a full
         // table leaves new connections waiting in the backlog instead.
-        let mut room = match self.io.descriptor_headroom() {
+        // One accept per listener is allowed beyond that while any entry is
+        // free, so that a quiet listener's armed accepts (the admin one's)
+        // cannot starve a busy one.
+        let headroom = self.io.descriptor_headroom();
+        let mut room = match headroom {
             Some(free) => free.saturating_sub(self.listeners.iter().map(|l| l.armed).sum()),
             None => usize::MAX,
         };
         for (i, l) in self.listeners.iter_mut().enumerate() {
             let Some(fd) = &l.fd else { continue };
-            if l.armed == ACCEPT_DEPTH || now < l.retry_at || room == 0 {
+            if l.armed == ACCEPT_DEPTH || now < l.retry_at {
+                continue;
+            }
+            if room == 0 && !(l.armed == 0 && headroom.is_some_and(|free| free > 0)) {
                 continue;
             }
             let fd = fd.as_raw_fd();
             for (j, b) in l.bufs.iter_mut().enumerate().filter(|(_, b)| !b.armed) {
-                if room == 0 {
+                if room == 0 && l.armed > 0 {
                     break;
                 }
-                room -= 1;
+                room = room.saturating_sub(1);
                 b.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 let accept = opcode::Accept::new(
                     types::Fd(fd),
@@ -680,15 +699,17 @@ impl<H: Handler> Worker<H> {
         let id = ConnId { idx, gen };
         if let Some(bid) = bid {
             if res > 0 && !aborting {
-                // SAFETY: this completion handed us `bid`, holding `res` bytes;
-                // it goes back to the kernel only below, after the handler.
+                // SAFETY: this completion handed us `res` bytes of `bid`; they
+                // go back to the kernel only below, after the handler.
                 let data = unsafe { self.bufs.get_mut(bid, res as usize) };
                 if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
                     self.handler.on_data(&mut self.io, id, conn, data);
                 }
             }
-            // SAFETY: we hold `bid` (this completion) and the slice above is gone.
-            unsafe { self.bufs.recycle(bid) };
+            let more = self.bufs.incremental() && cqueue::buffer_more(flags);
+            // SAFETY: this completion handed us these bytes of `bid`, and the
+            // slice above is gone.
+            unsafe { self.bufs.consumed(bid, res.max(0) as usize, more) };
         }
         let slot = &mut self.io.slots[idx as usize];
         match res {

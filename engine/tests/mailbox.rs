@@ -107,6 +107,7 @@ fn exchange(mode: WakeMode, capacity: usize, per_node: u64, from_thread: u64) {
             recv_buffer_size: 256,
             drain_ms: 1000,
             file_table: 0,
+            incremental_recv: false,
         },
     };
     let (b2, d2, s2, bells2) = (boxes.clone(), done.clone(), shutdown.clone(), bells.clone());

@@ -144,6 +144,11 @@ pub struct IoConfig {
     /// Entries of each worker's file table (direct descriptors); 0 = the
     /// open-files hard limit (`ulimit -Hn`), the most the kernel allows.
     pub file_table: u32,
+    /// The kernel fills receive buffers incrementally (`IOU_PBUF_RING_INC`,
+    /// Linux 6.12; older kernels fall back with a warning): small reads of
+    /// many connections share one buffer, so few buffers absorb a burst and
+    /// idle connections touch no receive memory of their own.
+    pub incremental_recv: bool,
 }
 
 impl Default for IoConfig {
@@ -155,6 +160,7 @@ impl Default for IoConfig {
             max_send_queue_bytes: 4 * 1024 * 1024,
             direct_descriptors: true,
             file_table: 0,
+            incremental_recv: true,
         }
     }
 }
@@ -839,6 +845,7 @@ impl Config {
                 (true, 0) => engine::open_files_limit().min(u64::from(u32::MAX)) as u32,
                 (true, n) => n,
             },
+            incremental_recv: self.io.incremental_recv,
         }
     }
 

@@ -146,6 +146,7 @@ fn run_clients(target: SocketAddr, conns: usize, messages: usize, size: usize) -
         drain_ms: 1000,
         // Direct sockets: IORING_OP_SOCKET, linked set-up and connect.
         file_table: 1024,
+        incremental_recv: true,
     };
     let handler = EchoClient {
         target,
@@ -261,6 +262,7 @@ fn sends_before_a_connect_completes_are_refused_and_failures_release_the_slot() 
         recv_buffer_size: 4096,
         drain_ms: 1000,
         file_table: 256,
+        incremental_recv: false,
     };
     let handler = Refused {
         target,

@@ -105,6 +105,7 @@ pub fn start(
             recv_buffer_size: 16 * 1024,
             drain_ms: 1_000,
             file_table: 0,
+            incremental_recv: true,
         },
     };
     let stop = shutdown.clone();

@@ -56,6 +56,7 @@ pub fn spawn(
             drain_ms: 200,
             // One connection per broker address (and one being replaced).
             file_table: 64,
+            incremental_recv: true,
         },
     };
     let started = Instant::now();
