@@ -156,7 +156,7 @@ impl Default for IoConfig {
         Self {
             ring_entries: 4096,
             recv_buffer_size: 16 * 1024,
-            recv_buffers: 4096,
+            recv_buffers: 16,
             max_send_queue_bytes: 4 * 1024 * 1024,
             direct_descriptors: true,
             file_table: 0,
@@ -883,7 +883,7 @@ mod tests {
                 upstream: None,
             }]
         );
-        assert_eq!(c.io.recv_buffers, 4096);
+        assert_eq!(c.io.recv_buffers, 16);
         assert_eq!(c.admin.listen, None, "no admin listener unless configured");
         assert!(!c.admin.metrics_enabled());
     }
