@@ -9,7 +9,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Op {
-    /// Multishot accept on the worker's listener.
+    /// An accept on one of the worker's listeners (index: the listener, generation field: its accept buffer).
     Accept = 1,
     /// Multishot receive on a connection.
     Recv = 2,

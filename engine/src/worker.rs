@@ -268,7 +268,7 @@ impl<H: Handler> std::fmt::Debug for Worker<H> {
 
 impl<H: Handler> Worker<H> {
     /// Sets up the ring and buffers. Call on the thread that will run it.
-    /// `listeners` may be empty (client role); each gets a multishot accept.
+    /// `listeners` may be empty (client role); each keeps accepts armed.
     pub fn new(cfg: &EngineConfig, listeners: Vec<OwnedFd>, handler: H) -> io::Result<Self> {
         cfg.check().map_err(|(key, problem)| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{key:?} {problem}"))
