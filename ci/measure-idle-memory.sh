@@ -3,6 +3,7 @@
 #
 #   ci/measure-idle-memory.sh [N] [CONFIG]     (default 15000, config/prod.toml)
 #   WARM=1 ci/measure-idle-memory.sh ...       (cycle every receive buffer first)
+#   GATEWAY_BIN=path ci/measure-idle-memory.sh  (another build, e.g. an earlier commit)
 #
 # Method: start the gateway (one worker, pinned to CPU 0) and read VmRSS and
 # RssAnon from /proc/PID/status: a cold start, so whatever receive-buffer
@@ -23,7 +24,7 @@ CONFIG="${2:-config/prod.toml}"
 
 cargo build --release --locked -p gateway --bins --example hold_idle >/dev/null 2>&1 ||
     cargo build --release --locked -p gateway --bins --example hold_idle
-BIN=target/release/gateway
+BIN="${GATEWAY_BIN:-target/release/gateway}"
 HOLD=target/release/examples/hold_idle
 tmp=$(mktemp -d)
 cleanup() { kill $gw $hold 2>/dev/null || true; rm -rf "$tmp"; }
@@ -37,7 +38,7 @@ addr=$(sed -n 's/^gateway listening on \([^ ]*\) .*/\1/p' "$tmp/out")
 [ -n "$addr" ] || { cat "$tmp/err"; echo "gateway did not start" >&2; exit 1; }
 
 rss() { awk -v k="$1:" '$1==k {print $2}' "/proc/$gw/status"; }
-buffers=$(awk -F= '/^recv_buffers/ {gsub(/ /,"",$2); print $2}' <(target/release/gateway check-config "$CONFIG"))
+buffers=$(awk -F= '/^recv_buffers/ {gsub(/ /,"",$2); print $2}' <("$BIN" check-config "$CONFIG"))
 # Warm-up: cycle every provided buffer (each echo consumes one), then close.
 [ "${WARM:-0}" = 1 ] && python3 - "$addr" "$buffers" <<'PY'
 import socket, sys, base64, os
