@@ -107,8 +107,8 @@ struct Buffers {
 
 impl Buffers {
     fn new(submitter: &Submitter<'_>) -> io::Result<Self> {
-        let ring_bytes = (usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>())
-            .next_multiple_of(4096);
+        let ring_bytes =
+            (usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>()).next_multiple_of(4096);
         let map_len = ring_bytes + usize::from(BUF_COUNT) * BUF_SIZE as usize;
         // SAFETY: an anonymous private mapping with no address hint; the result
         // is checked below. It is never unmapped: the process ends with it.
@@ -128,7 +128,9 @@ impl Buffers {
         let base = NonNull::new(ptr.cast::<u8>()).expect("mmap returned non-null");
         // SAFETY: the mapping is page-aligned, holds BUF_COUNT descriptors and
         // stays mapped for the life of the process, hence of the ring.
-        unsafe { submitter.register_buf_ring(base.as_ptr() as u64, BUF_COUNT, BGID)? };
+        unsafe {
+            submitter.register_buf_ring_with_flags(base.as_ptr() as u64, BUF_COUNT, BGID, 0)?
+        };
         let mut bufs = Self {
             base,
             ring_bytes,
@@ -311,8 +313,17 @@ impl Server<'_> {
             }
             if !cqueue::more(flags) {
                 // The multishot receive stopped without an error (e.g. the
-                // completion queue was full): arm it again.
-                self.arm_recv(idx);
+                // completion queue was full): arm it again, unless a failed
+                // send is closing the connection.
+                let conn = &mut self.conns[idx as usize];
+                if !conn.failed {
+                    self.arm_recv(idx);
+                } else {
+                    conn.recv_done = true;
+                    if !conn.sending {
+                        self.close(idx);
+                    }
+                }
             }
             return;
         }
@@ -402,6 +413,8 @@ impl Server<'_> {
                     op => unreachable!("completion of unknown operation {op}"),
                 }
             }
+            // Publish our head: the next wait must not count these again.
+            cq.sync();
             self.bufs.commit();
             for idx in std::mem::take(&mut self.starved) {
                 if self.conns[idx as usize].open {

@@ -117,7 +117,9 @@ impl BufRing {
                     Ok(())
                 }
                 Err(e) => {
-                    log::warn!("io_uring: incremental buffer consumption unavailable ({e}); whole buffers");
+                    log::warn!(
+                        "io_uring: incremental buffer consumption unavailable ({e}); whole buffers"
+                    );
                     register(0)
                 }
             }

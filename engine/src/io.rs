@@ -442,9 +442,11 @@ impl Io {
 
     pub(crate) fn arm_recv(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        let entry = on_fd!(self.direct, slot.fd, |f| opcode::RecvMulti::new(f, self.bgid))
-            .build()
-            .user_data(token::encode(Op::Recv, idx, slot.gen));
+        let entry = on_fd!(self.direct, slot.fd, |f| opcode::RecvMulti::new(
+            f, self.bgid
+        ))
+        .build()
+        .user_data(token::encode(Op::Recv, idx, slot.gen));
         slot.flags |= flag::IN_RECV;
         // SAFETY: a provided-buffer receive references no memory of ours.
         unsafe { self.ring.push(entry) };
@@ -827,7 +829,10 @@ impl Io {
     fn start_connect(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
         let gen = slot.gen;
-        let addrs = slot.connect_addr.as_deref().expect("a connect in flight has its addresses");
+        let addrs = slot
+            .connect_addr
+            .as_deref()
+            .expect("a connect in flight has its addresses");
         let (peer, peer_len) = (&addrs.peer.0 as *const libc::sockaddr_storage, addrs.peer.1);
         let connect = on_fd!(self.direct, slot.fd, |f| opcode::Connect::new(
             f,

@@ -525,8 +525,10 @@ impl Config {
         if table != 0 && self.server.overload_reserve >= table {
             return bad(
                 "server.overload_reserve",
-                format!("({}) must be less than the file table ({table} entries per worker)",
-                    self.server.overload_reserve),
+                format!(
+                    "({}) must be less than the file table ({table} entries per worker)",
+                    self.server.overload_reserve
+                ),
             );
         }
         if io.max_send_queue_bytes < 1024 {

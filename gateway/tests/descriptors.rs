@@ -40,10 +40,7 @@ fn a_full_file_table_answers_503_from_the_reserve_and_recovers() {
     }
     let rejected = retry(Duration::from_secs(5), || {
         let m = gw.metrics();
-        let n = m.get(
-            "gateway_handshake_rejections_total",
-            &[("status", "503")],
-        );
+        let n = m.get("gateway_handshake_rejections_total", &[("status", "503")]);
         (n == refused as f64).then_some(n)
     });
     assert_eq!(rejected, Some(refused as f64), "503s counted");

@@ -224,7 +224,10 @@ fn fin_while_a_send_is_parked_releases_everything() {
         // at most two: the unbounded pool (such sends) and the bounded one
         // (IORING_OP_SHUTDOWN of a direct descriptor always runs there).
         let threads = io_wq_threads(gw.pid());
-        assert!(threads <= 2 * workers, "{threads} io-wq threads for 4 peers");
+        assert!(
+            threads <= 2 * workers,
+            "{threads} io-wq threads for 4 peers"
+        );
         // The parked sends were cancelled by our own abort: not socket errors.
         let m = gw.metrics();
         assert_eq!(m.get("gateway_engine_send_errors_total", &[]), 0.0);
@@ -335,7 +338,10 @@ fn a_thousand_stalled_readers_use_no_io_wq_thread_each_and_leave_nothing() {
     // Not one per stalled peer: at most the bounded pool's thread that
     // earlier graceful closes (a shutdown of a direct descriptor) woke.
     let threads = io_wq_threads(gw.pid());
-    assert!(threads <= 1, "{threads} io-wq threads with {N} stalled readers");
+    assert!(
+        threads <= 1,
+        "{threads} io-wq threads with {N} stalled readers"
+    );
     for c in &clients {
         c.shutdown(Shutdown::Write).unwrap();
     }
