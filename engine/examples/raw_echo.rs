@@ -2,7 +2,7 @@
 //! gateway's per-message CPU cost.
 //!
 //! ```text
-//! cargo run --release -p engine --example raw_echo -- ADDR [--fds]
+//! cargo run --release -p engine --example raw_echo -- ADDR [--fds] [--buffers N] [--buffer-size BYTES]
 //! ```
 //! Prints `listening on ADDR` (with the resolved port) on stdout, then echoes
 //! every byte it receives on every connection until it is killed.
@@ -25,8 +25,11 @@
 //!   ordinary file descriptors instead.
 //! * `TCP_NODELAY` is set on the listener; Linux copies it to every accepted
 //!   socket (direct descriptors cannot be passed to `setsockopt`).
-//! * One multishot receive per connection from one provided-buffer ring
-//!   (whole buffers, [`BUF_COUNT`] x [`BUF_SIZE`]).
+//! * One multishot receive per connection from one provided-buffer ring of
+//!   whole buffers (`--buffers`, default 1,024, x `--buffer-size`, default
+//!   16 KiB, the gateway's `io.recv_buffer_size`), advised to transparent
+//!   huge pages. Whole buffers and not the gateway's incremental ones: a
+//!   buffer held by a send must not be written by a later receive.
 //! * One send per received chunk, straight from the provided buffer: no copy.
 //!   The buffer is held until its send completes, then goes back to the
 //!   ring. Sends of one connection go out one at a time in arrival order (a
@@ -37,8 +40,10 @@
 //!   operation of a connection is in flight when its close is submitted, so
 //!   a reused slot or descriptor number never meets a stale completion.
 //! * A receive that ran out of buffers (`ENOBUFS`: every buffer held by a
-//!   send to a peer that does not read) is re-armed after the completion
-//!   batch. Nothing else: no timers, no limits, no metrics, no shutdown.
+//!   send, or taken by the receives of one batch) is re-armed after the
+//!   completion batch; stderr gets a line at the 1st, 2nd, 4th, 8th ... such
+//!   event, so a measurement can tell whether the pool was large enough.
+//!   Nothing else: no timers, no limits, no metrics, no shutdown.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -51,11 +56,13 @@ use io_uring::squeue::Entry;
 use io_uring::types::{BufRingEntry, Fd, Fixed};
 use io_uring::{cqueue, opcode, IoUring, SubmissionQueue, Submitter};
 
-/// Size of one provided receive buffer (the gateway's `io.recv_buffer_size`).
+/// Default size of one provided receive buffer (the gateway's `io.recv_buffer_size`).
 const BUF_SIZE: u32 = 16 * 1024;
-/// Provided buffers (power of two). With one message in flight per
-/// connection a buffer is held only from its receive to its send's
-/// completion, which on loopback is the same completion batch.
+/// Default number of provided buffers (a power of two, at most 32,768). A
+/// buffer is held from its receive to its send's completion, which is read
+/// in the loop turn after the send was submitted; one loop turn's receives
+/// must find free buffers meanwhile. Not more: the buffers are used in ring
+/// order, so all of them cycle through the caches.
 const BUF_COUNT: u16 = 1024;
 /// Buffer group id of the provided-buffer ring.
 const BGID: u16 = 0;
@@ -96,20 +103,23 @@ struct Conn {
     queue: VecDeque<Chunk>,
 }
 
-/// The provided-buffer ring: `BUF_COUNT` descriptors followed by the buffers,
-/// in one anonymous mapping registered as group [`BGID`].
+/// The provided-buffer ring: `count` descriptors followed by the buffers of
+/// `size` bytes, in one anonymous mapping registered as group [`BGID`].
 #[derive(Debug)]
 struct Buffers {
     base: NonNull<u8>,
     ring_bytes: usize,
+    count: u16,
+    size: u32,
     tail: u16,
 }
 
 impl Buffers {
-    fn new(submitter: &Submitter<'_>) -> io::Result<Self> {
+    fn new(submitter: &Submitter<'_>, count: u16, size: u32) -> io::Result<Self> {
+        assert!(count.is_power_of_two() && count <= 32768 && size > 0);
         let ring_bytes =
-            (usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>()).next_multiple_of(4096);
-        let map_len = ring_bytes + usize::from(BUF_COUNT) * BUF_SIZE as usize;
+            (usize::from(count) * std::mem::size_of::<BufRingEntry>()).next_multiple_of(4096);
+        let map_len = ring_bytes + usize::from(count) * size as usize;
         // SAFETY: an anonymous private mapping with no address hint; the result
         // is checked below. It is never unmapped: the process ends with it.
         let ptr = unsafe {
@@ -125,18 +135,22 @@ impl Buffers {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // Fewer TLB misses when the kernel copies into buffers all over the
+        // mapping. Best effort: without THP it changes nothing.
+        // SAFETY: advice on our own fresh mapping; it does not change its contents.
+        unsafe { libc::madvise(ptr, map_len, libc::MADV_HUGEPAGE) };
         let base = NonNull::new(ptr.cast::<u8>()).expect("mmap returned non-null");
-        // SAFETY: the mapping is page-aligned, holds BUF_COUNT descriptors and
+        // SAFETY: the mapping is page-aligned, holds `count` descriptors and
         // stays mapped for the life of the process, hence of the ring.
-        unsafe {
-            submitter.register_buf_ring_with_flags(base.as_ptr() as u64, BUF_COUNT, BGID, 0)?
-        };
+        unsafe { submitter.register_buf_ring_with_flags(base.as_ptr() as u64, count, BGID, 0)? };
         let mut bufs = Self {
             base,
             ring_bytes,
+            count,
+            size,
             tail: 0,
         };
-        for bid in 0..BUF_COUNT {
+        for bid in 0..count {
             bufs.recycle(bid);
         }
         bufs.commit();
@@ -145,12 +159,12 @@ impl Buffers {
 
     /// Address of byte `off` of buffer `bid`.
     fn addr(&self, bid: u16, off: u32) -> *const u8 {
-        assert!(bid < BUF_COUNT && off < BUF_SIZE);
+        assert!(bid < self.count && off < self.size);
         // SAFETY: bid and off are in bounds of the mapping (checked above).
         unsafe {
             self.base
                 .as_ptr()
-                .add(self.ring_bytes + usize::from(bid) * BUF_SIZE as usize + off as usize)
+                .add(self.ring_bytes + usize::from(bid) * self.size as usize + off as usize)
         }
     }
 
@@ -159,12 +173,12 @@ impl Buffers {
     /// out whose send has completed, or (at start-up) every buffer once.
     fn recycle(&mut self, bid: u16) {
         let addr = self.addr(bid, 0) as u64;
-        let idx = usize::from(self.tail & (BUF_COUNT - 1));
+        let idx = usize::from(self.tail & (self.count - 1));
         // SAFETY: idx is masked into the ring; the kernel reads descriptors
         // only up to the published tail, which does not cover this one yet.
         let entry = unsafe { &mut *self.base.as_ptr().cast::<BufRingEntry>().add(idx) };
         entry.set_addr(addr);
-        entry.set_len(BUF_SIZE);
+        entry.set_len(self.size);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
@@ -189,6 +203,8 @@ struct Server<'a> {
     bufs: Buffers,
     /// Connections whose receive ended with ENOBUFS, re-armed after the batch.
     starved: Vec<u32>,
+    /// ENOBUFS completions so far.
+    enobufs: u64,
 }
 
 impl Server<'_> {
@@ -328,6 +344,10 @@ impl Server<'_> {
             return;
         }
         if res == -libc::ENOBUFS && !self.conns[idx as usize].failed {
+            self.enobufs += 1;
+            if self.enobufs.is_power_of_two() {
+                eprintln!("recv: out of buffers ({} times so far)", self.enobufs);
+            }
             self.starved.push(idx);
             return;
         }
@@ -463,23 +483,33 @@ fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
     }
 }
 
+fn usage() -> ! {
+    eprintln!("usage: raw_echo ADDR [--fds] [--buffers N (power of two)] [--buffer-size BYTES]");
+    std::process::exit(2);
+}
+
 fn main() -> io::Result<()> {
     let mut addr = None;
     let mut direct = true;
-    for arg in std::env::args().skip(1) {
+    let mut buf_count = BUF_COUNT;
+    let mut buf_size = BUF_SIZE;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--fds" => direct = false,
+            "--buffers" => match args.next().and_then(|v| v.parse::<u16>().ok()) {
+                Some(n) if n.is_power_of_two() && n <= 32768 => buf_count = n,
+                _ => usage(),
+            },
+            "--buffer-size" => match args.next().and_then(|v| v.parse::<u32>().ok()) {
+                Some(n) if n > 0 => buf_size = n,
+                _ => usage(),
+            },
             a if addr.is_none() && !a.starts_with('-') => addr = Some(arg),
-            _ => {
-                eprintln!("usage: raw_echo ADDR [--fds]");
-                std::process::exit(2);
-            }
+            _ => usage(),
         }
     }
-    let Some(addr) = addr else {
-        eprintln!("usage: raw_echo ADDR [--fds]");
-        std::process::exit(2);
-    };
+    let Some(addr) = addr else { usage() };
     let nofile = raise_nofile();
 
     let listener = TcpListener::bind(&addr)?;
@@ -503,7 +533,7 @@ fn main() -> io::Result<()> {
         let table = MAX_FILE_TABLE.min(u32::try_from(nofile).unwrap_or(u32::MAX));
         ring.submitter().register_files_sparse(table)?;
     }
-    let bufs = Buffers::new(&ring.submitter())?;
+    let bufs = Buffers::new(&ring.submitter(), buf_count, buf_size)?;
 
     let local = listener.local_addr()?;
     println!("listening on {local}");
@@ -518,6 +548,7 @@ fn main() -> io::Result<()> {
         conns: Vec::new(),
         bufs,
         starved: Vec::new(),
+        enobufs: 0,
     };
     server.run(&mut cq)
 }
