@@ -12,9 +12,11 @@
 #   results/echo-vs-raw/run.sh              # 3 rounds, 100 B and 4 KiB, 1,000 conns
 #   ROUNDS=5 SIZES="100" results/echo-vs-raw/run.sh
 #   PROFILE=1 results/echo-vs-raw/run.sh    # then perf stat + perf record per server
-#   GATEWAY_BIN=/path/to/gateway ...        # a gateway built elsewhere (e.g. a clean
+#   GATEWAY_BIN=/path/to/gateway GATEWAY_REV=abc1234 ...  # a gateway built elsewhere (e.g. a clean
 #                                           # worktree of HEAD); not rebuilt here
 #   RAW_ARGS="--buffers 256" ...            # extra raw_echo arguments
+#   RAW2_ARGS="--buffers 128" ...           # a second raw_echo ("raw2") in every
+#                                           # round: raw, raw2, gw
 #
 # Output: OUT (default results/echo-vs-raw/out) holds every client log,
 # the servers' output, summary.txt (the table) and, with PROFILE=1, the perf
@@ -37,6 +39,7 @@ QUIET_PCT=${QUIET_PCT:-10}
 CONFIG=${CONFIG:-config/prod.toml}
 GATEWAY_BIN=${GATEWAY_BIN:-}
 RAW_ARGS=${RAW_ARGS:-}
+RAW2_ARGS=${RAW2_ARGS:-}
 
 mkdir -p "$OUT"
 if [ -z "$GATEWAY_BIN" ]; then
@@ -44,16 +47,18 @@ if [ -z "$GATEWAY_BIN" ]; then
 	GATEWAY_BIN=target/release/gateway
 	GATEWAY_REV="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine gateway wsproto || echo '+uncommitted changes')"
 else
-	GATEWAY_REV="$GATEWAY_BIN ($(git -C "$(dirname "$GATEWAY_BIN")" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+	GATEWAY_REV=${GATEWAY_REV:-$GATEWAY_BIN}
 fi
 cargo build --release -p engine --example raw_echo
 gcc -O2 -Wall -o "$OUT/client" results/echo-vs-raw/client.c
 
 GW_PID=""
 RAW_PID=""
+RAW2_PID=""
 cleanup() {
 	if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; fi
 	if [ -n "$RAW_PID" ]; then kill "$RAW_PID" 2>/dev/null || true; fi
+	if [ -n "$RAW2_PID" ]; then kill "$RAW2_PID" 2>/dev/null || true; fi
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -92,7 +97,7 @@ wait_quiet() {
 	echo "  WARNING: still ${busy}% busy; measuring anyway" >&2
 }
 
-echo "# $(date -u +%FT%TZ) kernel $(uname -r); gateway $GATEWAY_REV; raw_echo ${RAW_ARGS:-(defaults)}" | tee "$OUT/summary.txt"
+echo "# $(date -u +%FT%TZ) kernel $(uname -r); gateway $GATEWAY_REV; raw: raw_echo ${RAW_ARGS:-(defaults)}${RAW2_ARGS:+; raw2: raw_echo $RAW2_ARGS}" | tee "$OUT/summary.txt"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)" | tee -a "$OUT/summary.txt"
 
 ADMIN_ARGS=()
@@ -107,15 +112,28 @@ GW_PID=$!
 taskset -c "$SERVER_CPU" target/release/examples/raw_echo 127.0.0.1:0 $RAW_ARGS \
 	>"$OUT/raw_echo.out" 2>"$OUT/raw_echo.err" &
 RAW_PID=$!
+SERVERS="raw gw"
+if [ -n "$RAW2_ARGS" ]; then
+	# shellcheck disable=SC2086 # RAW2_ARGS: words
+	taskset -c "$SERVER_CPU" target/release/examples/raw_echo 127.0.0.1:0 $RAW2_ARGS \
+		>"$OUT/raw_echo2.out" 2>"$OUT/raw_echo2.err" &
+	RAW2_PID=$!
+	RAW2_PORT=$(wait_line "$OUT/raw_echo2.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
+	SERVERS="raw raw2 gw"
+fi
 GW_PORT=$(wait_line "$OUT/gateway.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
 RAW_PORT=$(wait_line "$OUT/raw_echo.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
 ADMIN=$(grep -m1 '^admin listening on ' "$OUT/gateway.out" | awk '{print $4}' || true)
-echo "# gateway pid $GW_PID port $GW_PORT (admin ${ADMIN:-none}); raw_echo pid $RAW_PID port $RAW_PORT" | tee -a "$OUT/summary.txt"
+echo "# gateway pid $GW_PID port $GW_PORT (admin ${ADMIN:-none}); raw_echo pid $RAW_PID port $RAW_PORT${RAW2_PID:+; raw2 pid $RAW2_PID port $RAW2_PORT}" | tee -a "$OUT/summary.txt"
 
 # client_cmd SERVER SIZE WARMUP WINDOW: sets CMD to the pinned client command line.
 client_cmd() {
 	local mode port pid
-	if [ "$1" = gw ]; then mode=ws port=$GW_PORT pid=$GW_PID; else mode=raw port=$RAW_PORT pid=$RAW_PID; fi
+	case $1 in
+	gw) mode=ws port=$GW_PORT pid=$GW_PID ;;
+	raw) mode=raw port=$RAW_PORT pid=$RAW_PID ;;
+	raw2) mode=raw port=$RAW2_PORT pid=$RAW2_PID ;;
+	esac
 	CMD=(taskset -c "$CLIENT_CPU" "$OUT/client" "$mode" 127.0.0.1 "$port" "$CONNS" "$2" "$3" "$4" "$pid")
 }
 
@@ -128,36 +146,42 @@ run_one() {
 # field LOG KEY: a key=value of the client's result line.
 field() { grep -m1 '^result ' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
-printf '%-5s %5s  %9s %9s %6s  %9s %9s %6s  %8s %8s  %14s %14s\n' \
-	size round raw_ns gw_ns ratio raw_sch gw_sch ratio raw_rate gw_rate raw_p50/p99us gw_p50/p99us | tee -a "$OUT/summary.txt"
+# One line per server and round; gw/x = the gateway's ns/msg over this
+# server's in the same round (utime+stime, then schedstat).
+fmt='%-5s %5s %-5s %9s %9s %8s %7s %7s %7s %7s\n'
+# shellcheck disable=SC2059 # the format is a variable
+printf "$fmt" size round srv ns/msg sched_ns msg/s p50_us p99_us gw/x gw/x_sch | tee -a "$OUT/summary.txt"
 for round in $(seq "$ROUNDS"); do
 	for size in $SIZES; do
-		for server in raw gw; do
+		for server in $SERVERS; do
 			wait_quiet
 			run_one "$server" "$size" "$server-$size-r$round" "$WARMUP" "$WINDOW"
 			sleep 1 # the server closes the 1,000 connections
 		done
-		r=$OUT/raw-$size-r$round.log g=$OUT/gw-$size-r$round.log
-		printf '%-5s %5s  %9s %9s %6s  %9s %9s %6s  %8s %8s  %14s %14s\n' "$size" "$round" \
-			"$(field "$r" ns_per_msg)" "$(field "$g" ns_per_msg)" \
-			"$(awk -v a="$(field "$r" ns_per_msg)" -v b="$(field "$g" ns_per_msg)" 'BEGIN{printf "%.3f", b/a}')" \
-			"$(field "$r" sched_ns_per_msg)" "$(field "$g" sched_ns_per_msg)" \
-			"$(awk -v a="$(field "$r" sched_ns_per_msg)" -v b="$(field "$g" sched_ns_per_msg)" 'BEGIN{printf "%.3f", b/a}')" \
-			"$(field "$r" rate)" "$(field "$g" rate)" \
-			"$(field "$r" p50_us)/$(field "$r" p99_us)" "$(field "$g" p50_us)/$(field "$g" p99_us)" | tee -a "$OUT/summary.txt"
+		g=$OUT/gw-$size-r$round.log
+		for server in $SERVERS; do
+			l=$OUT/$server-$size-r$round.log
+			# shellcheck disable=SC2059
+			printf "$fmt" "$size" "$round" "$server" "$(field "$l" ns_per_msg)" "$(field "$l" sched_ns_per_msg)" \
+				"$(field "$l" rate)" "$(field "$l" p50_us)" "$(field "$l" p99_us)" \
+				"$(awk -v a="$(field "$l" ns_per_msg)" -v b="$(field "$g" ns_per_msg)" 'BEGIN{printf "%.3f", b/a}')" \
+				"$(awk -v a="$(field "$l" sched_ns_per_msg)" -v b="$(field "$g" sched_ns_per_msg)" 'BEGIN{printf "%.3f", b/a}')" |
+				tee -a "$OUT/summary.txt"
+		done
 	done
 done
 
-# Ratio of the summed CPU over the summed messages, per size (all rounds).
+# All rounds together: summed CPU over summed messages, per size and server,
+# and the gateway's figure over each.
 for size in $SIZES; do
-	for server in raw gw; do
+	for server in $SERVERS; do
 		cat "$OUT/$server-$size"-r*.log | awk -v s="$server" -v z="$size" '
 			/^result / { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] += kv[2] } }
 			END { printf "%s %s %.0f %.0f\n", z, s, v["cpu_ns"] / v["msgs"], v["sched_ns"] / v["msgs"] }'
 	done
-done | awk '{ k = $1; if ($2 == "raw") { r[k] = $3; rs[k] = $4 } else { g[k] = $3; gs[k] = $4 } }
-	END { for (k in r) printf "size %s, all rounds: raw %d ns/msg, gateway %d ns/msg, ratio %.3f (schedstat: %d vs %d, %.3f)\n", k, r[k], g[k], g[k] / r[k], rs[k], gs[k], gs[k] / rs[k] }' |
-	sort -n -k2 | tee -a "$OUT/summary.txt"
+done | awk '{ n[$1 " " $2] = $3; sn[$1 " " $2] = $4; if ($2 == "gw") { g[$1] = $3; gs[$1] = $4 } }
+	END { for (k in n) { split(k, a, " "); printf "size %s, all rounds: %-4s %5d ns/msg (schedstat %5d); gateway / it: %.3f (schedstat %.3f)\n", a[1], a[2], n[k], sn[k], g[a[1]] / n[k], gs[a[1]] / sn[k] } }' |
+	sort -k2,2n -k6,6 | tee -a "$OUT/summary.txt"
 
 if [ "$PROFILE" = 1 ]; then
 	# Per server, separate runs (the measurements above ran without perf):
@@ -169,6 +193,7 @@ if [ "$PROFILE" = 1 ]; then
 	for psize in $PROFILE_SIZES; do
 		for server in raw gw; do
 			if [ "$server" = gw ]; then pid=$GW_PID; else pid=$RAW_PID; fi
+			# (the profiles compare the gateway with the first raw_echo only)
 			wait_quiet
 			tag=profile-stat-$server-$psize
 			client_cmd "$server" "$psize" 1 "$PROFILE_SECS"
