@@ -26,7 +26,7 @@
 //! * `TCP_NODELAY` is set on the listener; Linux copies it to every accepted
 //!   socket (direct descriptors cannot be passed to `setsockopt`).
 //! * One multishot receive per connection from one provided-buffer ring of
-//!   whole buffers (`--buffers`, default 1,024, x `--buffer-size`, default
+//!   whole buffers (`--buffers`, default 256, x `--buffer-size`, default
 //!   16 KiB, the gateway's `io.recv_buffer_size`), advised to transparent
 //!   huge pages. Whole buffers and not the gateway's incremental ones: a
 //!   buffer held by a send must not be written by a later receive.
@@ -62,8 +62,11 @@ const BUF_SIZE: u32 = 16 * 1024;
 /// buffer is held from its receive to its send's completion, which is read
 /// in the loop turn after the send was submitted; one loop turn's receives
 /// must find free buffers meanwhile. Not more: the buffers are used in ring
-/// order, so all of them cycle through the caches.
-const BUF_COUNT: u16 = 1024;
+/// order, so all of them cycle through the caches (4,096 x 16 KiB cost the
+/// gateway and the bench client ~4-6 % per ping-pong message against 256,
+/// results/gateway-recv-buffers.md). 256 x 4 KiB touched by 4 KiB messages
+/// is 1 MiB; 100-byte messages touch 2 cache lines per buffer.
+const BUF_COUNT: u16 = 256;
 /// Buffer group id of the provided-buffer ring.
 const BGID: u16 = 0;
 /// Submission queue entries; the completion queue gets 16 times as many.

@@ -14,8 +14,9 @@
 #   PROFILE=1 results/echo-vs-raw/run.sh    # then perf stat + perf record per server
 #   GATEWAY_BIN=/path/to/gateway GATEWAY_REV=abc1234 ...  # a gateway built elsewhere (e.g. a clean
 #                                           # worktree of HEAD); not rebuilt here
-#   RAW_ARGS="--buffers 256" ...            # extra raw_echo arguments
-#   RAW2_ARGS="--buffers 128" ...           # a second raw_echo ("raw2") in every
+#   CARGO_TARGET_DIR=/tmp/t ...             # build (and run the binaries) there
+#   RAW_ARGS="--buffers 1024" ...           # extra raw_echo arguments
+#   RAW2_ARGS="--buffers 64" ...            # a second raw_echo ("raw2") in every
 #                                           # round: raw, raw2, gw
 #
 # Output: OUT (default results/echo-vs-raw/out) holds every client log,
@@ -42,9 +43,10 @@ RAW_ARGS=${RAW_ARGS:-}
 RAW2_ARGS=${RAW2_ARGS:-}
 
 mkdir -p "$OUT"
+TARGET=${CARGO_TARGET_DIR:-target}
 if [ -z "$GATEWAY_BIN" ]; then
 	cargo build --release -p gateway
-	GATEWAY_BIN=target/release/gateway
+	GATEWAY_BIN=$TARGET/release/gateway
 	GATEWAY_REV="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine gateway wsproto || echo '+uncommitted changes')"
 else
 	GATEWAY_REV=${GATEWAY_REV:-$GATEWAY_BIN}
@@ -109,13 +111,13 @@ taskset -c "$SERVER_CPU" "$GATEWAY_BIN" --config "$CONFIG" \
 	--listen 127.0.0.1:0 --workers 1 "${ADMIN_ARGS[@]}" >"$OUT/gateway.out" 2>"$OUT/gateway.err" &
 GW_PID=$!
 # shellcheck disable=SC2086 # RAW_ARGS: words
-taskset -c "$SERVER_CPU" target/release/examples/raw_echo 127.0.0.1:0 $RAW_ARGS \
+taskset -c "$SERVER_CPU" "$TARGET/release/examples/raw_echo" 127.0.0.1:0 $RAW_ARGS \
 	>"$OUT/raw_echo.out" 2>"$OUT/raw_echo.err" &
 RAW_PID=$!
 SERVERS="raw gw"
 if [ -n "$RAW2_ARGS" ]; then
 	# shellcheck disable=SC2086 # RAW2_ARGS: words
-	taskset -c "$SERVER_CPU" target/release/examples/raw_echo 127.0.0.1:0 $RAW2_ARGS \
+	taskset -c "$SERVER_CPU" "$TARGET/release/examples/raw_echo" 127.0.0.1:0 $RAW2_ARGS \
 		>"$OUT/raw_echo2.out" 2>"$OUT/raw_echo2.err" &
 	RAW2_PID=$!
 	RAW2_PORT=$(wait_line "$OUT/raw_echo2.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
