@@ -25,7 +25,7 @@ use crate::pubsub::{
     self as ps, ApiOutcome, ApiPublisher, Incoming, Layout, PublishOpts, SubscribeOpts, Via,
 };
 use crate::scenario::{self, Mode, SessionOpts, SessionProtocol};
-use crate::stats::{new_histogram, Measurements, PartialSub, TargetMeasurements};
+use crate::stats::{new_histogram, Gap, Measurements, Outage, PartialSub, TargetMeasurements};
 use crate::target_url::WsUrl;
 
 /// A send more than this late (rate mode) is counted as late.
@@ -98,6 +98,8 @@ pub struct Plan {
     /// Subscribe mode: connections closed and reopened per second, in all
     /// processes (`load.churn_per_sec`; 0 = none).
     pub churn_per_sec: f64,
+    /// Subscribe mode with `load.reconnect`: the reconnect delay range, µs.
+    pub reconnect: Option<(u64, u64)>,
     /// Session mode: the VUs' stages and behaviour.
     pub session: SessionOpts,
     /// Ack mode: envelopes, answer matching, bound and timeout.
@@ -231,6 +233,10 @@ impl Plan {
                 Mode::Subscribe => l.churn_per_sec,
                 _ => 0.0,
             },
+            reconnect: match (l.mode, &l.reconnect_delay_ms[..]) {
+                (Mode::Subscribe, &[min, max]) if l.reconnect => Some((min * 1000, max * 1000)),
+                _ => None,
+            },
             session: s.session.clone(),
             ack,
         })
@@ -255,6 +261,12 @@ impl Plan {
     /// Bytes of a publication's data (`load.message_size`, at least the stamp).
     pub fn publish_size(&self) -> usize {
         self.payload.len()
+    }
+
+    /// Subscriptions come and go (churn, reconnect), so what each one
+    /// expected is reckoned from a log of the publications.
+    pub fn logs_publications(&self) -> bool {
+        self.churn_per_sec > 0.0 || self.reconnect.is_some()
     }
 
     /// µs since the epoch.
@@ -283,8 +295,11 @@ struct Started {
     url: u32,
     /// Global connection number (VU number in session mode).
     global: u64,
-    /// Opened by the churn in place of a closed connection.
+    /// Opened by the churn in place of a closed connection, or (with
+    /// `failover`) in place of one the server dropped.
     reopen: bool,
+    /// A reconnect after a drop (`load.reconnect`): a failure schedules the next attempt.
+    failover: bool,
 }
 
 impl Started {
@@ -395,6 +410,8 @@ struct SubConn {
     unconfirmed: usize,
     /// Its target URL.
     url: u32,
+    /// Its connection number.
+    global: u64,
     /// Opened by the churn in place of a closed connection; when its connect started (µs since the epoch).
     reopened: bool,
     opened_us: u64,
@@ -472,6 +489,9 @@ pub struct BenchHandler {
     /// µs between this worker's churn steps (0: no churn), and the next one due.
     churn_interval_us: u64,
     next_churn_us: u64,
+    /// Reconnect: dropped subscribers' next attempts as (due µs since the
+    /// epoch, connection number, target URL), earliest first.
+    retries: BinaryHeap<Reverse<(u64, u64, u32)>>,
 }
 
 /// The publishing side of subscribe mode (worker 0 of the first process).
@@ -529,6 +549,7 @@ impl BenchHandler {
             churn_queue: VecDeque::new(),
             churn_interval_us: 0,
             next_churn_us: 0,
+            retries: BinaryHeap::new(),
         }
         .with_subscribe_mode(worker)
     }
@@ -639,6 +660,7 @@ impl BenchHandler {
                             url: url_index as u32,
                             global: global as u64,
                             reopen: false,
+                            failover: false,
                         },
                     );
                     io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
@@ -679,6 +701,22 @@ impl BenchHandler {
         if self.phase == Phase::Closing && !self.shutdown.load(Ordering::Relaxed) {
             // The engine now calls on_shutdown for every connection.
             self.shutdown.store(true, Ordering::Relaxed);
+            // Dropped subscribers not back by now missed everything since their drop.
+            self.retries.clear();
+            let m = &mut self.measured;
+            for (global, o) in m.outages.drain() {
+                let channels = self.plan.layout.as_ref().map(|l| l.of(global));
+                for (i, k) in channels.into_iter().flatten().enumerate() {
+                    if o.from.get(i).is_some_and(|&f| f != 0) {
+                        m.gaps.push(Gap {
+                            channel: k,
+                            target: o.target,
+                            from: o.from[i],
+                            until: u64::MAX,
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -825,6 +863,7 @@ impl BenchHandler {
         c.state = State::Failed;
         if self.reopened(id) {
             self.measured.counts.reconnects_failed += 1;
+            self.retry_after_failure(id);
         } else {
             count(&mut self.measured.counts);
             self.unresolved = self.unresolved.saturating_sub(1);
@@ -1075,6 +1114,7 @@ impl BenchHandler {
                                     url: url_index as u32,
                                     global: u64::MAX - j,
                                     reopen: false,
+                                    failover: false,
                                 },
                             );
                             io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
@@ -1111,6 +1151,7 @@ impl BenchHandler {
             sub.since = vec![0; n];
             sub.unconfirmed = n;
             sub.url = started.url;
+            sub.global = global;
             sub.reopened = started.reopen;
             sub.opened_us = started.at;
             if !started.reopen {
@@ -1184,7 +1225,7 @@ impl BenchHandler {
                         if sent.measured {
                             m.counts.pubs_ok += 1;
                             m.published[sent.k as usize] += 1;
-                            if plan.churn_per_sec > 0.0 {
+                            if plan.logs_publications() {
                                 m.pub_log.push((sent.k, sent.t, sent.seq));
                             }
                         }
@@ -1317,6 +1358,7 @@ impl BenchHandler {
                             url: url_index as u32,
                             global: n,
                             reopen: false,
+                            failover: false,
                         },
                     );
                     io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
@@ -1476,7 +1518,7 @@ impl BenchHandler {
             ApiOutcome::Ok if sent.measured => {
                 self.measured.counts.pubs_ok += 1;
                 self.measured.published[sent.k as usize] += 1;
-                if self.plan.churn_per_sec > 0.0 {
+                if self.plan.logs_publications() {
                     self.measured.pub_log.push((sent.k, sent.t, sent.seq));
                 }
             }
@@ -1495,6 +1537,11 @@ impl BenchHandler {
     /// Subscriptions held from the ramp to the end stay counted in
     /// `subscribed`; the others become [`PartialSub`]s.
     fn retire(&mut self, sub: &mut SubConn, closed_at: Option<u64>) {
+        self.retire_as(sub, closed_at, false);
+    }
+
+    /// [`Self::retire`]; `dropped`: the server dropped it and it reconnects.
+    fn retire_as(&mut self, sub: &mut SubConn, closed_at: Option<u64>, dropped: bool) {
         if self.plan.mode != Mode::Subscribe || sub.publisher || sub.retired {
             return;
         }
@@ -1531,6 +1578,7 @@ impl BenchHandler {
                 in_flight_from,
                 delivered: sub.delivered[i],
                 last_seq: (sub.last[i] != u64::MAX).then_some(sub.last[i]),
+                dropped,
             });
         }
     }
@@ -1596,6 +1644,7 @@ impl BenchHandler {
                     Started {
                         at: now,
                         reopen: true,
+                        failover: false,
                         ..closed
                     },
                 );
@@ -1604,6 +1653,102 @@ impl BenchHandler {
             Err(e) => {
                 log::debug!("reconnect {}: {e}", plan.urls[closed.url as usize].addr);
                 self.measured.counts.reconnects_failed += 1;
+            }
+        }
+    }
+
+    /// Reconnect: the server dropped subscriber `sub` (connection
+    /// `started`). Its subscriptions end here (what was in flight is missed
+    /// during reconnect), its channels are without a subscription from now
+    /// until it is back, and its first attempt goes to the next target
+    /// after a random delay.
+    fn on_dropped(&mut self, sub: &mut SubConn, started: Started) {
+        let now_mono = ps::mono_us();
+        self.retire_as(sub, Some(now_mono), true);
+        let m = &mut self.measured;
+        if !m.outages.contains_key(&sub.global) {
+            m.counts.failover_dropped += 1;
+            if m.first_drop == 0 || now_mono < m.first_drop {
+                m.first_drop = now_mono;
+            }
+            let o = Outage {
+                since: now_mono,
+                target: sub.url,
+                from: Vec::new(),
+            };
+            m.outages.insert(sub.global, o);
+        }
+        let o = m.outages.get_mut(&sub.global).expect("inserted above");
+        o.from.resize(sub.channels.len(), 0);
+        for f in o.from.iter_mut().filter(|f| **f == 0) {
+            // Subscribed when dropped (or never): the gap starts now. Gaps
+            // of channels not yet back from an earlier drop go on.
+            *f = now_mono;
+        }
+        // Channels it had subscribed again since an earlier drop are closed
+        // as PartialSubs above; those it had not keep their gap's start.
+        self.schedule_retry(started.global, started.url);
+    }
+
+    /// Reconnect: the next attempt of subscriber `global`, last tried on
+    /// target `url`, goes to the next target after a random delay.
+    fn schedule_retry(&mut self, global: u64, url: u32) {
+        let Some((min, max)) = self.plan.reconnect else {
+            return;
+        };
+        if !self.sending_allowed() {
+            return;
+        }
+        let delay = min + self.random() % (max - min + 1);
+        let next = (url as usize + 1) % self.plan.urls.len();
+        self.retries
+            .push(Reverse((self.plan.now_us() + delay, global, next as u32)));
+    }
+
+    /// Reconnect: connection `id`, an attempt, failed (counted already).
+    fn retry_after_failure(&mut self, id: ConnId) {
+        let s = self.started(id);
+        if s.failover {
+            self.schedule_retry(s.global, s.url);
+        }
+    }
+
+    /// Reconnect: starts the attempts that are due.
+    fn retries_due(&mut self, io: &mut Io, now: u64) {
+        if !self.sending_allowed() {
+            self.retries.clear();
+            return;
+        }
+        let plan = self.plan.clone();
+        let mut budget = CONNECTS_PER_TICK;
+        while let Some(&Reverse((due, global, url))) = self.retries.peek() {
+            if due > now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.retries.pop();
+            let bind = (!plan.sources.is_empty())
+                .then(|| SocketAddr::new(plan.sources[global as usize % plan.sources.len()], 0));
+            self.measured.counts.reconnects += 1;
+            match io.connect(plan.urls[url as usize].addr, bind) {
+                Ok(id) => {
+                    self.note_started(
+                        id,
+                        Started {
+                            at: now,
+                            url,
+                            global,
+                            reopen: true,
+                            failover: true,
+                        },
+                    );
+                    io.set_deadline(id, io.now_ms() + plan.handshake_timeout_ms);
+                }
+                Err(e) => {
+                    log::debug!("reconnect {}: {e}", plan.urls[url as usize].addr);
+                    self.measured.counts.reconnects_failed += 1;
+                    self.schedule_retry(global, url);
+                }
             }
         }
     }
@@ -1723,6 +1868,25 @@ fn confirm(m: &mut Measurements, sub: &mut SubConn, i: usize, now_mono: u64, now
     *since = now_mono.max(1);
     sub.unconfirmed = sub.unconfirmed.saturating_sub(1);
     if sub.reopened {
+        if let Some(o) = m.outages.get_mut(&sub.global) {
+            // Back after a drop: this channel's gap ends at its subscribe reply.
+            if let Some(from) = o.from.get_mut(i).filter(|f| **f != 0) {
+                m.gaps.push(Gap {
+                    channel: sub.channels[i],
+                    target: o.target,
+                    from: *from,
+                    until: now_mono.max(1),
+                });
+                *from = 0;
+            }
+            if o.from.iter().all(|&f| f == 0) {
+                let since = o.since;
+                m.outages.remove(&sub.global);
+                m.counts.failover_recovered += 1;
+                let _ = m.failover.record(now_mono.saturating_sub(since).max(1));
+                m.last_recovered = m.last_recovered.max(now_mono);
+            }
+        }
         m.counts.resubscribed += 1;
         if sub.unconfirmed == 0 {
             let _ = m
@@ -1849,6 +2013,7 @@ impl Handler for BenchHandler {
                 // decided ourselves left `State::Failed`, counted already).
                 if self.reopened(id) {
                     self.measured.counts.reconnects_failed += 1;
+                    self.retry_after_failure(id);
                 } else {
                     self.measured.counts.fail_reset += 1;
                     self.unresolved = self.unresolved.saturating_sub(1);
@@ -1863,8 +2028,17 @@ impl Handler for BenchHandler {
             State::Open(_) => {
                 self.conns_up -= 1;
                 self.measured.counts.conn_dropped += 1;
+                let started = self.started(id);
                 if let Some(sub) = c.sub.as_deref_mut() {
-                    self.retire(sub, None);
+                    if self.plan.reconnect.is_some()
+                        && !sub.publisher
+                        && self.plan.mode == Mode::Subscribe
+                        && self.sending_allowed()
+                    {
+                        self.on_dropped(sub, started);
+                    } else {
+                        self.retire(sub, None);
+                    }
                 }
                 self.settle_pending(&mut c, true);
             }
@@ -1886,6 +2060,7 @@ impl Handler for BenchHandler {
         }
         if self.reopened(id) {
             self.measured.counts.reconnects_failed += 1;
+            self.retry_after_failure(id);
             return;
         }
         self.measured.counts.connect_failed(errno);
@@ -1899,6 +2074,11 @@ impl Handler for BenchHandler {
     fn on_shutdown(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
         if let State::Open(_) = c.state {
             self.measured.counts.conn_up_at_end += 1;
+            if let Some(sub) = c.sub.as_deref().filter(|s| !s.publisher) {
+                if let Some(t) = self.measured.per_target.get_mut(sub.url as usize) {
+                    t.up_at_end += 1;
+                }
+            }
             if let Some(sub) = c.sub.as_deref_mut() {
                 self.retire(sub, None);
             }
@@ -1923,6 +2103,9 @@ impl Handler for BenchHandler {
         }
         if self.plan.mode == Mode::Session {
             self.start_vus(io, now);
+        }
+        if !self.retries.is_empty() {
+            self.retries_due(io, now);
         }
         self.publish(now, false);
     }
@@ -1976,7 +2159,8 @@ impl Handler for BenchHandler {
         let next_churn = (self.churn_interval_us > 0
             && matches!(self.phase, Phase::Warmup | Phase::Window))
         .then_some(self.next_churn_us);
-        let next = [next_conn, next_send, next_pub, next_churn]
+        let next_retry = self.retries.peek().map(|Reverse((due, _, _))| *due);
+        let next = [next_conn, next_send, next_pub, next_churn, next_retry]
             .into_iter()
             .flatten()
             .min()?;
@@ -2019,6 +2203,7 @@ mod tests {
             since: vec![0; n],
             unconfirmed: n,
             url: (global % 2) as u32,
+            global,
             reopened,
             opened_us: 10,
             ..SubConn::default()
@@ -2067,6 +2252,7 @@ mod tests {
                 in_flight_from: 4000,
                 delivered: 3,
                 last_seq: Some(7),
+                dropped: false,
             }
         );
         assert_eq!(h.measured.partial[1].channel, 5);
@@ -2087,6 +2273,70 @@ mod tests {
             .map(|p| (p.channel, p.from, p.until))
             .collect();
         assert_eq!(tail, [(3, 7000, u64::MAX), (5, 7100, u64::MAX)]);
+    }
+
+    #[test]
+    fn a_dropped_subscriber_reconnects_to_the_next_target_and_its_gap_is_tallied() {
+        let mut h = handler("reconnect = true\nreconnect_delay_ms = [100, 200]");
+        assert_eq!(h.plan.reconnect, Some((100_000, 200_000)));
+        assert!(h.plan.logs_publications());
+        h.phase = Phase::Window;
+        // Subscriber 1 (target 1, channels 1 and 4) is dropped by the server.
+        let mut s1 = subscriber(&h, 1, false);
+        for i in 0..2 {
+            confirm(&mut h.measured, &mut s1, i, 1000, 20);
+        }
+        let started = Started {
+            at: 0,
+            url: 1,
+            global: 1,
+            reopen: false,
+            failover: false,
+        };
+        let now = h.plan.now_us();
+        h.on_dropped(&mut s1, started);
+        assert_eq!(h.measured.counts.failover_dropped, 1);
+        assert!(h
+            .measured
+            .partial
+            .iter()
+            .all(|p| p.dropped && p.target == 1));
+        assert_eq!(h.measured.subscribed, [0, 0, 0, 0, 0, 0]);
+        // Its attempt: target 0 (the next one), within the jitter.
+        let Reverse((due, global, url)) = *h.retries.peek().unwrap();
+        assert_eq!((global, url), (1, 0));
+        assert!((now + 100_000..=h.plan.now_us() + 200_000).contains(&due));
+        let drop = h.measured.first_drop;
+        assert!(drop > 0);
+        // Back on target 0: both channels' gaps close at their replies.
+        let mut r1 = subscriber(&h, 1, true);
+        r1.url = 0;
+        confirm(&mut h.measured, &mut r1, 0, drop + 500, 30);
+        assert_eq!(h.measured.counts.failover_recovered, 0, "one channel to go");
+        confirm(&mut h.measured, &mut r1, 1, drop + 700, 40);
+        assert_eq!(h.measured.counts.failover_recovered, 1);
+        assert_eq!(h.measured.failover.max(), 700);
+        assert!(h.measured.outages.is_empty());
+        let gaps: Vec<(u64, u32, u64, u64)> = h
+            .measured
+            .gaps
+            .iter()
+            .map(|g| (g.channel, g.target, g.from, g.until))
+            .collect();
+        assert_eq!(gaps, [(1, 1, drop, drop + 500), (4, 1, drop, drop + 700)]);
+        assert_eq!(h.measured.recovered_in_secs(), Some(0.0007));
+        // Dropped again and not back by the end: open gaps until the end.
+        h.on_dropped(&mut r1, Started { url: 0, ..started });
+        let Reverse((_, _, url)) = *h.retries.peek().unwrap();
+        assert_eq!(url, 1, "from target 0 the next is 1");
+        assert_eq!(h.measured.counts.failover_dropped, 2);
+        h.phase = Phase::Cooldown;
+        h.phase_until = 0;
+        h.advance_phase(h.plan.now_us() + 10_000_000);
+        assert!(h.retries.is_empty() && h.measured.outages.is_empty());
+        assert_eq!(h.measured.gaps.len(), 4);
+        assert!(h.measured.gaps[2..].iter().all(|g| g.until == u64::MAX));
+        assert_eq!(h.measured.recovered_in_secs(), None);
     }
 
     #[test]

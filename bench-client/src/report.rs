@@ -54,6 +54,10 @@ pub struct TargetReport {
     pub reconnects_ok: u64,
     /// Churn: publications in flight to its subscribers when they were closed.
     pub missed_during_churn: u64,
+    /// Reconnect: publications its dropped subscribers missed while away.
+    pub missed_during_reconnect: u64,
+    /// Subscribers connected to it at the end of the run (reconnected ones included).
+    pub up_at_end: u64,
     /// Delivery latency.
     pub latency: LatencySummary,
 }
@@ -93,6 +97,37 @@ pub struct ChurnReport {
     pub reconnect_latency: LatencySummary,
     /// Connect start to the last subscribe reply of the reopened connections.
     pub resubscribe_latency: LatencySummary,
+}
+
+/// Subscribe mode with `load.reconnect`: the failover's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconnectReport {
+    /// `load.reconnect_delay_ms`.
+    pub delay_ms: Vec<u64>,
+    /// Connections the server closed or reset (`counts.conn_dropped`).
+    pub dropped: u64,
+    /// Subscribers that went looking for another node (once per outage).
+    pub subscribers_dropped: u64,
+    /// Of those, back with every subscription confirmed.
+    pub subscribers_recovered: u64,
+    /// Connect attempts (churn's reopens included when both are on).
+    pub attempts: u64,
+    /// Of those, established.
+    pub attempts_ok: u64,
+    /// Of those, failed (refused, reset, timed out, bad answer).
+    pub attempts_failed: u64,
+    /// Subscriptions confirmed again.
+    pub resubscribed: u64,
+    /// Publications sent while a subscriber was away, or in flight to it
+    /// when it was dropped (not missing).
+    pub missed_during_reconnect: u64,
+    /// Publications received before the subscribe reply on the new connection.
+    pub early: u64,
+    /// Drop to the last subscribe reply on the new connection.
+    pub latency: LatencySummary,
+    /// From the first drop until every dropped subscriber was back, seconds
+    /// (`None`: someone was not back by the end of the window).
+    pub recovered_in_secs: Option<f64>,
 }
 
 /// One cell, ready for the files.
@@ -141,6 +176,9 @@ pub struct CellReport {
     /// Subscribe mode with `load.churn_per_sec`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<ChurnReport>,
+    /// Subscribe mode with `load.reconnect`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<ReconnectReport>,
     /// Seconds measured.
     pub window_secs: f64,
     /// Wall clock of the whole cell.
@@ -195,6 +233,22 @@ impl CellReport {
                 reconnect_latency: LatencySummary::of(&out.measured.reconnect),
                 resubscribe_latency: LatencySummary::of(&out.measured.resubscribe),
             });
+        let m = &out.measured;
+        let reconnect =
+            (s.load.mode == Mode::Subscribe && s.load.reconnect).then(|| ReconnectReport {
+                delay_ms: s.load.reconnect_delay_ms.clone(),
+                dropped: c.conn_dropped,
+                subscribers_dropped: c.failover_dropped,
+                subscribers_recovered: c.failover_recovered,
+                attempts: c.reconnects,
+                attempts_ok: c.reconnects_ok,
+                attempts_failed: c.reconnects_failed,
+                resubscribed: c.resubscribed,
+                missed_during_reconnect: m.reconnect_missed(),
+                early: c.churn_early,
+                latency: LatencySummary::of(&m.failover),
+                recovered_in_secs: m.recovered_in_secs(),
+            });
         let mut r = CellReport {
             index: cell.index,
             params: cell.params.clone(),
@@ -227,6 +281,7 @@ impl CellReport {
             per_target,
             node_split,
             churn,
+            reconnect,
             window_secs: window,
             elapsed_secs: out.elapsed_secs,
             cost: out.cost.clone(),
@@ -274,6 +329,8 @@ fn per_target(s: &Scenario, out: &CellOutcome) -> (Vec<TargetReport>, Option<Nod
                 churn_closed: t.map_or(0, |t| t.churn_closed),
                 reconnects_ok: t.map_or(0, |t| t.reconnects_ok),
                 missed_during_churn: e.churn_missed,
+                missed_during_reconnect: e.reconnect_missed,
+                up_at_end: t.map_or(0, |t| t.up_at_end),
                 latency: t.map_or_else(LatencySummary::default, |t| LatencySummary::of(&t.latency)),
             }
         })
@@ -458,6 +515,50 @@ pub fn summary_text(r: &CellReport) -> String {
                 latency_row("resubscribe latency", &ch.resubscribe_latency)
             );
         }
+        if let Some(rc) = &r.reconnect {
+            let delay = match rc.delay_ms[..] {
+                [a, b] => format!("{a}..{b} ms"),
+                _ => format!("{:?} ms", rc.delay_ms),
+            };
+            let _ = writeln!(
+                s,
+                "--- reconnect (delay {delay}, next target round robin) ---"
+            );
+            let _ = writeln!(
+                s,
+                "dropped {}  subscribers dropped {} back {}  reconnect attempts {} (established {}, failed {})  resubscribed {}",
+                rc.dropped,
+                rc.subscribers_dropped,
+                rc.subscribers_recovered,
+                rc.attempts,
+                rc.attempts_ok,
+                rc.attempts_failed,
+                rc.resubscribed
+            );
+            let _ = writeln!(
+                s,
+                "missed during reconnect {} (sent while away or in flight at the drop; not missing)  received before resubscribing {}",
+                rc.missed_during_reconnect, rc.early
+            );
+            let _ = writeln!(s, "{}", latency_row("drop to resubscribed", &rc.latency));
+            match rc.recovered_in_secs {
+                Some(secs) => {
+                    let _ = writeln!(
+                        s,
+                        "recovered in {secs:.2} s (first drop to the last dropped subscriber resubscribed)"
+                    );
+                }
+                None if rc.subscribers_dropped > 0 => {
+                    let _ = writeln!(
+                        s,
+                        "not recovered: {} of {} dropped subscribers not back by the end of the window",
+                        rc.subscribers_dropped - rc.subscribers_recovered,
+                        rc.subscribers_dropped
+                    );
+                }
+                None => {}
+            }
+        }
         if !r.per_target.is_empty() {
             let _ = writeln!(s, "--- per target (node) ---");
             for t in &r.per_target {
@@ -480,6 +581,15 @@ pub fn summary_text(r: &CellReport) -> String {
                 } else {
                     String::new()
                 };
+                let reconnect = if r.reconnect.is_some() {
+                    format!(
+                        "  up at end {}  reconnected here {}  missed during reconnect {}",
+                        t.up_at_end, t.reconnects_ok, t.missed_during_reconnect
+                    )
+                } else {
+                    String::new()
+                };
+                let churn = churn + &reconnect;
                 let _ = writeln!(
                     s,
                     "  connections {}  subscriptions {}  deliveries {} of {} expected  missing {}  duplicate {}  out of order {}{churn}",

@@ -250,6 +250,20 @@ pub struct Load {
     /// missing); a reopened subscription expects the publications sent
     /// after its subscribe reply. 0 = no churn.
     pub churn_per_sec: f64,
+    /// Subscribe mode: failover. A subscriber whose connection the server
+    /// closed or reset (a node killed, say), or whose reconnect attempt
+    /// failed (refused, reset, timed out, bad answer), connects again after
+    /// `reconnect_delay_ms` to the next URL of `target.urls` (round robin
+    /// from its own) and subscribes again, as Centrifugo's SDKs do. The
+    /// report counts drops, attempts, their outcome, the latency from the
+    /// drop to the last subscribe reply, when every dropped subscriber was
+    /// back, and the publications sent while a subscriber was away (missed
+    /// during reconnect, not missing). Attempts stop with the window.
+    pub reconnect: bool,
+    /// `[min, max]` milliseconds: each reconnect attempt waits a uniformly
+    /// random delay in this range (jitter, so a dropped node's subscribers
+    /// do not all come back at once).
+    pub reconnect_delay_ms: Vec<u64>,
     /// Ack mode: `[load.ack]`, the transaction's messages.
     pub ack: AckOpts,
 }
@@ -318,6 +332,8 @@ impl Default for Load {
             message_timeout_ms: 5000,
             handshake_timeout_ms: 5000,
             churn_per_sec: 0.0,
+            reconnect: false,
+            reconnect_delay_ms: vec![0, 1000],
             ack: AckOpts::default(),
         }
     }
@@ -422,6 +438,7 @@ pub struct Thresholds {
 /// Keys whose list values are lists, not matrix dimensions.
 const LIST_KEYS: &[&str] = &[
     "target.urls",
+    "load.reconnect_delay_ms",
     "client.cpus",
     "client.source_addrs",
     "session.stages",
@@ -838,6 +855,24 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
             "only subscribe mode churns connections",
         ));
     }
+    if l.reconnect && l.mode != Mode::Subscribe {
+        return Err(invalid(
+            "load.reconnect",
+            "only subscribe mode reconnects dropped connections",
+        ));
+    }
+    match l.reconnect_delay_ms[..] {
+        [min, max] if min <= max && max <= 600_000 => {}
+        _ => {
+            return Err(invalid(
+                "load.reconnect_delay_ms",
+                format!(
+                    "must be [min, max] milliseconds with min <= max <= 600000, got {:?}",
+                    l.reconnect_delay_ms
+                ),
+            ))
+        }
+    }
     if l.message_timeout_ms == 0 {
         return Err(invalid("load.message_timeout_ms", "must be at least 1"));
     }
@@ -1198,6 +1233,52 @@ mod tests {
         // Other modes do not churn, nor vary the key.
         assert!(parse_err("churn_per_sec = 3\n", &[]).contains("load.churn_per_sec"));
         assert!(parse_err("churn_per_sec = [0, 0]\n", &[]).contains("is varied"));
+    }
+
+    #[test]
+    fn reconnect_keys_are_checked() {
+        let sub = "[target]\nurls = [\"ws://127.0.0.1:9/a\", \"ws://127.0.0.1:10/a\"]\n\
+                   [load]\nmode = \"subscribe\"\n";
+        let parse_sub = |extra: &str| parse(&format!("{sub}{extra}"), "t", "t", &[]);
+        // Off by default; the delay range is one key, not a matrix.
+        let d = parse_sub("").unwrap();
+        assert!(!d.cells[0].scenario.load.reconnect);
+        assert_eq!(d.cells[0].scenario.load.reconnect_delay_ms, [0, 1000]);
+        let m = parse_sub("reconnect = true\nreconnect_delay_ms = [0, 2000]\n").unwrap();
+        assert_eq!(m.cells.len(), 1, "a [min, max] range expands nothing");
+        assert!(m.cells[0].scenario.load.reconnect);
+        assert_eq!(m.cells[0].scenario.load.reconnect_delay_ms, [0, 2000]);
+        parse_sub("reconnect = true\nreconnect_delay_ms = [5, 5]\n").unwrap();
+        for extra in [
+            "reconnect_delay_ms = [2000, 1000]\n",
+            "reconnect_delay_ms = [1000]\n",
+            "reconnect_delay_ms = [1, 2, 3]\n",
+            "reconnect_delay_ms = [0, 600001]\n",
+        ] {
+            let e = parse_sub(extra).unwrap_err().to_string();
+            assert!(e.contains("load.reconnect_delay_ms"), "{extra:?} -> {e}");
+        }
+        // A wrong type or an unknown key fails with the key's name.
+        let e = parse_sub("reconnect = 1\n").unwrap_err().to_string();
+        assert!(e.contains("reconnect"), "{e}");
+        let e = parse_sub("reconnect_delay = [0, 1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reconnect_delay"), "{e}");
+        // Only subscribe mode reconnects.
+        assert!(parse_err("reconnect = true\n", &[]).contains("load.reconnect"));
+        // --set takes the range as a TOML list.
+        let t = parse(
+            sub,
+            "t",
+            "t",
+            &[
+                "load.reconnect=true".into(),
+                "load.reconnect_delay_ms=[10, 20]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.cells[0].scenario.load.reconnect_delay_ms, [10, 20]);
     }
 
     #[test]

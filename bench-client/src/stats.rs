@@ -131,6 +131,14 @@ pub struct Counts {
     /// counted as deliveries.
     #[serde(default)]
     pub churn_early: u64,
+    /// Reconnect (`load.reconnect`): subscribers that lost their connection
+    /// (server close or reset) and went looking for another node. A
+    /// subscriber dropped again before it was back counts once.
+    #[serde(default)]
+    pub failover_dropped: u64,
+    /// Reconnect: of those, subscribers back with every subscription confirmed.
+    #[serde(default)]
+    pub failover_recovered: u64,
     /// Close frames the server sent on open connections, by close code
     /// (1005: a close frame without a code). Connections that ended
     /// without one are `conn_dropped` minus the sum of these.
@@ -191,7 +199,9 @@ impl Counts {
             reconnects_ok,
             reconnects_failed,
             resubscribed,
-            churn_early
+            churn_early,
+            failover_dropped,
+            failover_recovered
         );
         for (code, n) in &o.close_codes {
             *self.close_codes.entry(*code).or_default() += n;
@@ -262,6 +272,9 @@ pub struct TargetMeasurements {
     pub churn_closed: u64,
     /// See `churn_closed`.
     pub reconnects_ok: u64,
+    /// Subscribers connected to it when the run ended (reopened ones included).
+    #[serde(default)]
+    pub up_at_end: u64,
     /// Delivery latency of `deliveries`, µs.
     #[serde(with = "hist_serde")]
     pub latency: Histogram<u64>,
@@ -279,6 +292,7 @@ impl TargetMeasurements {
             deliveries_ooo: 0,
             churn_closed: 0,
             reconnects_ok: 0,
+            up_at_end: 0,
             latency: new_histogram(),
         }
     }
@@ -293,6 +307,7 @@ impl TargetMeasurements {
         self.deliveries_ooo += o.deliveries_ooo;
         self.churn_closed += o.churn_closed;
         self.reconnects_ok += o.reconnects_ok;
+        self.up_at_end += o.up_at_end;
         self.latency.add(&o.latency).expect("same histogram bounds");
     }
 }
@@ -320,6 +335,38 @@ pub struct PartialSub {
     pub delivered: u64,
     /// The highest sequence number it received on the channel.
     pub last_seq: Option<u64>,
+    /// It ended because the server dropped it and it reconnected
+    /// (`load.reconnect`): what was in flight counts as missed during
+    /// reconnect rather than during churn.
+    #[serde(default)]
+    pub dropped: bool,
+}
+
+/// Reconnect: a channel of a dropped subscriber had no subscription from
+/// `from` (the drop, `CLOCK_MONOTONIC` µs) to `until` (its subscribe reply
+/// on the new connection; `u64::MAX`: not back by the end). Publications
+/// sent in between were missed during reconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Channel index.
+    pub channel: u64,
+    /// The target it was dropped from.
+    pub target: u32,
+    /// The drop.
+    pub from: u64,
+    /// Subscribed again.
+    pub until: u64,
+}
+
+/// Reconnect: a dropped subscriber not yet back.
+#[derive(Debug, Clone, Default)]
+pub struct Outage {
+    /// Its first drop (`CLOCK_MONOTONIC` µs).
+    pub since: u64,
+    /// The target it was dropped from.
+    pub target: u32,
+    /// Per channel of the subscriber: start of its gap (0: subscribed again).
+    pub from: Vec<u64>,
 }
 
 /// Expected deliveries of one target, split by why they are expected.
@@ -331,6 +378,9 @@ pub struct Expectation {
     /// Publications in flight to a subscriber when the churn closed it:
     /// missed during churn, not part of `expected`.
     pub churn_missed: u64,
+    /// Reconnect: publications sent while a subscriber was disconnected,
+    /// or in flight to it when the server dropped it; not part of `expected`.
+    pub reconnect_missed: u64,
 }
 
 fn add_vec(mine: &mut Vec<u64>, theirs: &[u64]) {
@@ -380,6 +430,24 @@ pub struct Measurements {
     /// Churn: connect start to the last subscribe reply of reopened connections, µs.
     #[serde(with = "hist_serde", default = "new_histogram")]
     pub resubscribe: Histogram<u64>,
+    /// Reconnect: a dropped subscriber's drop to the last subscribe reply
+    /// on its new connection (every attempt and delay included), µs.
+    #[serde(with = "hist_serde", default = "new_histogram")]
+    pub failover: Histogram<u64>,
+    /// Reconnect: the first drop and the last return of a dropped
+    /// subscriber (`CLOCK_MONOTONIC` µs; 0: none).
+    #[serde(default)]
+    pub first_drop: u64,
+    /// See `first_drop`.
+    #[serde(default)]
+    pub last_recovered: u64,
+    /// Reconnect: channels of dropped subscribers without a subscription, and for how long.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
+    /// Reconnect: dropped subscribers not yet back, by connection number
+    /// (the worker's working state; turned into `gaps` at the end).
+    #[serde(skip)]
+    pub outages: std::collections::HashMap<u64, Outage>,
 }
 
 impl Default for Measurements {
@@ -397,6 +465,11 @@ impl Default for Measurements {
             pub_log: Vec::new(),
             reconnect: new_histogram(),
             resubscribe: new_histogram(),
+            failover: new_histogram(),
+            first_drop: 0,
+            last_recovered: 0,
+            gaps: Vec::new(),
+            outages: Default::default(),
         }
     }
 }
@@ -427,13 +500,30 @@ impl Measurements {
             .sum()
     }
 
+    /// Reconnect: publications sent while subscribers were disconnected
+    /// or in flight to them when they were dropped.
+    pub fn reconnect_missed(&self) -> u64 {
+        self.partial_expectations()
+            .iter()
+            .map(|(_, e)| e.reconnect_missed)
+            .sum()
+    }
+
+    /// Reconnect: from the first drop to the last dropped subscriber
+    /// back, seconds; `None` when nobody was dropped or someone was not back.
+    pub fn recovered_in_secs(&self) -> Option<f64> {
+        let c = &self.counts;
+        (c.failover_dropped > 0 && c.failover_recovered == c.failover_dropped)
+            .then(|| self.last_recovered.saturating_sub(self.first_drop) as f64 / 1e6)
+    }
+
     /// Each partial subscription's target and expectation, from the
     /// publication log: the measured publications of its channel sent
     /// from `from` to `until` were expected, except those sent after
     /// `in_flight_from` with a sequence past the last one it received
     /// (in flight when it was closed).
     pub fn partial_expectations(&self) -> Vec<(u32, Expectation)> {
-        if self.partial.is_empty() {
+        if self.partial.is_empty() && self.gaps.is_empty() {
             return Vec::new();
         }
         let mut by_channel: std::collections::HashMap<u64, Vec<(u64, u64)>> =
@@ -454,13 +544,27 @@ impl Measurements {
                 for &(t, seq) in &log[lo..hi.max(lo)] {
                     let after_last = p.last_seq.is_none_or(|l| seq > l);
                     if p.until != u64::MAX && t >= p.in_flight_from && after_last {
-                        e.churn_missed += 1;
+                        if p.dropped {
+                            e.reconnect_missed += 1;
+                        } else {
+                            e.churn_missed += 1;
+                        }
                     } else {
                         e.expected += 1;
                     }
                 }
                 (p.target, e)
             })
+            .chain(self.gaps.iter().map(|g| {
+                let log = by_channel.get(&g.channel).map_or(&[][..], Vec::as_slice);
+                let lo = log.partition_point(|&(t, _)| t <= g.from);
+                let hi = log.partition_point(|&(t, _)| t < g.until);
+                let e = Expectation {
+                    reconnect_missed: hi.saturating_sub(lo) as u64,
+                    ..Expectation::default()
+                };
+                (g.target, e)
+            }))
             .collect()
     }
 
@@ -477,12 +581,14 @@ impl Measurements {
                     .map(|(p, s)| p * s)
                     .sum(),
                 churn_missed: 0,
+                reconnect_missed: 0,
             })
             .collect();
         for (target, e) in self.partial_expectations() {
             if let Some(o) = out.get_mut(target as usize) {
                 o.expected += e.expected;
                 o.churn_missed += e.churn_missed;
+                o.reconnect_missed += e.reconnect_missed;
             }
         }
         out
@@ -507,6 +613,14 @@ impl Measurements {
         self.resubscribe
             .add(&o.resubscribe)
             .expect("same histogram bounds");
+        self.failover
+            .add(&o.failover)
+            .expect("same histogram bounds");
+        self.gaps.extend_from_slice(&o.gaps);
+        if o.first_drop != 0 && (self.first_drop == 0 || o.first_drop < self.first_drop) {
+            self.first_drop = o.first_drop;
+        }
+        self.last_recovered = self.last_recovered.max(o.last_recovered);
         // Same bounds everywhere, so adding cannot fail.
         self.handshake
             .add(&o.handshake)
@@ -760,6 +874,7 @@ mod tests {
             in_flight_from: 450,
             delivered: 4,
             last_seq: Some(3),
+            dropped: false,
         });
         // Its replacement, subscribed at t = 650, there to the end: 700..1000.
         m.partial.push(PartialSub {
@@ -770,6 +885,7 @@ mod tests {
             in_flight_from: u64::MAX,
             delivered: 4,
             last_seq: Some(9),
+            dropped: false,
         });
         // Target 0: closed at t = 900 with nothing received since seq 2:
         // 300..700 are older than in_flight_from = 750, so lost; 800 and
@@ -782,6 +898,7 @@ mod tests {
             in_flight_from: 750,
             delivered: 3,
             last_seq: Some(2),
+            dropped: false,
         });
         let p = m.partial_expectations();
         assert_eq!(
@@ -797,14 +914,16 @@ mod tests {
             t[0],
             Expectation {
                 expected: 17,
-                churn_missed: 2
+                churn_missed: 2,
+                reconnect_missed: 0
             }
         );
         assert_eq!(
             t[1],
             Expectation {
                 expected: 8,
-                churn_missed: 1
+                churn_missed: 1,
+                reconnect_missed: 0
             }
         );
         // A closed subscription that never received anything: the recent
@@ -817,14 +936,83 @@ mod tests {
             in_flight_from: 850,
             delivered: 0,
             last_seq: None,
+            dropped: false,
         }];
         assert_eq!(
             m.partial_expectations()[0].1,
             Expectation {
                 expected: 8,
-                churn_missed: 2
+                churn_missed: 2,
+                reconnect_missed: 0
             }
         );
+    }
+
+    #[test]
+    fn dropped_subscribers_miss_what_was_sent_while_they_were_away() {
+        // Channel 0: measured publications at t = 100, 200, ..., 1000 (seq 0..9).
+        let mut m = Measurements {
+            per_target: vec![TargetMeasurements::new(1), TargetMeasurements::new(1)],
+            pub_log: (0..10).map(|i| (0, 100 * (i + 1), i)).collect(),
+            published: vec![10],
+            ..Measurements::default()
+        };
+        // A subscriber of target 1 from the ramp, dropped at t = 450 having
+        // received up to seq 2 (t = 300): 400 was in flight.
+        m.partial.push(PartialSub {
+            channel: 0,
+            target: 1,
+            from: 0,
+            until: 450,
+            in_flight_from: 350,
+            delivered: 3,
+            last_seq: Some(2),
+            dropped: true,
+        });
+        // Back on target 0 (subscribe reply at t = 720): 500..700 were sent
+        // while it was away, 800..1000 are expected of it.
+        m.gaps.push(Gap {
+            channel: 0,
+            target: 1,
+            from: 450,
+            until: 720,
+        });
+        m.partial.push(PartialSub {
+            channel: 0,
+            target: 0,
+            from: 720,
+            until: u64::MAX,
+            in_flight_from: u64::MAX,
+            delivered: 3,
+            last_seq: Some(9),
+            dropped: false,
+        });
+        // Another, dropped at t = 850 and not back by the end: 900, 1000.
+        m.gaps.push(Gap {
+            channel: 0,
+            target: 1,
+            from: 850,
+            until: u64::MAX,
+        });
+        assert_eq!(m.reconnect_missed(), 1 + 3 + 2);
+        assert_eq!(m.churn_missed(), 0);
+        assert_eq!(m.expected_deliveries(), 3 + 3);
+        let t = m.target_expectations();
+        assert_eq!((t[0].expected, t[0].reconnect_missed), (3, 0));
+        assert_eq!((t[1].expected, t[1].reconnect_missed), (3, 6));
+        // Recovery time: only when every dropped subscriber is back.
+        m.counts.failover_dropped = 2;
+        m.counts.failover_recovered = 1;
+        (m.first_drop, m.last_recovered) = (1_000_000, 3_500_000);
+        assert_eq!(m.recovered_in_secs(), None);
+        let mut other = Measurements {
+            first_drop: 900_000,
+            ..Measurements::default()
+        };
+        other.counts.failover_recovered = 1;
+        m.merge(&other);
+        assert_eq!(m.recovered_in_secs(), Some(2.6));
+        assert_eq!(m.gaps.len(), 2);
     }
 
     #[test]

@@ -624,3 +624,180 @@ fn subscribe_mode_churns_connections_and_counts_reconnects_apart() {
         "{text}"
     );
 }
+
+/// A TCP proxy in front of the gateway standing in for a node that can be
+/// killed: `kill` closes its listener (later connects are refused) and
+/// then every connection through it (the subscribers see the server close).
+struct Proxy {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn to(upstream: SocketAddr) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (stop2, conns2) = (stop.clone(), conns.clone());
+        let acceptor = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let server = std::net::TcpStream::connect(upstream).unwrap();
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_in, mut c_out) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                conns2.lock().unwrap().extend([client, server]);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                    let _ = s_out.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_in, &mut c_out);
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+            // The listener closes here: connects are refused from now on.
+        });
+        Proxy {
+            addr,
+            stop,
+            conns,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn stop_listening(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(a) = self.acceptor.take() {
+            a.join().unwrap();
+        }
+    }
+
+    fn drop_connections(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn subscribe_mode_reconnects_dropped_subscribers_to_the_next_target() {
+    let Some(gw) = Gateway::start_with(PUBSUB) else {
+        return;
+    };
+    // Three "nodes": the gateway itself (target 0, the publisher's) and two
+    // proxies to it (targets 1 and 2), 10 subscribers each. Both proxies
+    // die 1 s into the run: their subscribers come back after 0-200 ms,
+    // those of target 1 first to target 2 (refused), then to target 0.
+    let mut proxies = [Proxy::to(gw.addr), Proxy::to(gw.addr)];
+    let out = out_dir("cluster-reconnect");
+    let scenario = scenario("cluster-fanout.toml");
+    let urls = format!(
+        "target.urls=[\"ws://{}/connection/websocket\",\"ws://{}/connection/websocket\",\"ws://{}/connection/websocket\"]",
+        gw.addr, proxies[0].addr, proxies[1].addr
+    );
+    let api = format!("publish.api_url=http://{}/api/publish", gw.admin.unwrap());
+    let args = [
+        "-q",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--set",
+        &urls,
+        "--set",
+        &api,
+        "--set",
+        "publish.api_key=\"k\"",
+        "--set",
+        "publish.rate=50",
+        "--set",
+        "load.connections=30",
+        "--set",
+        "load.connect_rate=0",
+        "--set",
+        "load.warmup_secs=0.3",
+        "--set",
+        "load.duration_secs=2.5",
+        "--set",
+        "load.cooldown_secs=0.5",
+        "--set",
+        "load.reconnect=true",
+        "--set",
+        "load.reconnect_delay_ms=[0, 200]",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_bench-client"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bench-client");
+    std::thread::sleep(Duration::from_millis(1000));
+    for p in &mut proxies {
+        p.stop_listening();
+    }
+    for p in &proxies {
+        p.drop_connections();
+    }
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cell = &summary(&out)["cells"][0];
+    let c = &cell["counts"];
+    let rc = &cell["reconnect"];
+    assert_eq!(c["conn_dropped"], 20, "{cell}");
+    assert_eq!(rc["subscribers_dropped"], 20, "{rc}");
+    assert_eq!(rc["subscribers_recovered"], 20, "{rc}");
+    assert_eq!(rc["attempts_ok"], 20, "{rc}");
+    assert_eq!(
+        rc["attempts_failed"], 10,
+        "target 1's went to 2 first: {rc}"
+    );
+    assert_eq!(rc["attempts"], 30, "{rc}");
+    assert_eq!(rc["resubscribed"], 20, "{rc}");
+    assert_eq!(rc["latency"]["count"], 20, "{rc}");
+    assert!(rc["latency"]["max_ms"].as_f64() < Some(1000.0), "{rc}");
+    let recovered = rc["recovered_in_secs"].as_f64().expect("recovered");
+    assert!(recovered < 1.0, "{rc}");
+    // Nothing missing, duplicated or out of order: what was sent while a
+    // subscriber was away is counted apart.
+    assert!(c["deliveries"].as_u64() > Some(1000), "{c}");
+    assert_eq!(cell["expected_deliveries"], c["deliveries"], "{cell}");
+    assert_eq!(
+        (c["deliveries_dup"].as_u64(), c["deliveries_ooo"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(rc["missed_during_reconnect"].as_u64() > Some(0), "{rc}");
+    let t = &cell["per_target"];
+    let up: Vec<u64> = (0..3)
+        .map(|i| t[i]["up_at_end"].as_u64().unwrap())
+        .collect();
+    assert_eq!(up, [30, 0, 0], "{t}");
+    assert_eq!(t[0]["reconnects_ok"], 20, "{t}");
+    for i in 0..3 {
+        assert_eq!(t[i]["missing"], 0, "{t}");
+    }
+    for want in [
+        "--- reconnect (delay 0..200 ms, next target round robin) ---",
+        "subscribers dropped 20 back 20",
+        "recovered in ",
+        "up at end 30",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
