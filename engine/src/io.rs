@@ -86,6 +86,11 @@ pub enum CloseMode {
     Graceful,
     /// Cancel everything in flight, drop unsent data and close.
     Abort,
+    /// Send everything queued, then close without waiting for the peer:
+    /// for a protocol whose closing handshake is already complete (a
+    /// WebSocket close frame answered). Its FIN goes out with the close;
+    /// no `shutdown`, which for a direct descriptor runs in io-wq.
+    Finish,
 }
 
 /// How the TCP connection ended, as the engine saw it.
@@ -130,6 +135,7 @@ pub(crate) mod flag {
 pub(crate) enum Closing {
     No,
     Graceful,
+    Finish,
     Abort,
 }
 
@@ -616,6 +622,13 @@ impl Io {
     /// Send queue empty: a graceful close can now shut down our side.
     fn after_drain(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
+        if slot.closing == Closing::Finish && slot.flags & flag::IN_SEND == 0 {
+            // Everything is sent: the close (after the receive's cancel)
+            // sends our FIN. An orderly end, whatever the cancel completes with.
+            slot.cause.get_or_insert(CloseCause::Clean);
+            self.abort_idx(idx);
+            return;
+        }
         if slot.closing == Closing::Graceful
             && slot.flags & flag::WR_SHUT == 0
             && slot.flags & flag::IN_SEND == 0
@@ -672,9 +685,16 @@ impl Io {
             mode
         };
         match (mode, slot.closing) {
-            (_, Closing::Abort) | (CloseMode::Graceful, Closing::Graceful) => {}
+            (_, Closing::Abort)
+            | (CloseMode::Graceful | CloseMode::Finish, Closing::Graceful | Closing::Finish) => {}
             (CloseMode::Graceful, Closing::No) => {
                 slot.closing = Closing::Graceful;
+                if slot.sendq.is_empty() {
+                    self.after_drain(id.idx);
+                }
+            }
+            (CloseMode::Finish, Closing::No) => {
+                slot.closing = Closing::Finish;
                 if slot.sendq.is_empty() {
                     self.after_drain(id.idx);
                 }
@@ -744,7 +764,8 @@ impl Io {
             return;
         }
         let done = match slot.closing {
-            Closing::No => false,
+            // Finish becomes Abort once the queue has drained (after_drain).
+            Closing::No | Closing::Finish => false,
             Closing::Abort => true,
             Closing::Graceful => {
                 let clean = slot.flags & flag::WR_SHUT != 0 && slot.flags & flag::PEER_EOF != 0;

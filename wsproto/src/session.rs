@@ -70,6 +70,10 @@ pub enum Keepalive {
 pub enum Transport {
     /// Send what is queued, then shut down our side and wait for the peer's.
     Graceful,
+    /// Send what is queued, then close: the closing handshake is complete
+    /// (we answered the peer's close frame), and RFC 6455 §7.1.1 has the
+    /// server close the TCP connection first.
+    Finish,
     /// Drop everything now.
     Abort,
 }
@@ -527,12 +531,25 @@ impl Session {
         ending: Ending,
         sink: &mut impl Sink,
     ) {
+        self.finish_with(cfg, now, last, ending, Transport::Graceful, sink);
+    }
+
+    /// [`Session::finish`] with the transport's close chosen by the caller.
+    fn finish_with(
+        &mut self,
+        cfg: &SessionConfig,
+        now: u64,
+        last: Option<Bytes>,
+        ending: Ending,
+        transport: Transport,
+        sink: &mut impl Sink,
+    ) {
         if let Some(bytes) = last {
             let _ = sink.send(bytes, Backpressure::Force);
         }
         self.phase = Phase::Closing;
         sink.note(Note::Ending(ending));
-        sink.close_transport(Transport::Graceful);
+        sink.close_transport(transport);
         sink.set_deadline(now + cfg.close_ms);
     }
 
@@ -685,7 +702,7 @@ impl Session {
             };
             sink.note(Note::CloseOut(code.unwrap_or(0)));
             sink.note(Note::FrameOut(FrameClass::Close));
-            self.finish(cfg, now, Some(reply), Ending::Normal, sink);
+            self.finish_with(cfg, now, Some(reply), Ending::Normal, Transport::Finish, sink);
         } else if let Some((code, reason, ending)) = stop {
             self.close(cfg, now, code, reason, ending, sink);
         } else if let Err(e) = result {

@@ -68,6 +68,7 @@ impl Sink for Driver<'_> {
     fn close_transport(&mut self, how: Transport) {
         let mode = match how {
             Transport::Graceful => CloseMode::Graceful,
+            Transport::Finish => CloseMode::Finish,
             Transport::Abort => CloseMode::Abort,
         };
         let id = self.id();
