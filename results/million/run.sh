@@ -3,12 +3,15 @@
 # descriptors) and the bench client (2 processes x 26 rings) on the same
 # 2 cores, over loopback. Samples memory and CPU every 5 s into samples.tsv.
 #
-#   results/million/run.sh [OUT_DIR]      (needs root for the kernel settings)
+#   results/million/run.sh [OUT_DIR] [--set key=value ...]   (root: kernel settings)
+#
+# Extra arguments go to the bench client (e.g. --set load.connect_rate=12000).
 #
 # Applies kernel-tuning/tune.sh --profile high-conn first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:-/tmp/million-$(date +%s)}"
+shift || true
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
 kernel-tuning/tune.sh --profile high-conn apply > "$OUT/tune.txt" 2>&1 || true
@@ -35,7 +38,7 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:9464/metrics > /dev/null && br
 gw_rss0=$(rss $GW)
 echo "gateway started: RSS ${gw_rss0} KiB" | tee "$OUT/summary.txt"
 
-target/release/bench-client -s results/million/bench.toml --out "$OUT/bench" > "$OUT/bench.txt" 2>&1 &
+target/release/bench-client -s results/million/bench.toml --out "$OUT/bench" "$@" > "$OUT/bench.txt" 2>&1 &
 BENCH=$!
 printf 't\tconns\tgw_rss_kib\tgw_cpu_ticks\tmem_avail_kib\tslab_kib\n' > "$OUT/samples.tsv"
 t0=$(date +%s)
@@ -49,14 +52,19 @@ while kill -0 $BENCH 2>/dev/null; do
         snapshot held
         gw_rss_held=$(rss $GW); bench_rss=0
         for p in $(pgrep -f "bench-client"); do bench_rss=$((bench_rss + $(rss $p))); done
+        curl -s http://127.0.0.1:9464/metrics > "$OUT/metrics-held-a.txt" || true
         a=$(ticks $GW); sleep 20; b=$(ticks $GW)
+        curl -s http://127.0.0.1:9464/metrics > "$OUT/metrics-held-b.txt" || true
         echo "held: gateway RSS ${gw_rss_held} KiB, bench RSS (all processes) ${bench_rss} KiB, gateway CPU over 20 s idle hold: $((b - a)) ticks ($(( (b - a) * 100 / 2000 )) % of a core)" | tee -a "$OUT/summary.txt"
     fi
     sleep 5
 done
 wait $BENCH || echo "bench exit status $?" | tee -a "$OUT/summary.txt"
+echo "bench finished at t=$(( $(date +%s) - t0 )) s (connect, hold, then closing every connection)" | tee -a "$OUT/summary.txt"
 curl -s http://127.0.0.1:9464/metrics > "$OUT/metrics-end.txt" || true
 echo "peak connections (gateway): $peak" | tee -a "$OUT/summary.txt"
+stop0=$(date +%s.%N)
 kill -TERM $GW; wait $GW || true
+echo "gateway exited $(echo "$(date +%s.%N) - $stop0" | bc) s after SIGTERM" | tee -a "$OUT/summary.txt"
 tail -3 "$OUT/gateway.log" >> "$OUT/summary.txt"
 echo "output in $OUT"
