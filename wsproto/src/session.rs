@@ -702,7 +702,14 @@ impl Session {
             };
             sink.note(Note::CloseOut(code.unwrap_or(0)));
             sink.note(Note::FrameOut(FrameClass::Close));
-            self.finish_with(cfg, now, Some(reply), Ending::Normal, Transport::Finish, sink);
+            self.finish_with(
+                cfg,
+                now,
+                Some(reply),
+                Ending::Normal,
+                Transport::Finish,
+                sink,
+            );
         } else if let Some((code, reason, ending)) = stop {
             self.close(cfg, now, code, reason, ending, sink);
         } else if let Err(e) = result {
