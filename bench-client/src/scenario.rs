@@ -392,7 +392,7 @@ impl ClientOpts {
             recv_buffer_size: self.recv_buffer_size,
             drain_ms: 2_000,
             file_table: if self.direct_descriptors {
-                engine::open_files_limit().min(u64::from(u32::MAX)) as u32
+                engine::default_file_table()
             } else {
                 0
             },
@@ -890,7 +890,7 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
         ));
     }
     // Each worker's share, plus slack for the publisher's API connection.
-    let per_ring = engine::open_files_limit().saturating_sub(16);
+    let per_ring = u64::from(engine::default_file_table()).saturating_sub(16);
     let per_process = if c.direct_descriptors {
         per_ring.saturating_mul(c.workers)
     } else {

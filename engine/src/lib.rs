@@ -19,4 +19,6 @@ mod worker;
 
 pub use io::{CloseCause, CloseMode, ConnId, Io, SendError};
 pub use stats::EngineStats;
-pub use worker::{open_files_limit, Conns, EngineConfig, EngineKey, Handler, Origin, Worker};
+pub use worker::{
+    default_file_table, open_files_limit, Conns, EngineConfig, EngineKey, Handler, Origin, Worker,
+};

@@ -76,6 +76,12 @@ impl EngineConfig {
                 "must be from 256 to 1048576 bytes",
             ));
         }
+        if self.file_table > MAX_FILE_TABLE {
+            return Err((
+                EngineKey::FileTable,
+                "exceeds 1048576, the kernel's most entries per ring (IORING_MAX_FIXED_FILES)",
+            ));
+        }
         if u64::from(self.file_table) > open_files_limit() {
             return Err((
                 EngineKey::FileTable,
@@ -84,6 +90,15 @@ impl EngineConfig {
         }
         Ok(())
     }
+}
+
+/// The kernel's most registered files per ring (`IORING_MAX_FIXED_FILES`).
+pub const MAX_FILE_TABLE: u32 = 1 << 20;
+
+/// The largest file table a ring may register here: the open-files hard
+/// limit, capped at [`MAX_FILE_TABLE`] (the limit may be "unlimited").
+pub fn default_file_table() -> u32 {
+    open_files_limit().min(u64::from(MAX_FILE_TABLE)) as u32
 }
 
 /// The hard `RLIMIT_NOFILE`: the most a ring's registered file table may

@@ -142,7 +142,7 @@ pub struct IoConfig {
     /// process holds that many connections *per worker*.
     pub direct_descriptors: bool,
     /// Entries of each worker's file table (direct descriptors); 0 = the
-    /// open-files hard limit (`ulimit -Hn`), the most the kernel allows.
+    /// open-files hard limit (`ulimit -Hn`, at most 1048576), the most the kernel allows.
     pub file_table: u32,
     /// The kernel fills receive buffers incrementally (`IOU_PBUF_RING_INC`,
     /// Linux 6.12; older kernels fall back with a warning): small reads of
@@ -844,7 +844,7 @@ impl Config {
             drain_ms: self.timeouts.drain_ms,
             file_table: match (self.io.direct_descriptors, self.io.file_table) {
                 (false, _) => 0,
-                (true, 0) => engine::open_files_limit().min(u64::from(u32::MAX)) as u32,
+                (true, 0) => engine::default_file_table(),
                 (true, n) => n,
             },
             incremental_recv: self.io.incremental_recv,
