@@ -8,9 +8,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -83,19 +83,37 @@ impl Broker {
             ],
             Kind::Nats => vec!["-a", "127.0.0.1", "-p", &port],
         };
+        let log_path = std::env::temp_dir().join(format!(
+            "cluster-broker-{}-{}.log",
+            std::process::id(),
+            port
+        ));
+        let log = std::fs::File::create(&log_path).ok()?;
         let child = Command::new(bin)
             .args(&args)
             .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().ok()?)
+            .stderr(log)
             .spawn()
             .ok()?;
         self.child = Some(child);
-        // Ready when it accepts.
-        retry(Duration::from_secs(5), || {
-            TcpStream::connect(("127.0.0.1", self.port)).ok().map(drop)
-        })
-        .expect("broker accepts connections");
+        // Ready when its own log says so: a connect alone could reach another
+        // test's broker that took the same free port (ours would then fail
+        // to bind and exit).
+        let ready = match self.kind {
+            Kind::Redis => "Ready to accept connections",
+            Kind::Nats => "Server is ready",
+        };
+        let up = retry(Duration::from_secs(5), || {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let alive = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+            (alive && text.contains(ready)).then_some(())
+        });
+        let _ = std::fs::remove_file(&log_path);
+        up.expect("broker ready (its log says so)");
         Some(())
     }
 

@@ -43,7 +43,7 @@ impl Server {
             "redis-server",
             &["/usr/bin/redis-server", "/usr/local/bin/redis-server"],
         )?;
-        Some(start(&bin, |port, dir| {
+        Some(start(&bin, "Ready to accept connections", |port, dir| {
             let mut args = vec![
                 "--port".to_string(),
                 port.to_string(),
@@ -72,7 +72,7 @@ impl Server {
                 "/usr/local/bin/nats-server",
             ],
         )?;
-        Some(start(&bin, |port, _| {
+        Some(start(&bin, "Server is ready", |port, _| {
             vec![
                 "-a".into(),
                 "127.0.0.1".into(),
@@ -124,7 +124,11 @@ fn temp_dir() -> PathBuf {
 
 /// Starts `bin` with `args(port, dir)` until it listens (another process
 /// may take the free port first: then it is tried again on another).
-fn start(bin: &Path, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
+/// Ready means the server's own log says so: a connect alone could reach
+/// another test's server that took the same free port a moment earlier
+/// (ours then fails to bind and exits, and the other one's connections are
+/// reset when that test ends).
+fn start(bin: &Path, ready: &str, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
     for _ in 0..5 {
         let dir = temp_dir();
         let port = free_port();
@@ -140,7 +144,9 @@ fn start(bin: &Path, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
         let mut server = Server { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+            let alive = matches!(server.child.try_wait(), Ok(None));
+            if alive && log.contains(ready) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
