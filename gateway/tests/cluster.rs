@@ -389,6 +389,13 @@ fn api_operations_reach_users_on_any_node() {
     alice.wait("server-side subscribe", |v| {
         v["push"]["channel"] == "room" && v["push"]["subscribe"].is_object()
     });
+    // The subscribe push does not wait for node 2's broker subscription
+    // (a publication in between is missed: see results/cluster.md); under
+    // CI load that window was long enough to fail this test once.
+    let subscribed = retry(Duration::from_secs(3), || {
+        (nodes[2].metrics().get("gateway_broker_channels", &[]) == 1.0).then_some(())
+    });
+    assert!(subscribed.is_some(), "node 2 subscribed to the broker");
     api(&nodes[1], "publish", &json!({"channel": "room", "data": 7}));
     assert_eq!(alice.publication("room"), json!(7));
     let (status, _) = api(
