@@ -278,11 +278,13 @@ fn client_ping_gets_pong_and_unsolicited_pong_is_ignored() {
 }
 
 #[test]
-fn client_close_is_echoed_then_the_close_deadline_aborts() {
+fn client_close_is_echoed_and_finished_then_the_close_deadline_aborts() {
     let mut p = Pair::open();
     p.send(&codec::encode_close(4001, "bye", MASK));
     assert_eq!(p.received(), [Received::Close(Some(4001))]);
-    assert_eq!(p.driver.transport, Some(Transport::Graceful));
+    // The closing handshake is complete: send the reply, then close (the
+    // server closes TCP first, RFC 6455 §7.1.1), no shutdown and wait.
+    assert_eq!(p.driver.transport, Some(Transport::Finish));
     assert_eq!(p.driver.ending, Some(Ending::Normal));
     assert_eq!(p.driver.closes_in, [Some(4001)]);
     assert_eq!(p.driver.deadline, p.now + 500);
@@ -291,7 +293,7 @@ fn client_close_is_echoed_then_the_close_deadline_aborts() {
     assert!(p.received().is_empty());
     // The peer never closes TCP: the deadline aborts.
     p.advance(p.now + 499);
-    assert_eq!(p.driver.transport, Some(Transport::Graceful));
+    assert_eq!(p.driver.transport, Some(Transport::Finish));
     p.advance(p.now + 1);
     assert_eq!(p.driver.transport, Some(Transport::Abort));
 }
