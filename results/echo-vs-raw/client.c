@@ -17,6 +17,11 @@
  *
  *   result mode=.. size=.. conns=.. secs=.. msgs=.. rate=.. p50_us=.. p99_us=..
  *          cpu_ns=.. ns_per_msg=.. sched_ns=.. sched_ns_per_msg=.. total_msgs=..
+ *          client_ns_per_msg=.. other_cpu_pct=..
+ *
+ * other_cpu_pct: busy time of all CPUs (/proc/stat) minus the server's and
+ * the client's own CPU over the window, in % of one CPU: other work on the
+ * box (a run with a large value was disturbed).
  *
  * Partial reads and writes are handled; any connection error, early EOF or
  * unexpected frame is fatal (exit 1): a run with a broken connection is not
@@ -126,6 +131,24 @@ static void server_cpu(int pid, uint64_t *stat_ns, uint64_t *sched_ns)
 		fclose(t);
 	}
 	closedir(d);
+}
+
+/* Busy time of all CPUs (/proc/stat) and this process's own CPU, in ns:
+ * what neither the server nor the client used is other work on the box. */
+static void box_cpu(uint64_t *busy_ns, uint64_t *self_ns)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+	if (!f || fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+			 &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
+		fail("bad /proc/stat", -1);
+	fclose(f);
+	/* user nice system idle iowait irq softirq steal */
+	*busy_ns = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * (1000000000ull / sysconf(_SC_CLK_TCK));
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	*self_ns = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ull +
+		   (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
 }
 
 static void set_events(struct conn *c, int out)
@@ -365,7 +388,7 @@ int main(int argc, char **argv)
 
 	uint64_t warm_end = t0 + (uint64_t)(warmup * 1e9);
 	uint64_t win_end = warm_end + (uint64_t)(window * 1e9);
-	uint64_t win_start_t = 0, cpu0 = 0, sched0 = 0;
+	uint64_t win_start_t = 0, cpu0 = 0, sched0 = 0, box0 = 0, self0 = 0;
 	int in_window = 0;
 	static unsigned char scratch[65536];
 	struct epoll_event evs[512];
@@ -404,6 +427,7 @@ int main(int argc, char **argv)
 		uint64_t t = now_ns();
 		if (!in_window && t >= warm_end) {
 			server_cpu(pid, &cpu0, &sched0);
+			box_cpu(&box0, &self0);
 			win_start_t = now_ns();
 			memset(hist, 0, sizeof hist);
 			done_msgs = 0;
@@ -411,22 +435,27 @@ int main(int argc, char **argv)
 			printf("window start\n");
 			fflush(stdout);
 		} else if (in_window && t >= win_end) {
-			uint64_t cpu1, sched1;
+			uint64_t cpu1, sched1, box1, self1;
 			uint64_t msgs = done_msgs;
 			uint64_t secs_ns = now_ns() - win_start_t;
 			server_cpu(pid, &cpu1, &sched1);
+			box_cpu(&box1, &self1);
+			/* CPU used by neither the server nor this client, in % of one CPU */
+			double other = ((double)(box1 - box0) - (double)(cpu1 - cpu0) - (double)(self1 - self0)) /
+				       secs_ns * 100;
 			printf("window end\n");
 			double secs = secs_ns / 1e9;
 			printf("result mode=%s size=%zu conns=%d secs=%.3f msgs=%llu rate=%.0f "
 			       "p50_us=%llu p99_us=%llu cpu_ns=%llu ns_per_msg=%.0f sched_ns=%llu "
-			       "sched_ns_per_msg=%.0f total_msgs=%llu\n",
+			       "sched_ns_per_msg=%.0f total_msgs=%llu client_ns_per_msg=%.0f other_cpu_pct=%.0f\n",
 			       argv[1], size, nconns, secs, (unsigned long long)msgs, msgs / secs,
 			       (unsigned long long)percentile(msgs, 0.50),
 			       (unsigned long long)percentile(msgs, 0.99),
 			       (unsigned long long)(cpu1 - cpu0), msgs ? (double)(cpu1 - cpu0) / msgs : 0.0,
 			       (unsigned long long)(sched1 - sched0),
 			       msgs ? (double)(sched1 - sched0) / msgs : 0.0,
-			       (unsigned long long)total_msgs);
+			       (unsigned long long)total_msgs,
+			       msgs ? (double)(self1 - self0) / msgs : 0.0, pid > 0 ? other : 0.0);
 			fflush(stdout);
 			return 0;
 		}

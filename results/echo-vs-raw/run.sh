@@ -149,10 +149,12 @@ run_one() {
 field() { grep -m1 '^result ' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
 # One line per server and round; gw/x = the gateway's ns/msg over this
-# server's in the same round (utime+stime, then schedstat).
-fmt='%-5s %5s %-5s %9s %9s %8s %7s %7s %7s %7s\n'
+# server's in the same round (utime+stime, then schedstat); client_ns = the
+# client's CPU per message; other% = CPU used by other processes during the
+# window, in % of one CPU (see client.c).
+fmt='%-5s %5s %-5s %9s %9s %8s %7s %7s %7s %7s %9s %6s\n'
 # shellcheck disable=SC2059 # the format is a variable
-printf "$fmt" size round srv ns/msg sched_ns msg/s p50_us p99_us gw/x gw/x_sch | tee -a "$OUT/summary.txt"
+printf "$fmt" size round srv ns/msg sched_ns msg/s p50_us p99_us gw/x gw/x_sch client_ns other% | tee -a "$OUT/summary.txt"
 for round in $(seq "$ROUNDS"); do
 	for size in $SIZES; do
 		for server in $SERVERS; do
@@ -167,7 +169,8 @@ for round in $(seq "$ROUNDS"); do
 			printf "$fmt" "$size" "$round" "$server" "$(field "$l" ns_per_msg)" "$(field "$l" sched_ns_per_msg)" \
 				"$(field "$l" rate)" "$(field "$l" p50_us)" "$(field "$l" p99_us)" \
 				"$(awk -v a="$(field "$l" ns_per_msg)" -v b="$(field "$g" ns_per_msg)" 'BEGIN{printf "%.3f", b/a}')" \
-				"$(awk -v a="$(field "$l" sched_ns_per_msg)" -v b="$(field "$g" sched_ns_per_msg)" 'BEGIN{printf "%.3f", b/a}')" |
+				"$(awk -v a="$(field "$l" sched_ns_per_msg)" -v b="$(field "$g" sched_ns_per_msg)" 'BEGIN{printf "%.3f", b/a}')" \
+				"$(field "$l" client_ns_per_msg)" "$(field "$l" other_cpu_pct)" |
 				tee -a "$OUT/summary.txt"
 		done
 	done
