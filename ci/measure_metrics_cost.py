@@ -60,6 +60,8 @@ LOADS = {
     # Open loop, one message per receive, arrivals set by the client's clock
     # alone: many connections at a low rate each, as chat traffic looks.
     "open-loop": ["load.mode=rate", "load.connections=10000", "load.rate=10"],
+    # Ping-pong with 4 KB messages (a frame may straddle receive buffers).
+    "ping-pong-4k": ["load.connections=1000", "load.in_flight=1", "load.message_size=4096"],
     # Seed 000's load: 4,000 connections x 2 msg/s, each message alone.
     "seed000": ["load.mode=rate", "load.connections=4000", "load.rate=2"],
 }
