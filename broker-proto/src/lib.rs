@@ -17,5 +17,24 @@
 pub mod nats;
 pub mod resp;
 
+/// Appends received bytes to a decoder's input, `buf[pos..]` being what is
+/// not parsed yet: an empty input starts over (and gives back the memory of
+/// one huge reply), and the parsed prefix is dropped once it is at least
+/// half, which moves at most as many bytes as were consumed since the last
+/// move, so linear overall.
+fn append_input(buf: &mut Vec<u8>, pos: &mut usize, data: &[u8]) {
+    if *pos == buf.len() {
+        buf.clear();
+        *pos = 0;
+        if buf.capacity() > 1 << 20 && data.len() < 64 << 10 {
+            buf.shrink_to(64 << 10);
+        }
+    } else if *pos > 0 && *pos >= buf.len() / 2 {
+        buf.drain(..*pos);
+        *pos = 0;
+    }
+    buf.extend_from_slice(data);
+}
+
 #[doc(hidden)]
 pub mod fuzzing;

@@ -406,20 +406,7 @@ impl Decoder {
         if self.failed.is_some() {
             return;
         }
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-            if self.buf.capacity() > 1 << 20 && data.len() < 64 << 10 {
-                // Do not keep a huge buffer alive after one big reply.
-                self.buf.shrink_to(64 << 10);
-            }
-        } else if self.pos > 0 && self.pos >= self.buf.len() / 2 {
-            // Moves at most as many bytes as were consumed since the last
-            // move: linear overall.
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.extend_from_slice(data);
+        crate::append_input(&mut self.buf, &mut self.pos, data);
     }
 
     /// The next complete top-level value, `Ok(None)` if more bytes are

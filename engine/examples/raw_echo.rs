@@ -448,44 +448,6 @@ impl Server<'_> {
     }
 }
 
-/// Raises the soft open-files limit to the hard one and returns it.
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: lim is a valid rlimit to fill in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: lim is a valid rlimit; raising the soft limit up to the hard one
-    // needs no privilege. On failure the old limit stays.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        // SAFETY: as above.
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    }
-    lim.rlim_cur
-}
-
-fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: fd is an open socket; the option value is a valid c_int of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 fn usage() -> ! {
     eprintln!("usage: raw_echo ADDR [--fds] [--buffers N (power of two)] [--buffer-size BYTES]");
     std::process::exit(2);
@@ -513,12 +475,12 @@ fn main() -> io::Result<()> {
         }
     }
     let Some(addr) = addr else { usage() };
-    let nofile = raise_nofile();
+    let nofile = engine::raise_open_files_limit();
 
     let listener = TcpListener::bind(&addr)?;
     let lfd = listener.as_raw_fd();
     // Accepted sockets inherit TCP_NODELAY from the listener.
-    set_int_opt(lfd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    engine::listener::set_int_opt(lfd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     // A deeper accept queue than std's default, for connect storms (the
     // kernel caps it at net.core.somaxconn).
     // SAFETY: lfd is a bound, listening socket; listen again only resizes the queue.

@@ -20,5 +20,6 @@ mod worker;
 pub use io::{CloseCause, CloseMode, ConnId, Io, SendError};
 pub use stats::EngineStats;
 pub use worker::{
-    default_file_table, open_files_limit, Conns, EngineConfig, EngineKey, Handler, Origin, Worker,
+    default_file_table, open_files_limit, raise_open_files_limit, Conns, EngineConfig, EngineKey,
+    Handler, Origin, Worker,
 };

@@ -115,20 +115,31 @@ pub fn open_files_limit() -> u64 {
     lim.rlim_max
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard one: the kernel checks a
-/// registered file table's size against the soft limit.
-fn raise_open_files_limit() {
+/// Raises the soft `RLIMIT_NOFILE` to the hard one (the kernel checks a
+/// registered file table's size against the soft limit, and a process with
+/// regular descriptors needs one per connection) and returns the soft limit
+/// now in force.
+pub fn raise_open_files_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit read and write the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
         }
     }
+    lim.rlim_cur
 }
 
 /// Accepts kept in flight per listener. Single-shot, each with its own

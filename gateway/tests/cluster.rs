@@ -143,27 +143,7 @@ fn node(broker: &Broker, i: usize, extra: &str) -> Option<Gateway> {
         Kind::Nats => "nats",
     };
     Gateway::start(&format!(
-        r#"
-[server]
-workers = 2
-
-[[routes]]
-path = "/connection/websocket"
-app = "pubsub"
-
-[pubsub]
-allow_anonymous = true
-token_hmac_secret = "s"
-
-[pubsub.without_namespace]
-allow_subscribe_for_client = true
-allow_subscribe_for_anonymous = true
-allow_publish_for_client = true
-allow_publish_for_anonymous = true
-
-[api]
-key = "k"
-
+        r#"{CLUSTER_NODE}
 [admin]
 listen = "127.0.0.1:0"
 publish_ms = 20

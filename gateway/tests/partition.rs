@@ -223,27 +223,7 @@ impl Drop for Redis {
 /// A cluster node's configuration, with `broker` as its Redis.
 fn node_config(name: &str, broker: SocketAddrV4, admin_listen: &str) -> String {
     format!(
-        r#"
-[server]
-workers = 2
-
-[[routes]]
-path = "/connection/websocket"
-app = "pubsub"
-
-[pubsub]
-allow_anonymous = true
-token_hmac_secret = "s"
-
-[pubsub.without_namespace]
-allow_subscribe_for_client = true
-allow_subscribe_for_anonymous = true
-allow_publish_for_client = true
-allow_publish_for_anonymous = true
-
-[api]
-key = "k"
-
+        r#"{CLUSTER_NODE}
 [admin]
 listen = "{admin_listen}"
 publish_ms = 20

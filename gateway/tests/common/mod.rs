@@ -807,3 +807,28 @@ impl Metrics {
             .unwrap_or_else(|| panic!("no series {name}{labels:?} in:\n{}", self.text))
     }
 }
+
+/// A cluster node's pub/sub settings (two workers, anonymous clients may
+/// subscribe and publish, HS256 secret "s", API key "k"); the cluster tests
+/// add `[admin]` and `[broker]`.
+pub const CLUSTER_NODE: &str = r#"
+[server]
+workers = 2
+
+[[routes]]
+path = "/connection/websocket"
+app = "pubsub"
+
+[pubsub]
+allow_anonymous = true
+token_hmac_secret = "s"
+
+[pubsub.without_namespace]
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_publish_for_client = true
+allow_publish_for_anonymous = true
+
+[api]
+key = "k"
+"#;
