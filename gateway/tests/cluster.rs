@@ -138,7 +138,12 @@ impl Drop for Broker {
 /// Node `i` of a cluster on `broker` (two workers each, so a node's own
 /// fan-out crosses workers too).
 fn node(broker: &Broker, i: usize, extra: &str) -> Option<Gateway> {
-    let kind = match broker.kind {
+    node_at(broker.kind, broker.addr(), i, extra)
+}
+
+/// Node `i` using the broker at `addr` (a relay in front of it, say).
+fn node_at(kind: Kind, addr: SocketAddr, i: usize, extra: &str) -> Option<Gateway> {
+    let kind = match kind {
         Kind::Redis => "redis",
         Kind::Nats => "nats",
     };
@@ -157,23 +162,27 @@ reconnect_min_ms = 50
 reconnect_max_ms = 400
 info_interval_ms = 100
 {extra}
-"#,
-        addr = broker.addr()
+"#
     ))
 }
 
 fn cluster(broker: &Broker, n: usize) -> Option<Vec<Gateway>> {
     let nodes: Option<Vec<Gateway>> = (0..n).map(|i| node(broker, i, "")).collect();
     let nodes = nodes?;
-    // Every node up and aware of the others.
-    for gw in &nodes {
+    await_each_other(&nodes);
+    Some(nodes)
+}
+
+/// Every node up and aware of the others.
+fn await_each_other(nodes: &[Gateway]) {
+    let n = nodes.len();
+    for gw in nodes {
         retry(Duration::from_secs(5), || {
             let (_, v) = api(gw, "info", &json!({}));
             (v["result"]["nodes"].as_array().map_or(0, Vec::len) == n).then_some(())
         })
         .unwrap_or_else(|| panic!("/api/info never listed {n} nodes"));
     }
-    Some(nodes)
 }
 
 fn api(gw: &Gateway, endpoint: &str, body: &Value) -> (u16, Value) {
@@ -267,6 +276,135 @@ impl Client {
 /// HS256 connection token for `sub` (secret "s").
 fn token(sub: &str) -> String {
     centrifuge_proto::token::sign(&json!({ "sub": sub }).to_string(), b"s")
+}
+
+/// A TCP relay to `target` that holds every byte the client sends for
+/// `delay` (answers come back at once): a broker far from one node, so
+/// that its subscribe commands arrive late.
+fn delay_relay(target: SocketAddr, delay: Duration) -> SocketAddr {
+    use std::net::{Shutdown, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in l.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(target) else {
+                continue;
+            };
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (mut from_server, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(Shutdown::Both);
+            });
+            let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+            let mut from_client = client;
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut to_server = server;
+            std::thread::spawn(move || {
+                for (at, bytes) in rx {
+                    std::thread::sleep((at + delay).saturating_duration_since(Instant::now()));
+                    if to_server.write_all(&bytes).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_server.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A subscription is answered only once the node's broker subscription is
+/// in effect, so a publication through another node right after the
+/// answer is delivered. Node 1's commands reach the broker 300 ms late:
+/// without the wait, the publication would get there before node 1's
+/// subscribe and be lost (neither broker keeps history).
+fn subscriptions_are_answered_once_in_effect(kind: Kind) {
+    const DELAY: Duration = Duration::from_millis(300);
+    let Some(broker) = Broker::start(kind) else {
+        return;
+    };
+    let far = delay_relay(broker.addr(), DELAY);
+    let (Some(n0), Some(n1)) = (node(&broker, 0, ""), node_at(kind, far, 1, "")) else {
+        return;
+    };
+    let nodes = [n0, n1];
+    await_each_other(&nodes);
+    // Subscribed in the connect reply (token `channels`).
+    let claims = json!({ "sub": "bob", "channels": ["early"] }).to_string();
+    let t = Instant::now();
+    let mut bob = Client::connect(
+        &nodes[1],
+        Some(&centrifuge_proto::token::sign(&claims, b"s")),
+    );
+    assert!(
+        t.elapsed() >= DELAY,
+        "the connect reply waited for the broker"
+    );
+    api(
+        &nodes[0],
+        "publish",
+        &json!({"channel": "early", "data": 1}),
+    );
+    assert_eq!(bob.publication("early"), json!(1));
+    // A subscribe command.
+    let t = Instant::now();
+    bob.subscribe("fresh");
+    assert!(
+        t.elapsed() >= DELAY,
+        "the subscribe reply waited for the broker"
+    );
+    api(
+        &nodes[0],
+        "publish",
+        &json!({"channel": "fresh", "data": 2}),
+    );
+    assert_eq!(bob.publication("fresh"), json!(2));
+    // Later subscribers of a channel the node has are answered at once
+    // (on either worker).
+    for _ in 0..2 {
+        let mut other = Client::connect(&nodes[1], None);
+        let t = Instant::now();
+        other.subscribe("fresh");
+        assert!(
+            t.elapsed() < DELAY,
+            "no wait for a channel already in effect"
+        );
+    }
+    // A server-side subscribe through the API of the other node.
+    let (status, v) = api(
+        &nodes[0],
+        "subscribe",
+        &json!({"user": "bob", "channel": "pushed"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    bob.wait("server-side subscribe", |v| {
+        v["push"]["channel"] == "pushed" && v["push"]["subscribe"].is_object()
+    });
+    api(
+        &nodes[0],
+        "publish",
+        &json!({"channel": "pushed", "data": 3}),
+    );
+    assert_eq!(bob.publication("pushed"), json!(3));
+}
+
+#[test]
+fn subscriptions_are_answered_once_in_effect_over_redis() {
+    subscriptions_are_answered_once_in_effect(Kind::Redis);
+}
+
+#[test]
+fn subscriptions_are_answered_once_in_effect_over_nats() {
+    subscriptions_are_answered_once_in_effect(Kind::Nats);
 }
 
 fn publications_reach_every_node(kind: Kind) {
@@ -369,13 +507,8 @@ fn api_operations_reach_users_on_any_node() {
     alice.wait("server-side subscribe", |v| {
         v["push"]["channel"] == "room" && v["push"]["subscribe"].is_object()
     });
-    // The subscribe push does not wait for node 2's broker subscription
-    // (a publication in between is missed: see results/cluster.md); under
-    // CI load that window was long enough to fail this test once.
-    let subscribed = retry(Duration::from_secs(3), || {
-        (nodes[2].metrics().get("gateway_broker_channels", &[]) == 1.0).then_some(())
-    });
-    assert!(subscribed.is_some(), "node 2 subscribed to the broker");
+    // The push waited for node 2's broker subscription: publishing right
+    // away reaches alice.
     api(&nodes[1], "publish", &json!({"channel": "room", "data": 7}));
     assert_eq!(alice.publication("room"), json!(7));
     let (status, _) = api(
@@ -515,6 +648,23 @@ fn a_broker_restart_degrades_then_recovers_and_resubscribes() {
     // Publishing is refused, not silently lost.
     let (_, v) = api(&nodes[0], "publish", &json!({"channel": "live", "data": 2}));
     assert_eq!(v["error"]["code"], 100, "{v}");
+    // So is a subscription the node cannot make: error 100, temporary (the
+    // SDKs try again), counted.
+    let mut late = Client::connect(&nodes[1], None);
+    let r = late.call("subscribe", json!({"channel": "new-while-down"}));
+    assert_eq!(r["error"]["code"], 100, "{r}");
+    assert_eq!(r["error"]["temporary"], true, "{r}");
+    let counted = retry(Duration::from_secs(3), || {
+        (nodes[1]
+            .metrics()
+            .get("gateway_broker_unconfirmed_total", &[])
+            >= 1.0)
+            .then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "counted in gateway_broker_unconfirmed_total"
+    );
 
     broker.spawn().expect("broker restarts");
     let healthy = retry(Duration::from_secs(5), || {

@@ -14,6 +14,14 @@
 //! workers: one mailbox message each, the same path a local publication
 //! takes. The cost of the extra hop is in `results/cluster.md`.
 //!
+//! A subscription is answered only once it is in effect: a worker's first
+//! local subscriber of a channel waits (its reply held, the channel not
+//! delivered to) until the broker has confirmed the node's subscription —
+//! a barrier sent behind the subscribe command (Redis `PING <token>`, a
+//! NATS `PING`) comes back — and the thread posts [`HubMsg::Subscribed`].
+//! Otherwise a publication made through another node right after the
+//! subscribe reply could miss this node (neither broker keeps history).
+//!
 //! What a worker tells the thread ([`BrokerCmd`]): its first local
 //! subscriber of a channel arrived or its last one left (the thread
 //! batches the broker's subscribe and unsubscribe commands per loop
@@ -51,6 +59,9 @@ pub enum BrokerCmd {
         channel: Arc<str>,
         /// Gained or lost.
         on: bool,
+        /// The worker's number for this request, echoed in the
+        /// [`HubMsg::Subscribed`] that answers a gain.
+        token: u64,
     },
     /// Send to every node (this one included: local subscribers receive it
     /// back from the broker, so every node sees one order).
@@ -98,6 +109,9 @@ pub struct BrokerStats {
     pub commands: AtomicU64,
     /// Local subscriptions ended with "insufficient state" after a loss.
     pub resynced: AtomicU64,
+    /// Workers told a channel's broker subscription could not be made
+    /// (its connection was down or lost before confirming it).
+    pub unconfirmed: AtomicU64,
 }
 
 /// What the workers and the broker thread share.

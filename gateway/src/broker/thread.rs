@@ -20,7 +20,7 @@
 //! subscribe again (and recover from the application's own history, if
 //! it keeps one).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,6 +104,24 @@ struct Shard {
     was_up: bool,
     last_heard_ms: u64,
     last_ping_ms: u64,
+    /// Barriers sent after subscribe commands, oldest first, with the
+    /// channels each one confirms.
+    barriers: VecDeque<(u64, Vec<Arc<str>>)>,
+}
+
+/// A channel with local subscribers (or kept for `unsubscribe_delay_ms`).
+#[derive(Debug, Default)]
+struct Chan {
+    /// Which workers have local subscribers (a bit each).
+    mask: u64,
+    /// Since when no worker has (worker ms).
+    since: Option<u64>,
+    /// The broker confirmed the subscription on the current connection.
+    confirmed: bool,
+    /// The barrier whose answer will confirm it (0: none sent).
+    barrier: u64,
+    /// Workers waiting for the confirmation, with their request's token.
+    waiting: Vec<(usize, u64)>,
 }
 
 /// The broker thread's handler.
@@ -113,9 +131,8 @@ pub(super) struct BrokerHandler {
     stats: Arc<[HubStats]>,
     started: Instant,
     shards: Vec<Shard>,
-    /// Channels with local subscribers: which workers have them, and since
-    /// when none has (a subscription kept for `unsubscribe_delay_ms`).
-    channels: HashMap<Arc<str>, (u64, Option<u64>)>,
+    /// Channels with local subscribers.
+    channels: HashMap<Arc<str>, Chan>,
     /// The system names every node subscribes: control, info, its own.
     system: Vec<Arc<str>>,
     out: Vec<u8>,
@@ -124,6 +141,9 @@ pub(super) struct BrokerHandler {
     requests: HashMap<u64, (ReplyTo, u64)>,
     next_request: u64,
     events: Vec<Event>,
+    next_barrier: u64,
+    /// Confirmations a full worker mailbox refused, posted again later.
+    unposted: Vec<(usize, HubMsg)>,
 }
 
 impl std::fmt::Debug for BrokerHandler {
@@ -162,6 +182,7 @@ impl BrokerHandler {
                 was_up: false,
                 last_heard_ms: 0,
                 last_ping_ms: 0,
+                barriers: VecDeque::new(),
             })
             .collect();
         let own: Arc<str> = format!("\u{0}node:{}", link.node).into();
@@ -178,21 +199,59 @@ impl BrokerHandler {
             requests: HashMap::new(),
             next_request: 1,
             events: Vec::new(),
+            next_barrier: 1,
+            unposted: Vec::new(),
         }
     }
 
     /// The shard of a channel or system name.
     fn shard_of(&self, name: &str) -> usize {
-        if self.shards.len() <= 1 || name.starts_with('\u{0}') {
-            // System names all live on shard 0: one place for control.
-            return 0;
+        shard_index(self.shards.len(), name)
+    }
+
+    /// Tells worker `w` whether its subscription request `token` for
+    /// `channel` is confirmed at the broker (`ok`) or failed.
+    fn answer_interest(&mut self, io: &mut Io, w: usize, channel: Arc<str>, token: u64, ok: bool) {
+        if !ok {
+            self.link.stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
         }
-        // FNV-1a: stable across nodes and versions (std's hasher is neither).
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        let msg = HubMsg::Subscribed { channel, token, ok };
+        if let Some(Err(msg)) = self.workers.get(w).map(|m| m.post(io, msg)) {
+            self.unposted.push((w, msg));
         }
-        (h % self.shards.len() as u64) as usize
+    }
+
+    /// Posts the confirmations a full mailbox refused before.
+    fn post_unposted(&mut self, io: &mut Io) {
+        for (w, msg) in std::mem::take(&mut self.unposted) {
+            if let Err(msg) = self.workers[w].post(io, msg) {
+                self.unposted.push((w, msg));
+            }
+        }
+    }
+
+    /// Barrier `seq` of shard `i` was answered: the channels it covers are
+    /// subscribed, and the workers waiting for them are told.
+    fn barrier_answered(&mut self, io: &mut Io, i: usize, seq: u64) {
+        let mut answers = Vec::new();
+        while self.shards[i]
+            .barriers
+            .front()
+            .is_some_and(|(b, _)| *b <= seq)
+        {
+            let (b, names) = self.shards[i].barriers.pop_front().expect("checked");
+            for name in names {
+                if let Some(ch) = self.channels.get_mut(&name) {
+                    if ch.barrier == b && !ch.confirmed {
+                        ch.confirmed = true;
+                        answers.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
+                    }
+                }
+            }
+        }
+        for (w, channel, token) in answers {
+            self.answer_interest(io, w, channel, token, true);
+        }
     }
 
     fn name(name: &str) -> Name<'_> {
@@ -227,7 +286,7 @@ impl BrokerHandler {
     }
 
     /// Shard `i`'s connection is gone (or never came): retry after the backoff.
-    fn lost(&mut self, io: &Io, i: usize) {
+    fn lost(&mut self, io: &mut Io, i: usize) {
         let cfg = &self.link.config;
         let s = &mut self.shards[i];
         s.conn = None;
@@ -237,6 +296,21 @@ impl BrokerHandler {
             retry_at: io.now_ms() + s.backoff_ms,
         };
         s.backoff_ms = (s.backoff_ms * 2).min(cfg.reconnect_max_ms);
+        s.barriers.clear();
+        // Its subscriptions are gone with it: waiting subscribers fail
+        // (error 100, temporary: the SDKs retry) rather than wait out the
+        // outage; the others learn of it through `Resync` on return.
+        let n = self.shards.len();
+        let mut failed = Vec::new();
+        for (name, ch) in &mut self.channels {
+            if shard_index(n, name) == i {
+                ch.confirmed = false;
+                failed.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
+            }
+        }
+        for (w, channel, token) in failed {
+            self.answer_interest(io, w, channel, token, false);
+        }
         self.update_health();
     }
 
@@ -260,7 +334,7 @@ impl BrokerHandler {
         let now = io.now_ms();
         let delay = self.link.config.unsubscribe_delay_ms;
         self.channels
-            .retain(|_, (mask, since)| *mask != 0 || since.is_some_and(|t| now < t + delay));
+            .retain(|_, ch| ch.mask != 0 || ch.since.is_some_and(|t| now < t + delay));
         for i in 0..self.shards.len() {
             if !self.shards[i].dirty || self.shards[i].state != State::Up {
                 continue;
@@ -279,6 +353,16 @@ impl BrokerHandler {
                 let names: Vec<Name<'_>> = add.iter().map(|c| Self::name(c)).collect();
                 s.wire.subscribe(&mut self.out, &names);
                 self.link.stats.commands.fetch_add(1, Ordering::Relaxed);
+                // Its answer confirms them (a subscriber's reply waits for it).
+                let seq = self.next_barrier;
+                self.next_barrier += 1;
+                s.wire.barrier(&mut self.out, seq);
+                for c in &add {
+                    if let Some(ch) = self.channels.get_mut(c) {
+                        ch.barrier = seq;
+                    }
+                }
+                s.barriers.push_back((seq, add));
             }
             if !remove.is_empty() {
                 let names: Vec<Name<'_>> = remove.iter().map(|c| Self::name(c)).collect();
@@ -289,7 +373,7 @@ impl BrokerHandler {
             s.dirty = false;
             self.flush_out(io, i);
         }
-        let n = self.channels.values().filter(|(m, _)| *m != 0).count();
+        let n = self.channels.values().filter(|ch| ch.mask != 0).count();
         self.link.stats.channels.store(n as u64, Ordering::Relaxed);
     }
 
@@ -316,21 +400,39 @@ impl BrokerHandler {
                 worker,
                 channel,
                 on,
+                token,
             } => {
                 let bit = 1u64 << (worker % 64);
-                let entry = self.channels.entry(channel.clone()).or_insert((0, None));
-                let was = entry.0;
+                // Down after a failed attempt (not the first connect yet):
+                // no point in making the subscriber wait for the backoff.
+                let down = matches!(
+                    self.shards[self.shard_of(&channel)].state,
+                    State::Down { retry_at } if retry_at > 0
+                );
+                let now = io.now_ms();
+                let entry = self.channels.entry(channel.clone()).or_default();
+                let was = entry.mask;
+                let mut answer = None;
                 if on {
-                    entry.0 |= bit;
-                    entry.1 = None;
+                    entry.mask |= bit;
+                    entry.since = None;
+                    if entry.confirmed || down {
+                        answer = Some(entry.confirmed);
+                    } else {
+                        entry.waiting.push((worker, token));
+                    }
                 } else {
-                    entry.0 &= !bit;
-                    if entry.0 == 0 {
-                        entry.1 = Some(io.now_ms());
+                    entry.mask &= !bit;
+                    entry.waiting.retain(|&(w, _)| w != worker);
+                    if entry.mask == 0 {
+                        entry.since = Some(now);
                     }
                 }
-                if (was == 0) != (entry.0 == 0) {
+                if (was == 0) != (entry.mask == 0) {
                     self.touch(&channel);
+                }
+                if let Some(ok) = answer {
+                    self.answer_interest(io, worker, channel, token, ok);
                 }
             }
             BrokerCmd::Publish(p) => {
@@ -404,7 +506,7 @@ impl BrokerHandler {
     fn received(&mut self, io: &mut Io, name: Name<'_>, payload: &[u8]) {
         match name {
             Name::Channel(channel) => {
-                let Some(&(mask, _)) = self.channels.get(channel) else {
+                let Some(mask) = self.channels.get(channel).map(|ch| ch.mask) else {
                     return;
                 };
                 match envelope::decode_publication(channel, payload) {
@@ -597,8 +699,8 @@ impl BrokerHandler {
             let lost: Vec<(Arc<str>, u64)> = self
                 .channels
                 .iter()
-                .filter(|(c, (mask, _))| *mask != 0 && self.shard_of(c) == i)
-                .map(|(c, (mask, _))| (c.clone(), *mask))
+                .filter(|(c, ch)| ch.mask != 0 && self.shard_of(c) == i)
+                .map(|(c, ch)| (c.clone(), ch.mask))
                 .collect();
             for (channel, mask) in lost {
                 for w in 0..self.workers.len().min(64) {
@@ -658,6 +760,7 @@ impl Handler for BrokerHandler {
                     self.received(io, n, &payload);
                 }
                 Event::Pong => {}
+                Event::Barrier(seq) => self.barrier_answered(io, i, seq),
             }
         }
         self.events = events;
@@ -693,9 +796,26 @@ impl Handler for BrokerHandler {
 
     fn on_tick(&mut self, io: &mut Io) {
         self.upkeep(io);
+        if !self.unposted.is_empty() {
+            self.post_unposted(io);
+        }
     }
 
     fn on_schedule(&mut self, io: &mut Io, _conns: &mut Conns<'_, ()>) {
         self.reconcile(io);
     }
+}
+
+/// The shard of a channel or system name among `n` shards.
+fn shard_index(n: usize, name: &str) -> usize {
+    if n <= 1 || name.starts_with('\u{0}') {
+        // System names all live on shard 0: one place for control.
+        return 0;
+    }
+    // FNV-1a: stable across nodes and versions (std's hasher is neither).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n as u64) as usize
 }

@@ -13,7 +13,7 @@
 //!   reversible encoding of any channel name into one subject token; one
 //!   `sid` per subscription.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use broker_proto::{nats, resp};
@@ -60,6 +60,9 @@ pub enum Event {
     },
     /// A keepalive answer.
     Pong,
+    /// The answer to barrier `seq`: every command sent before it has taken
+    /// effect (both brokers answer a connection's commands in order).
+    Barrier(u64),
 }
 
 /// One broker connection's protocol.
@@ -76,6 +79,9 @@ pub trait Wire: Send + std::fmt::Debug {
     fn publish(&mut self, out: &mut Vec<u8>, name: Name<'_>, payload: &[u8]);
     /// A keepalive ping.
     fn ping(&mut self, out: &mut Vec<u8>);
+    /// A marker answered with [`Event::Barrier`]`(seq)` once everything
+    /// sent before it was applied: what confirms a subscription.
+    fn barrier(&mut self, out: &mut Vec<u8>, seq: u64);
     /// Received bytes: events, and bytes to answer with (e.g. a NATS PONG).
     fn input(
         &mut self,
@@ -133,6 +139,17 @@ fn redis_major(v: &resp::Value) -> u32 {
         .and_then(|b| std::str::from_utf8(b).ok())
         .and_then(|s| s.split('.').next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// What a Redis barrier's `PING` carries before its number.
+const BARRIER: &str = "gw-barrier:";
+
+/// The number of a barrier's echoed `PING` text.
+fn barrier_seq(text: &[u8]) -> Option<u64> {
+    std::str::from_utf8(text.strip_prefix(BARRIER.as_bytes())?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Redis, RESP3.
@@ -231,6 +248,12 @@ impl Wire for Redis {
         resp::command(out, &[b"PING"]);
     }
 
+    fn barrier(&mut self, out: &mut Vec<u8>, seq: u64) {
+        // `PING <text>` echoes the text (a bulk string in RESP3).
+        let token = format!("{BARRIER}{seq}");
+        resp::command(out, &[b"PING", token.as_bytes()]);
+    }
+
     fn input(
         &mut self,
         data: &[u8],
@@ -267,6 +290,12 @@ impl Wire for Redis {
                 continue;
             }
             match resp::classify(v) {
+                resp::PubSubEvent::Pong(text)
+                | resp::PubSubEvent::Other(resp::Value::Bulk(text))
+                    if barrier_seq(&text).is_some() =>
+                {
+                    events.extend(barrier_seq(&text).map(Event::Barrier));
+                }
                 resp::PubSubEvent::Message { channel, payload } => {
                     if let Some(name) = self.gateway_name(&channel) {
                         events.push(Event::Message { name, payload });
@@ -294,6 +323,9 @@ pub struct Nats {
     sids: HashMap<String, u64>,
     subjects: HashMap<u64, String>,
     next_sid: u64,
+    /// Our PINGs not answered yet, oldest first: a barrier's number, or
+    /// `None` for a keepalive (the server answers PINGs in order).
+    pings: VecDeque<Option<u64>>,
 }
 
 impl Nats {
@@ -305,6 +337,7 @@ impl Nats {
             sids: HashMap::new(),
             subjects: HashMap::new(),
             next_sid: 1,
+            pings: VecDeque::new(),
         }
     }
 
@@ -341,6 +374,7 @@ impl Wire for Nats {
         self.decoder = nats::Decoder::new(nats_limits());
         self.sids.clear();
         self.subjects.clear();
+        self.pings.clear();
     }
 
     fn hello(&mut self, _out: &mut Vec<u8>) {
@@ -380,6 +414,13 @@ impl Wire for Nats {
     }
 
     fn ping(&mut self, out: &mut Vec<u8>) {
+        self.pings.push_back(None);
+        nats::ping(out);
+    }
+
+    fn barrier(&mut self, out: &mut Vec<u8>, seq: u64) {
+        // The server handles a connection's SUBs before answering a later PING.
+        self.pings.push_back(Some(seq));
         nats::ping(out);
     }
 
@@ -404,7 +445,10 @@ impl Wire for Nats {
                     self.ready = true;
                     events.push(Event::Ready);
                 }
-                nats::ServerOp::Pong => events.push(Event::Pong),
+                nats::ServerOp::Pong => events.push(match self.pings.pop_front() {
+                    Some(Some(seq)) => Event::Barrier(seq),
+                    _ => Event::Pong,
+                }),
                 nats::ServerOp::Ping => nats::pong(out),
                 nats::ServerOp::Msg {
                     subject, payload, ..
@@ -418,5 +462,55 @@ impl Wire for Nats {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(w: &mut dyn Wire, input: &[u8]) -> Vec<Event> {
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        w.input(input, &mut out, &mut ev).unwrap();
+        ev
+    }
+
+    #[test]
+    fn redis_barriers_are_told_from_keepalive_pongs() {
+        let mut r = Redis::new("gw", Sharded::Auto);
+        let hello = b"%1\r\n$7\r\nversion\r\n$5\r\n7.0.1\r\n";
+        assert!(matches!(events(&mut r, hello)[..], [Event::Ready]));
+        let mut out = Vec::new();
+        r.barrier(&mut out, 42);
+        assert_eq!(out, b"*2\r\n$4\r\nPING\r\n$13\r\ngw-barrier:42\r\n");
+        // RESP3 echoes the text as a bulk string; a keepalive gets +PONG.
+        let ev = events(&mut r, b"+PONG\r\n$13\r\ngw-barrier:42\r\n");
+        assert!(
+            matches!(ev[..], [Event::Pong, Event::Barrier(42)]),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn nats_pongs_answer_pings_in_order() {
+        let mut n = Nats::new("gw");
+        let mut out = Vec::new();
+        events(&mut n, b"INFO {}\r\n");
+        assert!(matches!(events(&mut n, b"PONG\r\n")[..], [Event::Ready]));
+        n.ping(&mut out);
+        n.barrier(&mut out, 7);
+        n.ping(&mut out);
+        let ev = events(&mut n, b"PONG\r\nPONG\r\nPONG\r\n");
+        assert!(
+            matches!(ev[..], [Event::Pong, Event::Barrier(7), Event::Pong]),
+            "{ev:?}"
+        );
+        // A new connection forgets the old one's pings.
+        n.barrier(&mut out, 8);
+        n.reset();
+        events(&mut n, b"INFO {}\r\n");
+        assert!(matches!(events(&mut n, b"PONG\r\n")[..], [Event::Ready]));
+        n.ping(&mut out);
+        assert!(matches!(events(&mut n, b"PONG\r\n")[..], [Event::Pong]));
     }
 }

@@ -20,6 +20,7 @@ pub struct BrokerMetrics {
     channels: Gauge,
     commands: Counter,
     resynced: Counter,
+    unconfirmed: Counter,
 }
 
 impl std::fmt::Debug for BrokerMetrics {
@@ -41,6 +42,7 @@ impl BrokerMetrics {
             channels: metrics::gauge!(f::BROKER_CHANNELS.name),
             commands: metrics::counter!(f::BROKER_COMMANDS_TOTAL.name),
             resynced: metrics::counter!(f::BROKER_RESYNCED_TOTAL.name),
+            unconfirmed: metrics::counter!(f::BROKER_UNCONFIRMED_TOTAL.name),
         }
     }
 
@@ -61,5 +63,6 @@ impl BrokerMetrics {
         self.channels.set(s.channels.load(Relaxed) as f64);
         self.commands.absolute(s.commands.load(Relaxed));
         self.resynced.absolute(s.resynced.load(Relaxed));
+        self.unconfirmed.absolute(s.unconfirmed.load(Relaxed));
     }
 }

@@ -169,4 +169,6 @@ families! {
         "Subscribe and unsubscribe commands sent to the broker (each may carry many channels).";
     BROKER_RESYNCED_TOTAL = "gateway_broker_resynced_total", Counter,
         "Subscriptions ended with 2500 insufficient state after a broker connection came back.";
+    BROKER_UNCONFIRMED_TOTAL = "gateway_broker_unconfirmed_total", Counter,
+        "Channel subscriptions a worker asked for that the broker could not confirm (connection down or lost); their subscribers got error 100.";
 }

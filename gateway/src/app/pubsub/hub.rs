@@ -13,7 +13,7 @@
 //! gets the configured policy (drop this publication, or disconnect 3008)
 //! alone: nothing waits for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -99,6 +99,17 @@ pub enum HubMsg {
     /// The broker connection carrying this channel was lost and is back:
     /// its local subscribers may have missed publications.
     Resync(Arc<str>),
+    /// The broker thread's answer to this worker's request `token` for
+    /// `channel`: the node's broker subscription is in effect (`ok`), or
+    /// could not be made.
+    Subscribed {
+        /// The channel.
+        channel: Arc<str>,
+        /// The request ([`BrokerCmd::Interest`]'s token).
+        token: u64,
+        /// Confirmed.
+        ok: bool,
+    },
     /// The answer to a push, for an API connection of this worker.
     PushAnswer {
         /// The API connection.
@@ -185,6 +196,44 @@ pub struct Client {
     pub opened_ms: u64,
     /// Channels, each with this connection's index in the channel's list.
     subs: Vec<(Arc<str>, u32)>,
+    /// Output held back, in order, until the broker confirms the channels
+    /// its first entry waits for (see [`Hub::hold`]).
+    held: VecDeque<Held>,
+}
+
+/// Lines for a client that wait for broker confirmations.
+#[derive(Debug)]
+struct Held {
+    /// The protocol lines (newline-separated).
+    lines: Vec<u8>,
+    /// Channels still unconfirmed.
+    waits: Vec<Arc<str>>,
+    /// What to do instead if one of them fails.
+    fail: OnFail,
+}
+
+/// What becomes of a held reply whose channel the broker could not
+/// subscribe. The subscription is removed in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFail {
+    /// A subscribe command: answer its id with error 100 (temporary: the
+    /// SDKs retry).
+    Error(u32),
+    /// A server-side subscribe push: not sent.
+    Drop,
+    /// A connect reply naming the channel: disconnect with 3004 (the SDKs
+    /// reconnect).
+    Disconnect,
+}
+
+/// A channel this worker asked the broker thread for, not confirmed yet:
+/// its subscribers get no publications, and their replies wait.
+#[derive(Debug)]
+struct Awaiting {
+    /// The request ([`BrokerCmd::Interest`]'s token).
+    token: u64,
+    /// Connections with held output waiting for it.
+    conns: Vec<ConnId>,
 }
 
 impl Client {
@@ -271,8 +320,11 @@ pub struct Hub {
     /// runs them after the current callback).
     pub pending_closes: Vec<(ConnId, u16, Arc<str>)>,
     /// Channels this worker gained or lost its last subscriber of, not yet
-    /// told to the broker thread.
-    interest: Vec<(Arc<str>, bool)>,
+    /// told to the broker thread (with the request's token).
+    interest: Vec<(Arc<str>, bool, u64)>,
+    /// Channels waiting for the broker's confirmation.
+    awaiting: HashMap<Arc<str>, Awaiting>,
+    next_token: u64,
     /// Counters.
     pub counters: HubCounters,
     rng: u64,
@@ -294,6 +346,8 @@ impl Hub {
             by_client_id: HashMap::new(),
             pending_closes: Vec::new(),
             interest: Vec::new(),
+            awaiting: HashMap::new(),
+            next_token: 1,
             counters: HubCounters::default(),
             rng: seed | 1,
         }
@@ -340,6 +394,7 @@ impl Hub {
             connected: false,
             opened_ms: now_ms,
             subs: Vec::new(),
+            held: VecDeque::new(),
         }));
     }
 
@@ -418,9 +473,13 @@ impl Hub {
             Some((k, _)) => k.clone(),
             None => {
                 self.stats().channels.fetch_add(1, Ordering::Relaxed);
-                let key = Arc::from(channel);
+                let key: Arc<str> = Arc::from(channel);
                 if self.settings.broker.is_some() {
-                    self.interest.push((Arc::clone(&key), true));
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    self.interest.push((Arc::clone(&key), true, token));
+                    let conns = Vec::new();
+                    self.awaiting.insert(key.clone(), Awaiting { token, conns });
                 }
                 key
             }
@@ -437,7 +496,7 @@ impl Hub {
     }
 
     /// Removes a subscription; false if there was none.
-    pub fn unsubscribe(&mut self, conn: ConnId, channel: &str) -> bool {
+    pub fn unsubscribe(&mut self, io: &mut Io, conn: ConnId, channel: &str) -> bool {
         let Some(c) = self.client_mut(conn) else {
             return false;
         };
@@ -445,7 +504,19 @@ impl Hub {
             return false;
         };
         let (key, pos) = c.subs.swap_remove(i);
+        // A reply waiting for this channel no longer does: the subscription
+        // it answers was made and is now undone.
+        let mut freed = false;
+        for h in &mut c.held {
+            if let Some(j) = h.waits.iter().position(|w| *w == key) {
+                h.waits.swap_remove(j);
+                freed = true;
+            }
+        }
         self.remove_from_channel(&key, pos);
+        if freed {
+            self.release(io, conn);
+        }
         true
     }
 
@@ -459,9 +530,10 @@ impl Hub {
         let moved = list.get(pos as usize).copied();
         if list.is_empty() {
             self.channels.remove(channel);
+            self.awaiting.remove(channel);
             self.stats().channels.fetch_sub(1, Ordering::Relaxed);
             if self.settings.broker.is_some() {
-                self.interest.push((channel.clone(), false));
+                self.interest.push((channel.clone(), false, 0));
             }
         }
         self.stats().subscriptions.fetch_sub(1, Ordering::Relaxed);
@@ -542,11 +614,12 @@ impl Hub {
             return;
         };
         let worker = self.worker;
-        while let Some((channel, on)) = self.interest.first().cloned() {
+        while let Some((channel, on, token)) = self.interest.first().cloned() {
             let cmd = BrokerCmd::Interest {
                 worker,
                 channel,
                 on,
+                token,
             };
             if broker.mail.post(io, cmd).is_err() {
                 return;
@@ -592,17 +665,17 @@ impl Hub {
                     {
                         let mut l = Lines::new();
                         l.subscribe_push(&channel);
-                        send_lines(io, conn, &mut l);
+                        self.reply_subscribed(io, conn, &channel, l.take(), OnFail::Drop);
                     }
                 }
             }
             HubMsg::Unsubscribe(target, channel) => {
                 for conn in self.targets(&target) {
-                    if self.unsubscribe(conn, &channel) {
+                    if self.unsubscribe(io, conn, &channel) {
                         let mut l = Lines::new();
                         let (code, reason) = codes::UNSUBSCRIBE_SERVER;
                         l.unsubscribe_push(&channel, code, reason);
-                        send_lines(io, conn, &mut l);
+                        self.emit(io, conn, l.take());
                     }
                 }
             }
@@ -617,17 +690,18 @@ impl Hub {
                 // and the SDKs subscribe again.
                 let subs = self.channels.get(&channel).cloned().unwrap_or_default();
                 for conn in subs {
-                    if self.unsubscribe(conn, &channel) {
+                    if self.unsubscribe(io, conn, &channel) {
                         let mut l = Lines::new();
                         let (code, reason) = codes::UNSUBSCRIBE_INSUFFICIENT_STATE;
                         l.unsubscribe_push(&channel, code, reason);
-                        send_lines(io, conn, &mut l);
+                        self.emit(io, conn, l.take());
                         if let Some(b) = &self.settings.broker {
                             b.stats.resynced.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
             }
+            HubMsg::Subscribed { channel, token, ok } => self.confirmed(io, &channel, token, ok),
             HubMsg::Push { .. } | HubMsg::PushAnswer { .. } => {
                 unreachable!("the connection layer handles pushes")
             }
@@ -646,6 +720,11 @@ impl Hub {
         let Some(subs) = self.channels.get(&*p.channel) else {
             return;
         };
+        if !self.awaiting.is_empty() && self.awaiting.contains_key(&*p.channel) {
+            // Published before the node's subscription took effect: not
+            // (reliably) for these subscribers, whose replies still wait.
+            return;
+        }
         let info = p
             .info
             .as_ref()
@@ -679,23 +758,162 @@ impl Hub {
         counters.frames_out.0[FrameClass::Text as usize] += delivered;
     }
 
+    /// Whether replies about a subscription to `channel` must wait for the
+    /// broker (the channel is new on this worker and not confirmed yet).
+    pub fn awaits(&self, channel: &str) -> bool {
+        self.awaiting.contains_key(channel)
+    }
+
+    /// Whether `conn` has output waiting (later replies queue behind it).
+    pub fn is_held(&self, conn: ConnId) -> bool {
+        self.client(conn).is_some_and(|c| !c.held.is_empty())
+    }
+
+    /// Sends protocol `lines` to `conn`, behind any held output.
+    pub fn emit(&mut self, io: &mut Io, conn: ConnId, lines: Vec<u8>) {
+        match self.client_mut(conn) {
+            Some(c) if !c.held.is_empty() => c.held.push_back(Held {
+                lines,
+                waits: Vec::new(),
+                fail: OnFail::Drop,
+            }),
+            _ => send_text(io, conn, &lines),
+        }
+    }
+
+    /// Sends `lines` about a subscription of `conn` to `channel` (made with
+    /// [`Hub::subscribe`]), holding them until the broker confirms the
+    /// channel when it must.
+    pub fn reply_subscribed(
+        &mut self,
+        io: &mut Io,
+        conn: ConnId,
+        channel: &str,
+        lines: Vec<u8>,
+        fail: OnFail,
+    ) {
+        let waits: Vec<Arc<str>> = self
+            .awaiting
+            .get_key_value(channel)
+            .map(|(k, _)| k.clone())
+            .into_iter()
+            .collect();
+        self.hold(io, conn, lines, waits, fail);
+    }
+
+    /// Queues `lines` for `conn` until every channel of `waits` is
+    /// confirmed by the broker (sent at once when none is pending and
+    /// nothing is held before it). Everything sent to the connection
+    /// through the hub afterwards queues behind it, so replies keep their
+    /// order.
+    pub fn hold(
+        &mut self,
+        io: &mut Io,
+        conn: ConnId,
+        lines: Vec<u8>,
+        mut waits: Vec<Arc<str>>,
+        fail: OnFail,
+    ) {
+        waits.retain(|w| self.awaiting.contains_key(w));
+        if waits.is_empty() {
+            return self.emit(io, conn, lines);
+        }
+        if self.client(conn).is_none() {
+            return;
+        }
+        for w in &waits {
+            if let Some(a) = self.awaiting.get_mut(w) {
+                a.conns.push(conn);
+            }
+        }
+        if let Some(c) = self.client_mut(conn) {
+            c.held.push_back(Held { lines, waits, fail });
+        }
+    }
+
+    /// Sends `conn`'s held output up to the first entry still waiting.
+    fn release(&mut self, io: &mut Io, conn: ConnId) {
+        let Some(c) = self.client_mut(conn) else {
+            return;
+        };
+        let mut out = Vec::new();
+        while c.held.front().is_some_and(|h| h.waits.is_empty()) {
+            let h = c.held.pop_front().expect("checked");
+            if !out.is_empty() && !h.lines.is_empty() {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(&h.lines);
+        }
+        if !out.is_empty() {
+            send_text(io, conn, &out);
+        }
+    }
+
+    /// The broker thread's answer for `channel`: its subscribers' held
+    /// replies go out, or (not confirmed) they get the failure answer and
+    /// lose the subscription.
+    fn confirmed(&mut self, io: &mut Io, channel: &Arc<str>, token: u64, ok: bool) {
+        if self.awaiting.get(channel).is_none_or(|a| a.token != token) {
+            // An answer to an earlier request for a channel since dropped.
+            return;
+        }
+        let Some(Awaiting { mut conns, .. }) = self.awaiting.remove(channel) else {
+            return;
+        };
+        conns.dedup();
+        for conn in conns {
+            let Some(c) = self.client_mut(conn) else {
+                continue;
+            };
+            let mut failed = None;
+            for h in &mut c.held {
+                let Some(j) = h.waits.iter().position(|w| w == channel) else {
+                    continue;
+                };
+                h.waits.swap_remove(j);
+                if !ok {
+                    failed = Some(h.fail);
+                    match h.fail {
+                        OnFail::Error(id) => {
+                            let mut l = Lines::new();
+                            l.error(id, codes::INTERNAL);
+                            h.lines = l.take();
+                        }
+                        OnFail::Drop | OnFail::Disconnect => h.lines.clear(),
+                    }
+                }
+            }
+            match failed {
+                None => {}
+                Some(OnFail::Disconnect) => {
+                    let d = codes::SERVER_ERROR;
+                    self.pending_closes
+                        .push((conn, d.code, Arc::from(d.reason)));
+                    continue;
+                }
+                Some(f) => {
+                    if let OnFail::Error(_) = f {
+                        self.counters.error(codes::INTERNAL);
+                    }
+                    self.unsubscribe(io, conn, channel);
+                }
+            }
+            self.release(io, conn);
+        }
+    }
+
     /// Client ids and subscriptions this worker holds (for tests and info).
     pub fn local_counts(&self) -> (usize, usize) {
         (self.by_client_id.len(), self.channels.len())
     }
 }
 
-/// Queues the lines as one text frame to `conn` (server pushes outside a
-/// request; a closed connection just drops them).
-pub fn send_lines(io: &mut Io, conn: ConnId, lines: &mut Lines) {
-    if lines.is_empty() {
-        return;
+/// Queues protocol lines as one text frame to `conn` (server pushes
+/// outside a request; a closed connection just drops them).
+fn send_text(io: &mut Io, conn: ConnId, lines: &[u8]) {
+    if !lines.is_empty() {
+        let _ = io.send(conn, codec::encode_message(MessageKind::Text, lines, None));
     }
-    let payload = lines.take();
-    let _ = io.send(
-        conn,
-        codec::encode_message(MessageKind::Text, &payload, None),
-    );
 }
 
 /// Frame bytes of an app-level ping (`{}` in a text frame).

@@ -41,7 +41,7 @@ use wsproto::session::{Ending, Flow, Opening, Refused, UpgradeRequest};
 
 use super::{AfterCall, App, Ctx};
 use crate::upstream::{Caller, Failure, ProxyKind, Purpose};
-use hub::{Publication, Settings};
+use hub::{OnFail, Publication, Settings};
 use proxy::{Proxies, Verdict};
 
 /// The version the connect reply reports.
@@ -162,7 +162,7 @@ impl PubSub {
                 if req.channel.is_empty() {
                     return Err(codes::BAD_REQUEST_DISCONNECT);
                 }
-                ctx.hub.unsubscribe(ctx.id, &req.channel);
+                ctx.hub.unsubscribe(ctx.io, ctx.id, &req.channel);
                 lines.empty_result(id, "unsubscribe");
                 Ok(())
             }
@@ -258,9 +258,13 @@ impl PubSub {
         }
         ctx.hub.connected(ctx.id, user);
         let mut subs: Vec<&str> = Vec::with_capacity(channels.len());
+        let mut waits: Vec<Arc<str>> = Vec::new();
         for c in channels {
             if ctx.hub.subscribe(ctx.id, c, false, true).is_ok() {
                 subs.push(c);
+                if ctx.hub.awaits(c) {
+                    waits.push(c.as_str().into());
+                }
             }
         }
         let client_id = ctx
@@ -268,17 +272,26 @@ impl PubSub {
             .client(ctx.id)
             .map(|c| c.client_id.clone())
             .unwrap_or_default();
-        lines.connect(
-            id,
-            &ConnectResult {
-                client: &client_id,
-                version: VERSION,
-                ping: cfg.ping_interval_ms.div_ceil(1000) as u32,
-                pong: true,
-                subs: &subs,
-                data,
-            },
-        );
+        let result = ConnectResult {
+            client: &client_id,
+            version: VERSION,
+            ping: cfg.ping_interval_ms.div_ceil(1000) as u32,
+            pong: true,
+            subs: &subs,
+            data,
+        };
+        if waits.is_empty() {
+            lines.connect(id, &result);
+        } else {
+            // The reply names subscriptions: it waits until they are in
+            // effect in the cluster, and later replies wait behind it.
+            let mut reply = Lines::new();
+            reply.connect(id, &result);
+            self.send_lines(ctx, lines, None);
+            let conn = ctx.id;
+            ctx.hub
+                .hold(ctx.io, conn, reply.take(), waits, OnFail::Disconnect);
+        }
         Ok(())
     }
 
@@ -339,10 +352,32 @@ impl PubSub {
             return Ok(());
         }
         match ctx.hub.subscribe(ctx.id, &req.channel, with_token, false) {
-            Ok(()) => lines.empty_result(id, "subscribe"),
+            Ok(()) => self.subscribed(ctx, lines, id, &req.channel, None),
             Err(e) => Self::error(ctx, lines, id, e),
         }
         Ok(())
+    }
+
+    /// Replies to subscribe command `id` (made), or holds the reply until
+    /// the cluster's broker confirms the channel (see `hub`'s `Hub::hold`).
+    fn subscribed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        lines: &mut Lines,
+        id: u32,
+        channel: &str,
+        data: Option<&RawValue>,
+    ) {
+        if !ctx.hub.awaits(channel) {
+            return lines.data_result(id, "subscribe", data);
+        }
+        // What this frame answered before goes first.
+        self.send_lines(ctx, lines, None);
+        let mut reply = Lines::new();
+        reply.data_result(id, "subscribe", data);
+        let conn = ctx.id;
+        ctx.hub
+            .reply_subscribed(ctx.io, conn, channel, reply.take(), OnFail::Error(id));
     }
 
     fn publish(
@@ -471,7 +506,10 @@ impl PubSub {
                 ProxyKind::Subscribe => {
                     if let Some(w) = waiting {
                         match ctx.hub.subscribe(ctx.id, &w.channel, true, false) {
-                            Ok(()) => lines.data_result(id, "subscribe", r.data.as_deref()),
+                            Ok(()) => {
+                                let data = r.data.as_deref();
+                                self.subscribed(ctx, &mut lines, id, &w.channel, data);
+                            }
                             Err(e) => Self::error(ctx, &mut lines, id, e),
                         }
                     }
@@ -486,9 +524,13 @@ impl PubSub {
         }
     }
 
-    /// Sends the replies collected in `lines`, then ends with `stop` if set.
+    /// Sends the replies collected in `lines` (behind any held output),
+    /// then ends with `stop` if set.
     fn send_lines(&mut self, ctx: &mut Ctx<'_>, lines: &mut Lines, mut stop: Option<Stop>) -> Flow {
-        if !lines.is_empty() {
+        if !lines.is_empty() && ctx.hub.is_held(ctx.id) {
+            let conn = ctx.id;
+            ctx.hub.emit(ctx.io, conn, lines.take());
+        } else if !lines.is_empty() {
             let payload = lines.take();
             if ctx.send_message(MessageKind::Text, &payload) == Err(Refused::Slow) {
                 stop = stop.or(Some(codes::SLOW));
