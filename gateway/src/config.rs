@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod broker;
 pub mod upstream;
-pub use broker::{BrokerConfig, BrokerKind, Sharded};
+pub use broker::{BrokerConfig, BrokerKind, Placement, Sharded};
 pub use upstream::{BackendConfig, OnError, ProxyConfig, UpstreamRoute};
 
 /// Why a configuration could not be used.
@@ -1006,6 +1006,8 @@ mod tests {
                 "[pubsub.proxy]\nconnect_path = \"/c\"\n",
                 "pubsub.proxy.backend",
             ),
+            ("[broker]\nplacement = \"workers\"\n", "broker.placement"),
+            ("[broker]\nplacement = \"everywhere\"\n", "placement"),
         ] {
             let e = err(text);
             assert!(e.contains(key), "{text:?} -> {e}");

@@ -3,7 +3,9 @@
 //! the test): publications from any node reach subscribers on every node in
 //! order, API operations and pushes reach connections wherever they are,
 //! `/api/info` lists every node, and a broker restart degrades the nodes,
-//! then they recover and tell their subscribers (2500).
+//! then they recover and tell their subscribers (2500). The publication
+//! and restart tests run with both `broker.placement`s: the broker thread,
+//! and each worker's own broker connection.
 
 mod common;
 
@@ -166,8 +168,34 @@ info_interval_ms = 100
     ))
 }
 
-fn cluster(broker: &Broker, n: usize) -> Option<Vec<Gateway>> {
-    let nodes: Option<Vec<Gateway>> = (0..n).map(|i| node(broker, i, "")).collect();
+/// `broker.placement` of a test's nodes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Placement {
+    Thread,
+    Workers,
+}
+
+impl Placement {
+    /// The `[broker]` line.
+    fn key(self) -> &'static str {
+        match self {
+            Placement::Thread => "placement = \"thread\"\n",
+            Placement::Workers => "placement = \"workers\"\n",
+        }
+    }
+
+    /// Broker connections of a node with one broker address and
+    /// `CLUSTER_NODE`'s two workers.
+    fn connections(self) -> f64 {
+        match self {
+            Placement::Thread => 1.0,
+            Placement::Workers => 3.0,
+        }
+    }
+}
+
+fn cluster(broker: &Broker, n: usize, placement: Placement) -> Option<Vec<Gateway>> {
+    let nodes: Option<Vec<Gateway>> = (0..n).map(|i| node(broker, i, placement.key())).collect();
     let nodes = nodes?;
     await_each_other(&nodes);
     Some(nodes)
@@ -327,13 +355,14 @@ fn delay_relay(target: SocketAddr, delay: Duration) -> SocketAddr {
 /// answer is delivered. Node 1's commands reach the broker 300 ms late:
 /// without the wait, the publication would get there before node 1's
 /// subscribe and be lost (neither broker keeps history).
-fn subscriptions_are_answered_once_in_effect(kind: Kind) {
+fn subscriptions_are_answered_once_in_effect(kind: Kind, placement: Placement) {
     const DELAY: Duration = Duration::from_millis(300);
     let Some(broker) = Broker::start(kind) else {
         return;
     };
     let far = delay_relay(broker.addr(), DELAY);
-    let (Some(n0), Some(n1)) = (node(&broker, 0, ""), node_at(kind, far, 1, "")) else {
+    let key = placement.key();
+    let (Some(n0), Some(n1)) = (node(&broker, 0, key), node_at(kind, far, 1, key)) else {
         return;
     };
     let nodes = [n0, n1];
@@ -369,15 +398,29 @@ fn subscriptions_are_answered_once_in_effect(kind: Kind) {
     );
     assert_eq!(bob.publication("fresh"), json!(2));
     // Later subscribers of a channel the node has are answered at once
-    // (on either worker).
+    // (on either worker); with worker connections, a worker that does not
+    // hold the channel yet waits for its own subscription.
+    let mut others = Vec::new();
     for _ in 0..2 {
         let mut other = Client::connect(&nodes[1], None);
         let t = Instant::now();
         other.subscribe("fresh");
-        assert!(
-            t.elapsed() < DELAY,
-            "no wait for a channel already in effect"
-        );
+        if placement == Placement::Thread {
+            assert!(
+                t.elapsed() < DELAY,
+                "no wait for a channel already in effect"
+            );
+        }
+        others.push(other);
+    }
+    api(
+        &nodes[0],
+        "publish",
+        &json!({"channel": "fresh", "data": 22}),
+    );
+    assert_eq!(bob.publication("fresh"), json!(22));
+    for o in &mut others {
+        assert_eq!(o.publication("fresh"), json!(22));
     }
     // A server-side subscribe through the API of the other node.
     let (status, v) = api(
@@ -399,36 +442,55 @@ fn subscriptions_are_answered_once_in_effect(kind: Kind) {
 
 #[test]
 fn subscriptions_are_answered_once_in_effect_over_redis() {
-    subscriptions_are_answered_once_in_effect(Kind::Redis);
+    subscriptions_are_answered_once_in_effect(Kind::Redis, Placement::Thread);
 }
 
 #[test]
 fn subscriptions_are_answered_once_in_effect_over_nats() {
-    subscriptions_are_answered_once_in_effect(Kind::Nats);
+    subscriptions_are_answered_once_in_effect(Kind::Nats, Placement::Thread);
 }
 
-fn publications_reach_every_node(kind: Kind) {
+#[test]
+fn subscriptions_are_answered_once_in_effect_over_redis_worker_connections() {
+    subscriptions_are_answered_once_in_effect(Kind::Redis, Placement::Workers);
+}
+
+#[test]
+fn subscriptions_are_answered_once_in_effect_over_nats_worker_connections() {
+    subscriptions_are_answered_once_in_effect(Kind::Nats, Placement::Workers);
+}
+
+fn publications_reach_every_node(kind: Kind, placement: Placement) {
     let Some(broker) = Broker::start(kind) else {
         return;
     };
-    let Some(nodes) = cluster(&broker, 3) else {
+    let Some(nodes) = cluster(&broker, 3, placement) else {
         return;
     };
+    // Four subscribers per node: with two workers, both hold the channel
+    // unless all four land on one (1 in 8).
     let mut clients: Vec<Client> = nodes
         .iter()
-        .flat_map(|gw| [Client::connect(gw, None), Client::connect(gw, None)])
+        .flat_map(|gw| (0..4).map(|_| Client::connect(gw, None)))
         .collect();
     for c in &mut clients {
         c.subscribe("news");
     }
-    // One broker subscription per node for the channel, whatever the
-    // number of local subscribers and workers.
     for gw in &nodes {
         let m = retry(Duration::from_secs(3), || {
             let m = gw.metrics();
-            (m.get("gateway_broker_channels", &[]) == 1.0).then_some(m)
+            let channels = m.get("gateway_broker_channels", &[]);
+            let ok = match placement {
+                // One broker subscription per node for the channel,
+                // whatever the number of local subscribers and workers.
+                Placement::Thread => channels == 1.0,
+                // One per worker holding it.
+                Placement::Workers => channels == 1.0 || channels == 2.0,
+            };
+            let conns = m.get("gateway_broker_connections", &[]);
+            (ok && conns == placement.connections()).then_some(m)
         });
-        assert!(m.is_some(), "one broker subscription per node");
+        assert!(m.is_some(), "broker subscriptions and connections");
     }
     // Through the API of node 0, in order, to everyone.
     for i in 0..30 {
@@ -449,7 +511,7 @@ fn publications_reach_every_node(kind: Kind) {
         }
     }
     // A client's publication on node 2 reaches node 0's subscribers.
-    let r = clients[5].call("publish", json!({"channel": "news", "data": "from n2"}));
+    let r = clients[11].call("publish", json!({"channel": "news", "data": "from n2"}));
     assert!(r["publish"].is_object(), "{r}");
     for c in &mut clients {
         assert_eq!(c.publication("news"), json!("from n2"));
@@ -481,20 +543,39 @@ fn publications_reach_every_node(kind: Kind) {
 
 #[test]
 fn publications_reach_every_node_over_redis() {
-    publications_reach_every_node(Kind::Redis);
+    publications_reach_every_node(Kind::Redis, Placement::Thread);
 }
 
 #[test]
 fn publications_reach_every_node_over_nats() {
-    publications_reach_every_node(Kind::Nats);
+    publications_reach_every_node(Kind::Nats, Placement::Thread);
+}
+
+#[test]
+fn publications_reach_every_worker_over_redis_from_worker_connections() {
+    publications_reach_every_node(Kind::Redis, Placement::Workers);
+}
+
+#[test]
+fn publications_reach_every_worker_over_nats_from_worker_connections() {
+    publications_reach_every_node(Kind::Nats, Placement::Workers);
 }
 
 #[test]
 fn api_operations_reach_users_on_any_node() {
+    api_operations_reach_users(Placement::Thread);
+}
+
+#[test]
+fn api_operations_reach_users_on_any_node_with_worker_connections() {
+    api_operations_reach_users(Placement::Workers);
+}
+
+fn api_operations_reach_users(placement: Placement) {
     let Some(broker) = Broker::start(Kind::Redis) else {
         return;
     };
-    let Some(nodes) = cluster(&broker, 3) else {
+    let Some(nodes) = cluster(&broker, 3, placement) else {
         return;
     };
     let mut alice = Client::connect(&nodes[2], Some(&token("alice")));
@@ -622,10 +703,24 @@ fn the_push_api_reaches_a_connection_on_another_node() {
 
 #[test]
 fn a_broker_restart_degrades_then_recovers_and_resubscribes() {
-    let Some(mut broker) = Broker::start(Kind::Redis) else {
+    broker_restart(Kind::Redis, Placement::Thread);
+}
+
+#[test]
+fn a_broker_restart_degrades_then_recovers_and_resubscribes_worker_connections() {
+    broker_restart(Kind::Redis, Placement::Workers);
+}
+
+#[test]
+fn a_nats_restart_degrades_then_recovers_and_resubscribes_worker_connections() {
+    broker_restart(Kind::Nats, Placement::Workers);
+}
+
+fn broker_restart(kind: Kind, placement: Placement) {
+    let Some(mut broker) = Broker::start(kind) else {
         return;
     };
-    let Some(nodes) = cluster(&broker, 2) else {
+    let Some(nodes) = cluster(&broker, 2, placement) else {
         return;
     };
     let mut sub = Client::connect(&nodes[1], None);

@@ -29,22 +29,25 @@
 //! last local subscriber left, so churn costs nothing), a publication to
 //! send, a cluster-wide operation, a push for another node's connection.
 
+mod client;
 pub mod envelope;
+mod local;
 mod thread;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use engine::mailbox::{Bell, Mailbox, WakeMode};
 
 use crate::app::pubsub::hub::{HubMsg, HubStats, Publication};
-use crate::config::{BrokerConfig, BrokerKind, Config};
+use crate::config::{BrokerConfig, BrokerKind, Config, Placement};
 use crate::conn::push::{PushAnswer, ReplyTo};
 use envelope::Control;
 
+pub use local::LocalBroker;
 pub use thread::spawn;
 
 /// What the workers ask of the broker thread.
@@ -112,6 +115,9 @@ pub struct BrokerStats {
     /// Workers told a channel's broker subscription could not be made
     /// (its connection was down or lost before confirming it).
     pub unconfirmed: AtomicU64,
+    /// Broker connections up (the broker thread's and, with
+    /// `placement = "workers"`, every worker's).
+    pub connections: AtomicU64,
 }
 
 /// What the workers and the broker thread share.
@@ -121,8 +127,10 @@ pub struct BrokerLink {
     pub mail: Mailbox<BrokerCmd>,
     /// Its doorbell.
     pub bell: Arc<Bell>,
-    /// Every broker connection is up (else the node is degraded).
-    up: AtomicBool,
+    /// Connection sets (the broker thread's, and each worker's with
+    /// `placement = "workers"`) not wholly up: the node is degraded
+    /// while this is not 0.
+    down: AtomicUsize,
     /// This node's name.
     pub node: Arc<str>,
     /// The configuration.
@@ -141,10 +149,14 @@ impl BrokerLink {
             return Ok(None);
         }
         let bell = Bell::new(WakeMode::EventFd)?;
+        let sets = match b.placement {
+            Placement::Thread => 1,
+            Placement::Workers => 1 + config.effective_workers(),
+        };
         Ok(Some(Arc::new(Self {
             mail: Mailbox::new(b.queue_capacity, bell.clone()),
             bell,
-            up: AtomicBool::new(false),
+            down: AtomicUsize::new(sets),
             node: config.node_name().into(),
             config: b.clone(),
             nodes: Mutex::new(HashMap::new()),
@@ -154,16 +166,24 @@ impl BrokerLink {
 
     /// True while every broker connection is up.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.down.load(Ordering::Relaxed) == 0
     }
 
+    /// Whether publications and channel subscriptions go through each
+    /// worker's own connections.
+    pub fn on_workers(&self) -> bool {
+        self.config.placement == Placement::Workers
+    }
+
+    /// One connection set came wholly up, or stopped being so (each set
+    /// reports only its own changes).
     fn set_up(&self, up: bool) {
-        if self.up.swap(up, Ordering::Relaxed) != up {
-            if up {
+        if up {
+            if self.down.fetch_sub(1, Ordering::Relaxed) == 1 {
                 log::info!("broker: connected, node {} healthy", self.node);
-            } else {
-                log::warn!("broker: connection lost, node {} degraded", self.node);
             }
+        } else if self.down.fetch_add(1, Ordering::Relaxed) == 0 {
+            log::warn!("broker: connection lost, node {} degraded", self.node);
         }
     }
 

@@ -1,38 +1,33 @@
-//! The broker thread: an engine worker in the connect role that keeps one
-//! connection per broker shard (Redis: each address is a shard, a channel
-//! lives on the shard its name hashes to; NATS: one connection to the
-//! first server that answers), keeps their subscriptions equal to what
-//! the workers need, and carries publications both ways.
+//! The broker thread: an engine worker in the connect role that owns one
+//! set of broker connections ([`BrokerClient`]: a connection per shard,
+//! subscriptions reconciled, reconnects, keepalives) and the node's
+//! control path: cluster-wide API operations on the control channel, the
+//! info beacon, pushes to another node's connection and their answers.
 //!
-//! Subscriptions are reconciled, not replayed: each shard remembers what
-//! it has subscribed; once per loop iteration every shard that changed
-//! sends one subscribe and one unsubscribe command for the difference
-//! between what is wanted and what it has. A reconnect starts that set
-//! empty, so resubscribing every live channel is the same code path.
+//! With `broker.placement = "thread"` it also carries every publication
+//! both ways and holds one broker subscription per channel the workers
+//! need (a bit per worker); with `"workers"` the workers do that on their
+//! own connections (`super::local`) and this set subscribes only the
+//! system names.
 //!
-//! Faults: a connection that fails, closes or stays silent for three ping
-//! intervals is dropped and re-made after a backoff (`reconnect_min_ms`
-//! doubling to `reconnect_max_ms`); while any shard is down the node is
-//! degraded (`/healthz` answers 503, publishes are refused). When a shard
-//! comes back after a loss, the workers are told which of its channels
-//! may have missed publications, and they unsubscribe those subscribers
-//! with code 2500 "insufficient state", which makes the Centrifugo SDKs
-//! subscribe again (and recover from the application's own history, if
-//! it keeps one).
+//! When a shard comes back after a loss, the workers holding its channels
+//! are told, and they unsubscribe those subscribers with code 2500
+//! "insufficient state", which makes the Centrifugo SDKs subscribe again
+//! (and recover from the application's own history, if it keeps one).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use engine::mailbox::Mailbox;
 use engine::spawn::{SpawnOptions, Spawned, WorkerSetup};
-use engine::{CloseCause, CloseMode, ConnId, Conns, EngineConfig, Handler, Io, Origin};
+use engine::{CloseCause, ConnId, Conns, EngineConfig, Handler, Io, Origin};
 
+use super::client::{BrokerClient, Incoming};
 use super::envelope::{self, Control, TargetRef};
-use super::wire::{Event, Name, Wire};
+use super::wire::Name;
 use super::{node_info, post, BrokerCmd, BrokerLink};
 use crate::app::pubsub::hub::{HubMsg, HubStats, Target};
 use crate::conn::push::{PushAnswer, ReplyTo};
@@ -75,73 +70,20 @@ pub fn spawn(
     )
 }
 
-/// A shard's connection state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// No connection; try again at this time.
-    Down { retry_at: u64 },
-    /// Connecting or saying hello.
-    Starting,
-    /// Ready.
-    Up,
-}
-
-/// One broker connection.
-#[derive(Debug)]
-struct Shard {
-    /// Addresses to try, in order (one for a Redis shard, the servers for NATS).
-    addresses: Vec<SocketAddr>,
-    next_address: usize,
-    conn: Option<ConnId>,
-    state: State,
-    wire: Box<dyn Wire>,
-    backoff_ms: u64,
-    /// Channels subscribed at the broker on this connection.
-    subscribed: HashSet<Arc<str>>,
-    /// `subscribed` may differ from what is wanted.
-    dirty: bool,
-    /// It was up before (a loss and a return, not the first connect).
-    was_up: bool,
-    last_heard_ms: u64,
-    last_ping_ms: u64,
-    /// Barriers sent after subscribe commands, oldest first, with the
-    /// channels each one confirms.
-    barriers: VecDeque<(u64, Vec<Arc<str>>)>,
-}
-
-/// A channel with local subscribers (or kept for `unsubscribe_delay_ms`).
-#[derive(Debug, Default)]
-struct Chan {
-    /// Which workers have local subscribers (a bit each).
-    mask: u64,
-    /// Since when no worker has (worker ms).
-    since: Option<u64>,
-    /// The broker confirmed the subscription on the current connection.
-    confirmed: bool,
-    /// The barrier whose answer will confirm it (0: none sent).
-    barrier: u64,
-    /// Workers waiting for the confirmation, with their request's token.
-    waiting: Vec<(usize, u64)>,
-}
-
 /// The broker thread's handler.
 pub(super) struct BrokerHandler {
     link: Arc<BrokerLink>,
     workers: Arc<[Mailbox<HubMsg>]>,
     stats: Arc<[HubStats]>,
     started: Instant,
-    shards: Vec<Shard>,
-    /// Channels with local subscribers.
-    channels: HashMap<Arc<str>, Chan>,
-    /// The system names every node subscribes: control, info, its own.
-    system: Vec<Arc<str>>,
-    out: Vec<u8>,
+    /// The connections: with `placement = "thread"` they carry every
+    /// channel the workers hold (a bit per worker); with `"workers"`
+    /// only the system names.
+    client: BrokerClient,
     next_info_ms: u64,
     /// Push requests this node sent, waiting for their answer.
     requests: HashMap<u64, (ReplyTo, u64)>,
     next_request: u64,
-    events: Vec<Event>,
-    next_barrier: u64,
     /// Confirmations a full worker mailbox refused, posted again later.
     unposted: Vec<(usize, HubMsg)>,
 }
@@ -150,7 +92,6 @@ impl std::fmt::Debug for BrokerHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerHandler")
             .field("node", &self.link.node)
-            .field("channels", &self.channels.len())
             .finish_non_exhaustive()
     }
 }
@@ -167,231 +108,23 @@ impl BrokerHandler {
         stats: Arc<[HubStats]>,
         started: Instant,
     ) -> Self {
-        let cfg = &link.config;
-        let shards = super::wire::shards(cfg)
-            .into_iter()
-            .map(|(addresses, wire)| Shard {
-                addresses,
-                next_address: 0,
-                conn: None,
-                state: State::Down { retry_at: 0 },
-                wire,
-                backoff_ms: cfg.reconnect_min_ms,
-                subscribed: HashSet::new(),
-                dirty: true,
-                was_up: false,
-                last_heard_ms: 0,
-                last_ping_ms: 0,
-                barriers: VecDeque::new(),
-            })
-            .collect();
         let own: Arc<str> = format!("\u{0}node:{}", link.node).into();
+        let system = vec![CONTROL.into(), INFO.into(), own];
         Self {
-            system: vec![CONTROL.into(), INFO.into(), own],
+            client: BrokerClient::new(link.clone(), system),
             link,
             workers,
             stats,
             started,
-            shards,
-            channels: HashMap::new(),
-            out: Vec::new(),
             next_info_ms: 0,
             requests: HashMap::new(),
             next_request: 1,
-            events: Vec::new(),
-            next_barrier: 1,
             unposted: Vec::new(),
         }
     }
 
-    /// The shard of a channel or system name.
-    fn shard_of(&self, name: &str) -> usize {
-        shard_index(self.shards.len(), name)
-    }
-
-    /// Tells worker `w` whether its subscription request `token` for
-    /// `channel` is confirmed at the broker (`ok`) or failed.
-    fn answer_interest(&mut self, io: &mut Io, w: usize, channel: Arc<str>, token: u64, ok: bool) {
-        if !ok {
-            self.link.stats.unconfirmed.fetch_add(1, Ordering::Relaxed);
-        }
-        let msg = HubMsg::Subscribed { channel, token, ok };
-        if let Some(Err(msg)) = self.workers.get(w).map(|m| m.post(io, msg)) {
-            self.unposted.push((w, msg));
-        }
-    }
-
-    /// Posts the confirmations a full mailbox refused before.
-    fn post_unposted(&mut self, io: &mut Io) {
-        for (w, msg) in std::mem::take(&mut self.unposted) {
-            if let Err(msg) = self.workers[w].post(io, msg) {
-                self.unposted.push((w, msg));
-            }
-        }
-    }
-
-    /// Barrier `seq` of shard `i` was answered: the channels it covers are
-    /// subscribed, and the workers waiting for them are told.
-    fn barrier_answered(&mut self, io: &mut Io, i: usize, seq: u64) {
-        let mut answers = Vec::new();
-        while self.shards[i]
-            .barriers
-            .front()
-            .is_some_and(|(b, _)| *b <= seq)
-        {
-            let (b, names) = self.shards[i].barriers.pop_front().expect("checked");
-            for name in names {
-                if let Some(ch) = self.channels.get_mut(&name) {
-                    if ch.barrier == b && !ch.confirmed {
-                        ch.confirmed = true;
-                        answers.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
-                    }
-                }
-            }
-        }
-        for (w, channel, token) in answers {
-            self.answer_interest(io, w, channel, token, true);
-        }
-    }
-
-    fn name(name: &str) -> Name<'_> {
-        match name.strip_prefix('\u{0}') {
-            Some("ctl") => Name::Control,
-            Some("info") => Name::Info,
-            Some(n) => Name::Node(n.strip_prefix("node:").unwrap_or(n)),
-            None => Name::Channel(name),
-        }
-    }
-
-    fn update_health(&self) {
-        self.link
-            .set_up(self.shards.iter().all(|s| s.state == State::Up));
-    }
-
-    fn connect(&mut self, io: &mut Io, i: usize) {
-        let s = &mut self.shards[i];
-        let addr = s.addresses[s.next_address % s.addresses.len()];
-        s.next_address += 1;
-        match io.connect(addr, None) {
-            Ok(id) => {
-                io.set_deadline(id, io.now_ms() + self.link.config.connect_timeout_ms);
-                s.conn = Some(id);
-                s.state = State::Starting;
-            }
-            Err(e) => {
-                log::warn!("broker {addr}: {e}");
-                self.lost(io, i);
-            }
-        }
-    }
-
-    /// Shard `i`'s connection is gone (or never came): retry after the backoff.
-    fn lost(&mut self, io: &mut Io, i: usize) {
-        let cfg = &self.link.config;
-        let s = &mut self.shards[i];
-        s.conn = None;
-        s.subscribed.clear();
-        s.dirty = true;
-        s.state = State::Down {
-            retry_at: io.now_ms() + s.backoff_ms,
-        };
-        s.backoff_ms = (s.backoff_ms * 2).min(cfg.reconnect_max_ms);
-        s.barriers.clear();
-        // Its subscriptions are gone with it: waiting subscribers fail
-        // (error 100, temporary: the SDKs retry) rather than wait out the
-        // outage; the others learn of it through `Resync` on return.
-        let n = self.shards.len();
-        let mut failed = Vec::new();
-        for (name, ch) in &mut self.channels {
-            if shard_index(n, name) == i {
-                ch.confirmed = false;
-                failed.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
-            }
-        }
-        for (w, channel, token) in failed {
-            self.answer_interest(io, w, channel, token, false);
-        }
-        self.update_health();
-    }
-
-    fn shard_by_conn(&self, id: ConnId) -> Option<usize> {
-        self.shards.iter().position(|s| s.conn == Some(id))
-    }
-
-    /// Sends what is in `self.out` on shard `i`.
-    fn flush_out(&mut self, io: &mut Io, i: usize) {
-        if self.out.is_empty() {
-            return;
-        }
-        let bytes = std::mem::take(&mut self.out);
-        if let Some(id) = self.shards[i].conn {
-            let _ = io.send(id, bytes.into());
-        }
-    }
-
-    /// Makes every up shard's subscriptions what the workers need.
-    fn reconcile(&mut self, io: &mut Io) {
-        let now = io.now_ms();
-        let delay = self.link.config.unsubscribe_delay_ms;
-        self.channels
-            .retain(|_, ch| ch.mask != 0 || ch.since.is_some_and(|t| now < t + delay));
-        for i in 0..self.shards.len() {
-            if !self.shards[i].dirty || self.shards[i].state != State::Up {
-                continue;
-            }
-            let wanted: HashSet<Arc<str>> = self
-                .channels
-                .keys()
-                .chain(self.system.iter())
-                .filter(|c| self.shard_of(c) == i)
-                .cloned()
-                .collect();
-            let s = &mut self.shards[i];
-            let add: Vec<Arc<str>> = wanted.difference(&s.subscribed).cloned().collect();
-            let remove: Vec<Arc<str>> = s.subscribed.difference(&wanted).cloned().collect();
-            if !add.is_empty() {
-                let names: Vec<Name<'_>> = add.iter().map(|c| Self::name(c)).collect();
-                s.wire.subscribe(&mut self.out, &names);
-                self.link.stats.commands.fetch_add(1, Ordering::Relaxed);
-                // Its answer confirms them (a subscriber's reply waits for it).
-                let seq = self.next_barrier;
-                self.next_barrier += 1;
-                s.wire.barrier(&mut self.out, seq);
-                for c in &add {
-                    if let Some(ch) = self.channels.get_mut(c) {
-                        ch.barrier = seq;
-                    }
-                }
-                s.barriers.push_back((seq, add));
-            }
-            if !remove.is_empty() {
-                let names: Vec<Name<'_>> = remove.iter().map(|c| Self::name(c)).collect();
-                s.wire.unsubscribe(&mut self.out, &names);
-                self.link.stats.commands.fetch_add(1, Ordering::Relaxed);
-            }
-            s.subscribed = wanted;
-            s.dirty = false;
-            self.flush_out(io, i);
-        }
-        let n = self.channels.values().filter(|ch| ch.mask != 0).count();
-        self.link.stats.channels.store(n as u64, Ordering::Relaxed);
-    }
-
-    /// Marks the shard of `channel` for reconciliation.
-    fn touch(&mut self, channel: &str) {
-        let i = self.shard_of(channel);
-        self.shards[i].dirty = true;
-    }
-
     fn publish_name(&mut self, io: &mut Io, name: &str, payload: &[u8]) -> bool {
-        let i = self.shard_of(name);
-        if self.shards[i].state != State::Up {
-            return false;
-        }
-        let shard = &mut self.shards[i];
-        shard.wire.publish(&mut self.out, Self::name(name), payload);
-        self.flush_out(io, i);
-        true
+        self.client.publish(io, name, payload)
     }
 
     fn command(&mut self, io: &mut Io, cmd: BrokerCmd) {
@@ -402,38 +135,9 @@ impl BrokerHandler {
                 on,
                 token,
             } => {
-                let bit = 1u64 << (worker % 64);
-                // Down after a failed attempt (not the first connect yet):
-                // no point in making the subscriber wait for the backoff.
-                let down = matches!(
-                    self.shards[self.shard_of(&channel)].state,
-                    State::Down { retry_at } if retry_at > 0
-                );
-                let now = io.now_ms();
-                let entry = self.channels.entry(channel.clone()).or_default();
-                let was = entry.mask;
-                let mut answer = None;
-                if on {
-                    entry.mask |= bit;
-                    entry.since = None;
-                    if entry.confirmed || down {
-                        answer = Some(entry.confirmed);
-                    } else {
-                        entry.waiting.push((worker, token));
-                    }
-                } else {
-                    entry.mask &= !bit;
-                    entry.waiting.retain(|&(w, _)| w != worker);
-                    if entry.mask == 0 {
-                        entry.since = Some(now);
-                    }
-                }
-                if (was == 0) != (entry.mask == 0) {
-                    self.touch(&channel);
-                }
-                if let Some(ok) = answer {
-                    self.answer_interest(io, worker, channel, token, ok);
-                }
+                self.client
+                    .interest(io.now_ms(), worker, &channel, on, token);
+                self.take_incoming(io);
             }
             BrokerCmd::Publish(p) => {
                 let payload = envelope::encode_publication(&p);
@@ -506,7 +210,7 @@ impl BrokerHandler {
     fn received(&mut self, io: &mut Io, name: Name<'_>, payload: &[u8]) {
         match name {
             Name::Channel(channel) => {
-                let Some(mask) = self.channels.get(channel).map(|ch| ch.mask) else {
+                let Some(mask) = self.client.holders(channel) else {
                     return;
                 };
                 match envelope::decode_publication(channel, payload) {
@@ -632,29 +336,9 @@ impl BrokerHandler {
 
     /// Per loop: reconnects, keepalives, push timeouts, the info beacon.
     fn upkeep(&mut self, io: &mut Io) {
+        self.client.upkeep(io);
+        self.take_incoming(io);
         let now = io.now_ms();
-        let ping = self.link.config.ping_interval_ms;
-        for i in 0..self.shards.len() {
-            match self.shards[i].state {
-                State::Down { retry_at } if now >= retry_at && !io.is_shutting_down() => {
-                    self.connect(io, i)
-                }
-                State::Up => {
-                    let s = &mut self.shards[i];
-                    if now.saturating_sub(s.last_heard_ms) > 3 * ping {
-                        log::warn!("broker {:?}: silent for {} ms", s.addresses, 3 * ping);
-                        if let Some(id) = s.conn {
-                            io.close(id, CloseMode::Abort);
-                        }
-                    } else if now.saturating_sub(s.last_ping_ms) >= ping {
-                        s.last_ping_ms = now;
-                        s.wire.ping(&mut self.out);
-                        self.flush_out(io, i);
-                    }
-                }
-                _ => {}
-            }
-        }
         if !self.requests.is_empty() {
             let expired: Vec<u64> = self
                 .requests
@@ -683,34 +367,44 @@ impl BrokerHandler {
         }
     }
 
-    /// Shard `i` came (back) up: channels it lost while down are announced
-    /// to the workers, whose subscribers get "insufficient state".
-    fn came_up(&mut self, io: &mut Io, i: usize) {
-        let now = io.now_ms();
-        let s = &mut self.shards[i];
-        s.state = State::Up;
-        s.backoff_ms = self.link.config.reconnect_min_ms;
-        s.last_heard_ms = now;
-        s.last_ping_ms = now;
-        s.dirty = true;
-        let was_up = std::mem::replace(&mut s.was_up, true);
-        if was_up {
-            self.link.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-            let lost: Vec<(Arc<str>, u64)> = self
-                .channels
-                .iter()
-                .filter(|(c, ch)| ch.mask != 0 && self.shard_of(c) == i)
-                .map(|(c, ch)| (c.clone(), ch.mask))
-                .collect();
-            for (channel, mask) in lost {
-                for w in 0..self.workers.len().min(64) {
-                    if mask & (1 << w) != 0 {
-                        post(&self.workers, io, w, HubMsg::Resync(channel.clone()));
+    /// What the connections heard: messages, and the channels of a shard
+    /// that came back after a loss (their workers' subscribers get
+    /// "insufficient state").
+    fn take_incoming(&mut self, io: &mut Io) {
+        for m in std::mem::take(&mut self.client.incoming) {
+            match m {
+                Incoming::Message { name, payload } => {
+                    self.received(io, BrokerClient::name(&name), &payload)
+                }
+                Incoming::Resync { channel, mask } => {
+                    for w in 0..self.workers.len().min(64) {
+                        if mask & (1 << w) != 0 {
+                            post(&self.workers, io, w, HubMsg::Resync(channel.clone()));
+                        }
+                    }
+                }
+                Incoming::Subscribed {
+                    holder,
+                    channel,
+                    token,
+                    ok,
+                } => {
+                    let msg = HubMsg::Subscribed { channel, token, ok };
+                    if let Some(Err(msg)) = self.workers.get(holder).map(|m| m.post(io, msg)) {
+                        self.unposted.push((holder, msg));
                     }
                 }
             }
         }
-        self.update_health();
+    }
+
+    /// Posts the confirmations a full mailbox refused before.
+    fn post_unposted(&mut self, io: &mut Io) {
+        for (w, msg) in std::mem::take(&mut self.unposted) {
+            if let Err(msg) = self.workers[w].post(io, msg) {
+                self.unposted.push((w, msg));
+            }
+        }
     }
 }
 
@@ -718,72 +412,32 @@ impl Handler for BrokerHandler {
     type Conn = ();
 
     fn on_open(&mut self, io: &mut Io, id: ConnId, _origin: Origin) {
-        let Some(i) = self.shard_by_conn(id) else {
-            io.close(id, CloseMode::Abort);
-            return;
-        };
-        io.set_deadline(id, io.now_ms() + self.link.config.connect_timeout_ms);
-        let s = &mut self.shards[i];
-        s.wire.reset();
-        s.wire.hello(&mut self.out);
-        self.flush_out(io, i);
+        self.client.on_open(io, id);
     }
 
     fn on_connect_failed(&mut self, io: &mut Io, id: ConnId, errno: i32) {
-        if let Some(i) = self.shard_by_conn(id) {
-            log::debug!(
-                "broker {:?}: connect failed: {}",
-                self.shards[i].addresses,
-                io::Error::from_raw_os_error(errno)
-            );
-            self.lost(io, i);
-        }
+        self.client.on_connect_failed(io, id, errno);
+        self.take_incoming(io);
     }
 
     fn on_data(&mut self, io: &mut Io, id: ConnId, _conn: &mut (), data: &mut [u8]) {
-        let Some(i) = self.shard_by_conn(id) else {
-            return;
-        };
-        self.shards[i].last_heard_ms = io.now_ms();
-        let mut events = std::mem::take(&mut self.events);
-        let result = self.shards[i].wire.input(data, &mut self.out, &mut events);
-        self.flush_out(io, i);
-        for e in events.drain(..) {
-            match e {
-                Event::Ready => {
-                    io.set_deadline(id, 0);
-                    self.came_up(io, i);
-                }
-                Event::Message { name, payload } => {
-                    let channel = name;
-                    let n = Self::name(&channel);
-                    self.received(io, n, &payload);
-                }
-                Event::Pong => {}
-                Event::Barrier(seq) => self.barrier_answered(io, i, seq),
-            }
-        }
-        self.events = events;
-        if let Err(e) = result {
-            log::warn!("broker {:?}: {e}", self.shards[i].addresses);
-            io.close(id, CloseMode::Abort);
-        }
+        self.client.on_data(io, id, data);
+        self.take_incoming(io);
     }
 
     fn on_peer_eof(&mut self, io: &mut Io, id: ConnId, _conn: &mut ()) {
-        io.close(id, CloseMode::Abort);
+        self.client.abort(io, id, "");
     }
 
     fn on_deadline(&mut self, io: &mut Io, id: ConnId, _conn: &mut ()) {
         // Only the hello has a deadline.
-        log::warn!("broker: no answer to the connection's hello in time");
-        io.close(id, CloseMode::Abort);
+        self.client
+            .abort(io, id, "no answer to the connection's hello in time");
     }
 
     fn on_closed(&mut self, io: &mut Io, id: ConnId, _conn: (), _cause: CloseCause) {
-        if let Some(i) = self.shard_by_conn(id) {
-            self.lost(io, i);
-        }
+        self.client.on_closed(io, id);
+        self.take_incoming(io);
     }
 
     fn on_wake(&mut self, io: &mut Io, _conns: &mut Conns<'_, ()>) {
@@ -791,7 +445,7 @@ impl Handler for BrokerHandler {
         while let Some(cmd) = link.mail.pop() {
             self.command(io, cmd);
         }
-        self.reconcile(io);
+        self.client.reconcile(io);
     }
 
     fn on_tick(&mut self, io: &mut Io) {
@@ -802,20 +456,6 @@ impl Handler for BrokerHandler {
     }
 
     fn on_schedule(&mut self, io: &mut Io, _conns: &mut Conns<'_, ()>) {
-        self.reconcile(io);
+        self.client.reconcile(io);
     }
-}
-
-/// The shard of a channel or system name among `n` shards.
-fn shard_index(n: usize, name: &str) -> usize {
-    if n <= 1 || name.starts_with('\u{0}') {
-        // System names all live on shard 0: one place for control.
-        return 0;
-    }
-    // FNV-1a: stable across nodes and versions (std's hasher is neither).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % n as u64) as usize
 }

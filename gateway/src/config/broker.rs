@@ -31,6 +31,21 @@ pub enum Sharded {
     Never,
 }
 
+/// Where a node's broker client runs (`broker.placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// One broker thread per node holds every broker connection and
+    /// feeds the workers through their mailboxes: one broker subscription
+    /// per channel per node.
+    Thread,
+    /// Each worker keeps its own broker connections on its own ring for
+    /// the channels of its own subscribers and for its publications (a
+    /// channel with subscribers on several workers is subscribed once per
+    /// such worker); the control path stays on the broker thread.
+    Workers,
+}
+
 /// `[broker]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +63,9 @@ pub struct BrokerConfig {
     pub prefix: String,
     /// Redis: sharded pub/sub.
     pub sharded: Sharded,
+    /// Where publications and channel subscriptions travel: the broker
+    /// thread (`thread`) or each worker's own connection (`workers`).
+    pub placement: Placement,
     /// A connect must complete within this.
     pub connect_timeout_ms: u64,
     /// Keepalive ping interval on every broker connection; no answer
@@ -76,6 +94,7 @@ impl Default for BrokerConfig {
             node: String::new(),
             prefix: "gw".into(),
             sharded: Sharded::Auto,
+            placement: Placement::Thread,
             connect_timeout_ms: 1_000,
             ping_interval_ms: 1_000,
             reconnect_min_ms: 100,
@@ -98,6 +117,12 @@ pub fn check(b: &BrokerConfig) -> Result<(), (&'static str, String)> {
     if b.kind == BrokerKind::Memory && !b.addresses.is_empty() {
         return Err((
             "broker.addresses",
+            "is only for kind = \"redis\" or \"nats\"".into(),
+        ));
+    }
+    if b.kind == BrokerKind::Memory && b.placement != Placement::Thread {
+        return Err((
+            "broker.placement",
             "is only for kind = \"redis\" or \"nats\"".into(),
         ));
     }

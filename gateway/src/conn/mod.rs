@@ -143,6 +143,9 @@ pub enum Conn {
     Http(HttpConn),
     /// A connection to a backend (its state lives in [`Upstream`]).
     Upstream,
+    /// This worker's own broker connection (`broker.placement =
+    /// "workers"`; its state lives in the hub's [`crate::broker::LocalBroker`]).
+    Broker,
 }
 
 /// What every app of a worker shares: its counters, channels and backend
@@ -169,6 +172,8 @@ pub struct GatewayHandler {
     apps: Vec<RouteApp>,
     /// Counters, channels, backends.
     pub w: WorkerState,
+    /// Scratch for [`Self::broker_received`].
+    broker_msgs: Vec<HubMsg>,
 }
 
 impl GatewayHandler {
@@ -197,6 +202,7 @@ impl GatewayHandler {
                 upstream,
                 worker,
             },
+            broker_msgs: Vec::new(),
             shared,
         }
     }
@@ -590,6 +596,22 @@ impl GatewayHandler {
         }
     }
 
+    /// Delivers what this worker's own broker connection received
+    /// (`placement = "workers"`): publications to its subscribers and
+    /// confirmations of its subscriptions, no mailbox hop; "insufficient
+    /// state" after a reconnect.
+    fn broker_received(&mut self, io: &mut Io) {
+        let Some(local) = self.w.hub.local.as_deref_mut() else {
+            return;
+        };
+        let mut msgs = std::mem::take(&mut self.broker_msgs);
+        local.take(&mut msgs);
+        for msg in msgs.drain(..) {
+            self.w.hub.apply(io, &mut self.w.counters, msg);
+        }
+        self.broker_msgs = msgs;
+    }
+
     /// Hands finished backend calls to the apps that made them.
     fn deliver_upstream(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>) {
         while !self.w.upstream.done.is_empty() {
@@ -667,6 +689,10 @@ impl Handler for GatewayHandler {
         let http_listener = match origin {
             Origin::Accepted(i) => self.shared.listener_kinds.get(i).copied().flatten(),
             Origin::Connected => {
+                if let Some(local) = self.w.hub.local.as_deref_mut().filter(|l| l.owns(id)) {
+                    local.on_open(io, id);
+                    return Conn::Broker;
+                }
                 self.w.upstream.on_open(io, id);
                 return Conn::Upstream;
             }
@@ -718,6 +744,12 @@ impl Handler for GatewayHandler {
             }
             Conn::Http(h) => self.on_http(io, id, h, data),
             Conn::Upstream => self.w.upstream.on_data(io, id, data),
+            Conn::Broker => {
+                if let Some(local) = self.w.hub.local.as_deref_mut() {
+                    local.on_data(io, id, data);
+                }
+                self.broker_received(io);
+            }
         }
     }
 
@@ -726,6 +758,7 @@ impl Handler for GatewayHandler {
             Conn::Ws(c) => self.drive(io, id, c, |s, _, d| s.peer_eof(d)),
             Conn::Http(_) => io.close(id, CloseMode::Abort),
             Conn::Upstream => self.w.upstream.on_peer_eof(io, id),
+            Conn::Broker => io.close(id, CloseMode::Abort),
         }
     }
 
@@ -737,10 +770,22 @@ impl Handler for GatewayHandler {
             }
             Conn::Http(_) => io.close(id, CloseMode::Abort),
             Conn::Upstream => self.w.upstream.on_deadline(io, id),
+            Conn::Broker => {
+                // Only the hello has a deadline.
+                if let Some(local) = self.w.hub.local.as_deref_mut() {
+                    local.abort(io, id, "no answer to the connection's hello in time");
+                }
+            }
         }
     }
 
     fn on_connect_failed(&mut self, io: &mut Io, id: ConnId, errno: i32) {
+        if let Some(local) = self.w.hub.local.as_deref_mut() {
+            if local.on_connect_failed(io, id, errno) {
+                self.broker_received(io);
+                return;
+            }
+        }
         self.w.upstream.on_connect_failed(io, id, errno);
     }
 
@@ -752,6 +797,7 @@ impl Handler for GatewayHandler {
             }
             Conn::Http(_) => io.close(id, CloseMode::Abort),
             Conn::Upstream => self.w.upstream.on_shutdown(io, id),
+            Conn::Broker => io.close(id, CloseMode::Abort),
         }
     }
 
@@ -777,6 +823,10 @@ impl Handler for GatewayHandler {
 
     fn on_tick(&mut self, io: &mut Io) {
         self.w.upstream.tick(io);
+        if let Some(local) = self.w.hub.local.as_deref_mut() {
+            local.upkeep(io);
+            self.broker_received(io);
+        }
         if self
             .metrics
             .as_ref()
@@ -795,6 +845,15 @@ impl Handler for GatewayHandler {
         if self.w.hub.interest_pending() {
             self.w.hub.flush_interest(io);
         }
+        if let Some(local) = self.w.hub.local.as_deref_mut() {
+            local.reconcile(io);
+            // Answers to requests for channels already confirmed, or
+            // whose connection is down.
+            self.broker_received(io);
+            if !self.w.hub.pending_closes.is_empty() {
+                self.run_pending_closes(io, conns);
+            }
+        }
     }
 
     fn on_closed(&mut self, io: &mut Io, id: ConnId, conn: Conn, cause: CloseCause) {
@@ -802,6 +861,13 @@ impl Handler for GatewayHandler {
             Conn::Ws(c) => c,
             Conn::Http(_) => return,
             Conn::Upstream => return self.w.upstream.on_closed(io, id),
+            Conn::Broker => {
+                if let Some(local) = self.w.hub.local.as_deref_mut() {
+                    local.on_closed(io, id);
+                }
+                self.broker_received(io);
+                return;
+            }
         };
         if let Some(m) = self.metrics.as_deref_mut() {
             m.tracker.forget(&mut c.track);

@@ -1,6 +1,6 @@
 //! The cluster broker's series (process-wide, no `worker` label; worker 0
 //! publishes them): connection state, publications sent, received and
-//! dropped, reconnects, subscriptions held, commands sent.
+//! dropped, reconnects, subscriptions and connections held, commands sent.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -18,6 +18,7 @@ pub struct BrokerMetrics {
     malformed: Counter,
     reconnects: Counter,
     channels: Gauge,
+    connections: Gauge,
     commands: Counter,
     resynced: Counter,
     unconfirmed: Counter,
@@ -40,6 +41,7 @@ impl BrokerMetrics {
             malformed: metrics::counter!(f::BROKER_MALFORMED_TOTAL.name),
             reconnects: metrics::counter!(f::BROKER_RECONNECTS_TOTAL.name),
             channels: metrics::gauge!(f::BROKER_CHANNELS.name),
+            connections: metrics::gauge!(f::BROKER_CONNECTIONS.name),
             commands: metrics::counter!(f::BROKER_COMMANDS_TOTAL.name),
             resynced: metrics::counter!(f::BROKER_RESYNCED_TOTAL.name),
             unconfirmed: metrics::counter!(f::BROKER_UNCONFIRMED_TOTAL.name),
@@ -61,6 +63,7 @@ impl BrokerMetrics {
         self.malformed.absolute(s.malformed.load(Relaxed));
         self.reconnects.absolute(s.reconnects.load(Relaxed));
         self.channels.set(s.channels.load(Relaxed) as f64);
+        self.connections.set(s.connections.load(Relaxed) as f64);
         self.commands.absolute(s.commands.load(Relaxed));
         self.resynced.absolute(s.resynced.load(Relaxed));
         self.unconfirmed.absolute(s.unconfirmed.load(Relaxed));

@@ -164,7 +164,9 @@ families! {
     BROKER_RECONNECTS_TOTAL = "gateway_broker_reconnects_total", Counter,
         "Broker connections re-established after a loss.";
     BROKER_CHANNELS = "gateway_broker_channels", Gauge,
-        "Channels the node holds a broker subscription for.";
+        "Broker subscriptions the node holds for channels: one per channel with placement thread, one per channel per worker holding it with placement workers.";
+    BROKER_CONNECTIONS = "gateway_broker_connections", Gauge,
+        "Broker connections up (the broker thread's, and each worker's with placement workers).";
     BROKER_COMMANDS_TOTAL = "gateway_broker_commands_total", Counter,
         "Subscribe and unsubscribe commands sent to the broker (each may carry many channels).";
     BROKER_RESYNCED_TOTAL = "gateway_broker_resynced_total", Counter,

@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use wsproto::codec::{self, FrameClass, MessageKind};
 
 use crate::broker::envelope::{Control, TargetRef};
-use crate::broker::{BrokerCmd, BrokerLink};
+use crate::broker::{BrokerCmd, BrokerLink, LocalBroker};
 use crate::config::{ChannelOptions, PubSubConfig, SlowPolicy};
 use crate::counters::Counters;
 
@@ -325,6 +325,9 @@ pub struct Hub {
     /// Channels waiting for the broker's confirmation.
     awaiting: HashMap<Arc<str>, Awaiting>,
     next_token: u64,
+    /// This worker's own broker connections (`broker.placement =
+    /// "workers"`): its channels and publications go through them.
+    pub local: Option<Box<LocalBroker>>,
     /// Counters.
     pub counters: HubCounters,
     rng: u64,
@@ -339,7 +342,6 @@ impl Hub {
         );
         Self {
             worker,
-            settings,
             clients: Vec::new(),
             channels: HashMap::new(),
             users: HashMap::new(),
@@ -348,8 +350,14 @@ impl Hub {
             interest: Vec::new(),
             awaiting: HashMap::new(),
             next_token: 1,
+            local: settings
+                .broker
+                .as_ref()
+                .filter(|b| b.on_workers())
+                .map(|b| Box::new(LocalBroker::new(b.clone()))),
             counters: HubCounters::default(),
             rng: seed | 1,
+            settings,
         }
     }
 
@@ -589,6 +597,14 @@ impl Hub {
         counters: &mut Counters,
         p: Publication,
     ) -> Result<(), ErrorCode> {
+        if let Some(local) = &mut self.local {
+            // `placement = "workers"`: on this worker's own connection.
+            return if local.publish(io, &p) {
+                Ok(())
+            } else {
+                Err(codes::INTERNAL)
+            };
+        }
         let p = Arc::new(p);
         let settings = self.settings.clone();
         if let Some(broker) = &settings.broker {
@@ -607,9 +623,17 @@ impl Hub {
         Ok(())
     }
 
-    /// Tells the broker thread which channels this worker gained or lost
-    /// (run after each batch of work; what does not fit waits).
+    /// Tells the broker thread (or, with `placement = "workers"`, this
+    /// worker's own broker connections) which channels this worker gained
+    /// or lost (run after each batch of work; what does not fit waits).
     pub fn flush_interest(&mut self, io: &mut Io) {
+        if let Some(local) = &mut self.local {
+            let now = io.now_ms();
+            for (channel, on, token) in self.interest.drain(..) {
+                local.interest(now, &channel, on, token);
+            }
+            return;
+        }
         let Some(broker) = self.settings.broker.clone() else {
             return;
         };
