@@ -9,6 +9,9 @@
 #   KILL_AT=<s>   kill -9 the last node this many seconds after the bench starts
 #   RECONNECT="0 2000"   load.reconnect with this delay range (ms)
 #   TAG=name      output under results/cluster/out/$TAG
+#   WORKERS=1     [server] workers of each node (all on CPU 0)
+#   PLACEMENT=thread|workers   broker.placement (unset: the config's default)
+#   B=dir         the release binaries (default $CARGO_TARGET_DIR/release or target/release)
 #
 #   results/cluster/run.sh                     # KIND=redis NODES=2: cross vs same node
 set -euo pipefail
@@ -17,10 +20,10 @@ ROOT=$PWD
 ulimit -n 20000
 KIND=${KIND:-redis}; NODES=${NODES:-2}; SUBS=${SUBS:-2000}; RATE=${RATE:-10}
 SECS=${SECS:-20}; WARMUP=${WARMUP:-3}; KILL_AT=${KILL_AT:-}; RECONNECT=${RECONNECT:-}
-TAG=${TAG:-$KIND-$NODES}
+TAG=${TAG:-$KIND-$NODES}; WORKERS=${WORKERS:-1}; PLACEMENT=${PLACEMENT:-}
 OUT=$ROOT/results/cluster/out/$TAG; rm -rf "$OUT"; mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/cluster-run.XXXXXX)
-B=$ROOT/target/release
+B=${B:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 cpu() { awk '{print $14+$15}' /proc/$1/stat 2>/dev/null || echo 0; }
 # utime+stime summed over every process (fields after "pid (comm) ").
 alltick() { cat /proc/[0-9]*/stat 2>/dev/null | sed 's/^.*) //' | awk '{s+=$12+$13} END{print s}'; }
@@ -32,7 +35,8 @@ case $KIND in
 esac
 sleep 0.5
 mk() { # node index
-  sed -e 's/^level = "info"/level = "warn"/' config/cluster-redis.toml > "$WORK/n$1.toml"
+  sed -e 's/^level = "info"/level = "warn"/' -e "s/^workers = 1\$/workers = $WORKERS/" \
+    config/cluster-redis.toml > "$WORK/n$1.toml"
   if [ "$KIND" = memory ]; then
     python3 - "$WORK/n$1.toml" <<'PY'
 import sys,re
@@ -41,6 +45,9 @@ PY
   else
     sed -i -e "s/^kind = \"redis\"/kind = \"$KIND\"/" -e "s/^addresses = .*/addresses = [\"$BADDR\"]/" \
       -e "s/^# node = .*/node = \"n$1\"/" "$WORK/n$1.toml"
+    if [ -n "$PLACEMENT" ]; then
+      sed -i -e "s/^\\[broker\\]\$/[broker]\nplacement = \"$PLACEMENT\"/" "$WORK/n$1.toml"
+    fi
   fi
 }
 PIDS=(); URLS=""
@@ -85,6 +92,14 @@ if [ -n "$KILL_AT" ]; then
 fi
 wait $BENCH || true
 t1=$(date +%s.%N)
+# The nodes' broker series at the end (received_total: publications the
+# broker delivered to each node's connections).
+for i in "${!PIDS[@]}"; do
+  curl -s -m 2 http://127.0.0.1:$((9491 + i))/metrics 2>/dev/null \
+    | grep -E '^gateway_broker_(received_total|published_total|channels|connections|dropped_total) ' \
+    | sed "s/^/node$i /" >> "$OUT/metrics.txt" || true
+done
+grep -h 'gateway_broker_received_total' "$OUT/metrics.txt" 2>/dev/null | awk '{print $2, $3}' > "$OUT/metrics-received.txt" || true
 wait $SAMPLER 2>/dev/null || true
 {
   echo "wall $(echo "$t1 - $t0" | bc) s (whole bench run)"

@@ -114,6 +114,49 @@ def kill(tags):
         print()
 
 
+def placement(tags):
+    """broker.placement thread vs workers (tags pl-KIND-NODES-wWORKERS-PLACEMENT-ROUND)."""
+    rows = {}
+    print("| run | publications | gateway ticks | gateway µs/publication | broker ticks | broker µs/publication | received from broker (all nodes) | p50 / p99 ms | missing / dup / ooo | other ticks |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
+    for tag in tags:
+        m = re.match(r"pl-(\w+)-(\d)-w(\d)-(thread|workers)-(r\d+)$", tag)
+        if not m or not os.path.exists(os.path.join(OUT, tag, "bench", "summary.json")):
+            continue
+        kind, nodes, workers, place, rnd = m.groups()
+        c = cell(tag); k = c["counts"]; t = ticks(tag)
+        window = c["window_secs"]
+        pubs = k["pubs_ok"] * (window + 1.0) / window
+        g = sum(v for n, v in t.items() if n.startswith("node"))
+        b = t.get("broker", 0)
+        us = lambda x: x * 10000 / pubs
+        miss = c["expected_deliveries"] - k["deliveries"]
+        recv = received(tag)
+        o = other(tag)
+        lat = c["latency"]
+        print(f"| {tag} | {pubs:.0f} | {g} | {us(g):.1f} | {b} | {us(b):.1f} | {recv if recv is not None else '—'} | {lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} | {miss} / {k['deliveries_dup']} / {k['deliveries_ooo']} | {o} |")
+        rows.setdefault((kind, int(nodes), int(workers)), {}).setdefault(place, []).append(
+            (us(g), us(b), lat["p50_ms"], lat["p99_ms"]))
+    print()
+    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
+    print("| broker | nodes | workers | runs (thread / workers) | gateway µs/publication thread → workers | broker µs/publication thread → workers | p50 ms thread → workers | p99 ms thread → workers |")
+    print("|---|---:|---:|---|---|---|---|---|")
+    for (kind, nodes, workers), v in sorted(rows.items()):
+        th, wk = v.get("thread", []), v.get("workers", [])
+        if not th or not wk:
+            continue
+        col = lambda i, fmt: f"{fmt.format(med([x[i] for x in th]))} → {fmt.format(med([x[i] for x in wk]))} ({(med([x[i] for x in wk]) / med([x[i] for x in th]) - 1) * 100:+.0f} %)"
+        print(f"| {kind} | {nodes} | {workers} | {len(th)} / {len(wk)} | {col(0, '{:.1f}')} | {col(1, '{:.1f}')} | {col(2, '{:.2f}')} | {col(3, '{:.2f}')} |")
+
+
+def received(tag):
+    """gateway_broker_received_total summed over the nodes' metrics at the end, if saved."""
+    p = os.path.join(OUT, tag, "metrics-received.txt")
+    if not os.path.exists(p):
+        return None
+    return sum(int(float(l.split()[-1])) for l in open(p) if l.strip())
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what == "other":
@@ -127,5 +170,7 @@ if __name__ == "__main__":
     if what in ("cpu", "all"):
         cpu([t for t in tags if t.startswith("cpu-")])
         print()
+    if what == "placement":
+        placement([t for t in tags if t.startswith("pl-")])
     if what in ("kill", "all"):
         kill([t for t in tags if t.startswith("kill-")])

@@ -503,8 +503,7 @@ impl BrokerClient {
         self.update_health();
     }
 
-    /// The engine opened connection `id` (returns false if not this set's:
-    /// it is then closed).
+    /// The engine opened connection `id` (not this set's: it is closed).
     pub fn on_open(&mut self, io: &mut Io, id: ConnId) {
         let Some(i) = self.shard_by_conn(id) else {
             io.close(id, CloseMode::Abort);
