@@ -2,23 +2,42 @@
 //! travel between nodes through an existing broker (Redis pub/sub or NATS
 //! core), never a home-made cluster protocol.
 //!
-//! **Where the broker client runs: one broker thread per node**, itself an
-//! engine worker (its own ring, the connect role, the sans-IO codecs of
-//! `broker-proto`), talking to the gateway workers through engine
-//! mailboxes. Why not a broker connection per worker ring: the cluster
-//! needs one broker subscription per channel per node (issue 14); with a
-//! connection per worker, a channel with subscribers on every worker would
-//! be subscribed — and every publication delivered by the broker — once per
-//! worker. The thread knows which workers hold each channel (a bit per
-//! worker), subscribes once, and posts each publication only to those
-//! workers: one mailbox message each, the same path a local publication
-//! takes. The cost of the extra hop is in `results/cluster.md`.
+//! **Where the broker client runs** (`broker.placement`):
+//!
+//! - `"thread"` (the default): **one broker thread per node**, itself an
+//!   engine worker (its own ring, the connect role, the sans-IO codecs of
+//!   `broker-proto`), talking to the gateway workers through engine
+//!   mailboxes. The thread knows which workers hold each channel (a bit
+//!   per worker), subscribes once per node, and posts each publication
+//!   only to those workers: one mailbox message each, the same path a
+//!   local publication takes. A publication crosses two mailboxes (worker
+//!   → thread, thread → workers).
+//! - `"workers"`: each worker keeps **its own broker connections on its
+//!   own ring** ([`LocalBroker`]: the same connection set, `client.rs`,
+//!   and `wire.rs` codecs), subscribes the channels its own subscribers need, publishes
+//!   on its own connection and delivers what that connection receives to
+//!   its own subscribers: no mailbox hop. The control path — cluster-wide
+//!   API operations, the info beacon, pushes to another node's connection
+//!   and their answers — stays on the broker thread. A channel with
+//!   subscribers on several workers is subscribed once per such worker,
+//!   and the broker sends every publication to each of them.
+//!
+//! Both placements share one implementation of a set of broker
+//! connections (`client.rs`: shards, reconciled
+//! subscriptions, subscribe barriers, hello, keepalive, reconnect with
+//! backoff, "insufficient state" after a loss); the node is healthy only
+//! while every set is up (the thread's and, with `"workers"`, every
+//! worker's). Why `"thread"` stays the default, with the paired
+//! measurement of both, is in `results/cluster.md` ("Where the broker
+//! client runs").
 //!
 //! A subscription is answered only once it is in effect: a worker's first
 //! local subscriber of a channel waits (its reply held, the channel not
 //! delivered to) until the broker has confirmed the node's subscription —
 //! a barrier sent behind the subscribe command (Redis `PING <token>`, a
-//! NATS `PING`) comes back — and the thread posts [`HubMsg::Subscribed`].
+//! NATS `PING`) comes back — and the thread posts [`HubMsg::Subscribed`]
+//! (with `"workers"`, the barrier answer on the worker's own connection
+//! confirms the worker's channels directly).
 //! Otherwise a publication made through another node right after the
 //! subscribe reply could miss this node (neither broker keeps history).
 //!
@@ -28,6 +47,8 @@
 //! iteration and keeps a subscription `unsubscribe_delay_ms` after the
 //! last local subscriber left, so churn costs nothing), a publication to
 //! send, a cluster-wide operation, a push for another node's connection.
+//! With `"workers"` the first two never go to the thread: the worker's
+//! own set does the same batching and keeping.
 
 mod client;
 pub mod envelope;
