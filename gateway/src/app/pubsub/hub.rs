@@ -588,9 +588,11 @@ impl Hub {
 
     /// Publishes: delivers to this worker's subscribers and posts to every
     /// other worker (one message each); with a broker, hands it to the
-    /// broker thread instead, and every node (this one included) delivers
-    /// what comes back. Refused (error 100) while the broker is down or its
-    /// queue is full: the publisher learns it was not sent.
+    /// broker thread instead (`broker.placement = "workers"`: sends it on
+    /// this worker's own broker connection), and every node (this one
+    /// included) delivers what comes back. Refused (error 100) while the
+    /// node is degraded or the broker thread's queue is full: the
+    /// publisher learns it was not sent.
     pub fn publish(
         &mut self,
         io: &mut Io,
