@@ -42,16 +42,21 @@ case ${1:-all} in
     for k in memory redis nats; do run cpu-$k-1 KIND=$k NODES=1 SUBS=20 RATE=1000 WARMUP=1; done
     for k in redis nats; do run cpu-$k-2 KIND=$k NODES=2 SUBS=20 RATE=1000 WARMUP=1; done ;;&
   placement)
-    # broker.placement thread vs workers, paired: each shape runs with one
-    # placement, then at once with the other (the order alternates by
-    # round); CPU shape (20 subscribers, 1,000 publications/s).
+    # broker.placement thread vs workers, paired: each shape (broker,
+    # nodes, workers) runs with one placement, then at once with the other
+    # (thread first in odd rounds, workers first in even ones); the CPU
+    # shape of section 2 (20 subscribers, 1,000 publications/s).
+    # SHAPES: the order of the shapes (round r2 of results/cluster.md ran
+    # the two-worker and two-node shapes first:
+    # SHAPES="redis-2-2 nats-2-2 redis-1-2 nats-1-2 redis-2-1 nats-2-1 nats-1-1 redis-1-1").
     for r in ${ROUNDS:-r1 r2}; do
-      for k in redis nats; do for n in 1 2; do for w in 1 2; do
-        case $r in r1|r3|r5) order="thread workers";; *) order="workers thread";; esac
+      case $r in r1|r3|r5) order="thread workers";; *) order="workers thread";; esac
+      for shape in ${SHAPES:-redis-1-1 redis-1-2 redis-2-1 redis-2-2 nats-1-1 nats-1-2 nats-2-1 nats-2-2}; do
+        IFS=- read -r k n w <<< "$shape"
         for p in $order; do
           run pl-$k-$n-w$w-$p-$r KIND=$k NODES=$n WORKERS=$w PLACEMENT=$p SUBS=20 RATE=1000 WARMUP=1
         done
-      done; done; done
+      done
     done ;;
   kill|all)
     run kill-redis-3 KIND=redis NODES=3 SUBS=3000 WARMUP=2 KILL_AT=13 RECONNECT="0 2000"
