@@ -38,6 +38,8 @@ for marker, text in [
     ("LAT", out(table.latency, [t for t in tags if t.startswith("lat-")])),
     ("CPU", out(table.cpu, [t for t in tags if t.startswith("cpu-")])),
     ("CPUMED", medians()),
+    ("PL", out(table.placement_rows, [t for t in tags if t.startswith("pl-")])),
+    ("PLMED", out(table.placement_summary, [t for t in tags if t.startswith("pl-")])),
     ("KILL", out(table.kill, [t for t in tags if t.startswith("kill-")]).replace("### ", "#### ")),
 ]:
     s = re.sub(rf"<!--{marker}-->(.*?<!--/{marker}-->)?", f"<!--{marker}-->\n{text}\n<!--/{marker}-->", s, flags=re.S)

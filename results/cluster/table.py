@@ -114,11 +114,12 @@ def kill(tags):
         print()
 
 
-def placement(tags):
+def placement_rows(tags, show=True):
     """broker.placement thread vs workers (tags pl-KIND-NODES-wWORKERS-PLACEMENT-ROUND)."""
     rows = {}
-    print("| run | publications | gateway ticks | gateway µs/publication | broker ticks | broker µs/publication | received from broker (all nodes) | p50 / p99 ms | missing / dup / ooo | other ticks |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
+    if show:
+        print("| run | publications | gateway ticks | gateway µs/publication | broker ticks | broker µs/publication | received from the broker (all nodes' connections) | p50 / p99 ms | missing / dup / ooo | other processes' ticks |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for tag in tags:
         m = re.match(r"pl-(\w+)-(\d)-w(\d)-(thread|workers)-(r\d+)$", tag)
         if not m or not os.path.exists(os.path.join(OUT, tag, "bench", "summary.json")):
@@ -134,19 +135,30 @@ def placement(tags):
         recv = received(tag)
         o = other(tag)
         lat = c["latency"]
-        print(f"| {tag} | {pubs:.0f} | {g} | {us(g):.1f} | {b} | {us(b):.1f} | {recv if recv is not None else '—'} | {lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} | {miss} / {k['deliveries_dup']} / {k['deliveries_ooo']} | {o} |")
+        if show:
+            print(f"| {tag} | {pubs:.0f} | {g} | {us(g):.1f} | {b} | {us(b):.1f} | {recv if recv is not None else '—'} | {lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} | {miss} / {k['deliveries_dup']} / {k['deliveries_ooo']} | {o} |")
         rows.setdefault((kind, int(nodes), int(workers)), {}).setdefault(place, []).append(
-            (us(g), us(b), lat["p50_ms"], lat["p99_ms"]))
-    print()
-    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
-    print("| broker | nodes | workers | runs (thread / workers) | gateway µs/publication thread → workers | broker µs/publication thread → workers | p50 ms thread → workers | p99 ms thread → workers |")
-    print("|---|---:|---:|---|---|---|---|---|")
-    for (kind, nodes, workers), v in sorted(rows.items()):
+            (us(g), us(b), lat["p50_ms"], lat["p99_ms"], us(g) + us(b)))
+    return rows
+
+
+def placement_summary(tags):
+    """Medians per shape and placement (the median of two runs is their mean)."""
+    rows = placement_rows(tags, show=False)
+    def med(v):
+        v = sorted(v)
+        return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+    print("| broker | nodes | workers/node | runs thread / workers | gateway µs/publication thread → workers | broker µs/publication thread → workers | gateway + broker µs/publication thread → workers | p50 ms thread → workers | p99 ms thread → workers |")
+    print("|---|---:|---:|---|---|---|---|---|---|")
+    order = lambda kv: ({"redis": 0, "nats": 1}.get(kv[0][0], 2), kv[0][1], kv[0][2])
+    for (kind, nodes, workers), v in sorted(rows.items(), key=order):
         th, wk = v.get("thread", []), v.get("workers", [])
         if not th or not wk:
             continue
-        col = lambda i, fmt: f"{fmt.format(med([x[i] for x in th]))} → {fmt.format(med([x[i] for x in wk]))} ({(med([x[i] for x in wk]) / med([x[i] for x in th]) - 1) * 100:+.0f} %)"
-        print(f"| {kind} | {nodes} | {workers} | {len(th)} / {len(wk)} | {col(0, '{:.1f}')} | {col(1, '{:.1f}')} | {col(2, '{:.2f}')} | {col(3, '{:.2f}')} |")
+        def col(i, fmt):
+            a, b = med([x[i] for x in th]), med([x[i] for x in wk])
+            return f"{fmt.format(a)} → {fmt.format(b)} ({(b / a - 1) * 100:+.0f} %)"
+        print(f"| {kind} | {nodes} | {workers} | {len(th)} / {len(wk)} | {col(0, '{:.1f}')} | {col(1, '{:.1f}')} | {col(4, '{:.1f}')} | {col(2, '{:.2f}')} | {col(3, '{:.2f}')} |")
 
 
 def received(tag):
@@ -171,6 +183,9 @@ if __name__ == "__main__":
         cpu([t for t in tags if t.startswith("cpu-")])
         print()
     if what == "placement":
-        placement([t for t in tags if t.startswith("pl-")])
+        pl = [t for t in tags if t.startswith("pl-")]
+        placement_rows(pl)
+        print()
+        placement_summary(pl)
     if what in ("kill", "all"):
         kill([t for t in tags if t.startswith("kill-")])
