@@ -783,3 +783,43 @@ fn broker_restart(kind: Kind, placement: Placement) {
     assert!(m.get("gateway_broker_reconnects_total", &[]) >= 1.0);
     assert!(m.get("gateway_broker_resynced_total", &[]) >= 1.0);
 }
+
+/// A channel's broker subscription is dropped once `unsubscribe_delay_ms`
+/// has passed after its last local subscriber left, without waiting for
+/// another change on the connection.
+fn broker_unsubscribes_after_the_delay(placement: Placement) {
+    let Some(broker) = Broker::start(Kind::Redis) else {
+        return;
+    };
+    let extra = format!("{}unsubscribe_delay_ms = 100\n", placement.key());
+    let Some(gw) = node(&broker, 0, &extra) else {
+        return;
+    };
+    await_each_other(std::slice::from_ref(&gw));
+    let commands = |gw: &Gateway| gw.metrics().get("gateway_broker_commands_total", &[]);
+    let mut c = Client::connect(&gw, None);
+    c.subscribe("brief");
+    let subscribed = retry(Duration::from_secs(3), || {
+        (gw.metrics().get("gateway_broker_channels", &[]) == 1.0).then_some(())
+    });
+    assert!(subscribed.is_some(), "subscribed at the broker");
+    let before = commands(&gw);
+    let r = c.call("unsubscribe", json!({"channel": "brief"}));
+    assert!(r["unsubscribe"].is_object(), "{r}");
+    // One unsubscribe command once the delay has passed, and nothing
+    // else happens on the connection meanwhile.
+    let sent = retry(Duration::from_secs(3), || {
+        (commands(&gw) == before + 1.0).then_some(())
+    });
+    assert!(sent.is_some(), "the unsubscribe went after the delay");
+}
+
+#[test]
+fn the_broker_unsubscribes_after_the_delay() {
+    broker_unsubscribes_after_the_delay(Placement::Thread);
+}
+
+#[test]
+fn the_broker_unsubscribes_after_the_delay_worker_connections() {
+    broker_unsubscribes_after_the_delay(Placement::Workers);
+}
