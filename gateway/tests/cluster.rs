@@ -395,6 +395,20 @@ fn subscriptions_are_answered_once_in_effect(kind: Kind) {
         &json!({"channel": "pushed", "data": 3}),
     );
     assert_eq!(bob.publication("pushed"), json!(3));
+    // Subscribing again after the node gave the channel up (its last
+    // subscriber left more than `unsubscribe_delay_ms` ago) is answered,
+    // and delivered to.
+    bob.subscribe("again");
+    let r = bob.call("unsubscribe", json!({"channel": "again"}));
+    assert!(r["unsubscribe"].is_object(), "{r}");
+    std::thread::sleep(Duration::from_millis(400));
+    bob.subscribe("again");
+    api(
+        &nodes[0],
+        "publish",
+        &json!({"channel": "again", "data": 4}),
+    );
+    assert_eq!(bob.publication("again"), json!(4));
 }
 
 #[test]

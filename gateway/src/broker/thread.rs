@@ -96,8 +96,12 @@ struct Shard {
     state: State,
     wire: Box<dyn Wire>,
     backoff_ms: u64,
-    /// Channels subscribed at the broker on this connection.
-    subscribed: HashSet<Arc<str>>,
+    /// Names subscribed at the broker on this connection, each with the
+    /// barrier whose answer confirms it.
+    subscribed: HashMap<Arc<str>, u64>,
+    /// The last barrier answered on this connection: a subscription with a
+    /// barrier up to this one is in effect.
+    answered: u64,
     /// `subscribed` may differ from what is wanted.
     dirty: bool,
     /// It was up before (a loss and a return, not the first connect).
@@ -116,10 +120,7 @@ struct Chan {
     mask: u64,
     /// Since when no worker has (worker ms).
     since: Option<u64>,
-    /// The broker confirmed the subscription on the current connection.
-    confirmed: bool,
-    /// The barrier whose answer will confirm it (0: none sent).
-    barrier: u64,
+
     /// Workers waiting for the confirmation, with their request's token.
     waiting: Vec<(usize, u64)>,
 }
@@ -177,7 +178,8 @@ impl BrokerHandler {
                 state: State::Down { retry_at: 0 },
                 wire,
                 backoff_ms: cfg.reconnect_min_ms,
-                subscribed: HashSet::new(),
+                subscribed: HashMap::new(),
+                answered: 0,
                 dirty: true,
                 was_up: false,
                 last_heard_ms: 0,
@@ -234,18 +236,15 @@ impl BrokerHandler {
     /// subscribed, and the workers waiting for them are told.
     fn barrier_answered(&mut self, io: &mut Io, i: usize, seq: u64) {
         let mut answers = Vec::new();
-        while self.shards[i]
-            .barriers
-            .front()
-            .is_some_and(|(b, _)| *b <= seq)
-        {
-            let (b, names) = self.shards[i].barriers.pop_front().expect("checked");
+        let s = &mut self.shards[i];
+        s.answered = s.answered.max(seq);
+        while s.barriers.front().is_some_and(|(b, _)| *b <= seq) {
+            let (_, names) = s.barriers.pop_front().expect("checked");
             for name in names {
-                if let Some(ch) = self.channels.get_mut(&name) {
-                    if ch.barrier == b && !ch.confirmed {
-                        ch.confirmed = true;
-                        answers.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
-                    }
+                // Still subscribed (not dropped and re-added behind a later barrier).
+                let done = s.subscribed.get(&name).is_some_and(|&b| b <= s.answered);
+                if let Some(ch) = self.channels.get_mut(&name).filter(|_| done) {
+                    answers.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
                 }
             }
         }
@@ -304,7 +303,6 @@ impl BrokerHandler {
         let mut failed = Vec::new();
         for (name, ch) in &mut self.channels {
             if shard_index(n, name) == i {
-                ch.confirmed = false;
                 failed.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
             }
         }
@@ -333,8 +331,19 @@ impl BrokerHandler {
     fn reconcile(&mut self, io: &mut Io) {
         let now = io.now_ms();
         let delay = self.link.config.unsubscribe_delay_ms;
-        self.channels
-            .retain(|_, ch| ch.mask != 0 || ch.since.is_some_and(|t| now < t + delay));
+        let n = self.shards.len();
+        let mut expired = Vec::new();
+        self.channels.retain(|name, ch| {
+            let keep = ch.mask != 0 || ch.since.is_some_and(|t| now < t + delay);
+            if !keep {
+                expired.push(shard_index(n, name));
+            }
+            keep
+        });
+        // Their broker subscriptions go now, not with the shard's next change.
+        for i in expired {
+            self.shards[i].dirty = true;
+        }
         for i in 0..self.shards.len() {
             if !self.shards[i].dirty || self.shards[i].state != State::Up {
                 continue;
@@ -347,8 +356,17 @@ impl BrokerHandler {
                 .cloned()
                 .collect();
             let s = &mut self.shards[i];
-            let add: Vec<Arc<str>> = wanted.difference(&s.subscribed).cloned().collect();
-            let remove: Vec<Arc<str>> = s.subscribed.difference(&wanted).cloned().collect();
+            let add: Vec<Arc<str>> = wanted
+                .iter()
+                .filter(|c| !s.subscribed.contains_key(*c))
+                .cloned()
+                .collect();
+            let remove: Vec<Arc<str>> = s
+                .subscribed
+                .keys()
+                .filter(|c| !wanted.contains(*c))
+                .cloned()
+                .collect();
             if !add.is_empty() {
                 let names: Vec<Name<'_>> = add.iter().map(|c| Self::name(c)).collect();
                 s.wire.subscribe(&mut self.out, &names);
@@ -357,11 +375,7 @@ impl BrokerHandler {
                 let seq = self.next_barrier;
                 self.next_barrier += 1;
                 s.wire.barrier(&mut self.out, seq);
-                for c in &add {
-                    if let Some(ch) = self.channels.get_mut(c) {
-                        ch.barrier = seq;
-                    }
-                }
+                s.subscribed.extend(add.iter().map(|c| (c.clone(), seq)));
                 s.barriers.push_back((seq, add));
             }
             if !remove.is_empty() {
@@ -369,7 +383,9 @@ impl BrokerHandler {
                 s.wire.unsubscribe(&mut self.out, &names);
                 self.link.stats.commands.fetch_add(1, Ordering::Relaxed);
             }
-            s.subscribed = wanted;
+            for c in &remove {
+                s.subscribed.remove(c);
+            }
             s.dirty = false;
             self.flush_out(io, i);
         }
@@ -403,12 +419,12 @@ impl BrokerHandler {
                 token,
             } => {
                 let bit = 1u64 << (worker % 64);
+                let s = &self.shards[self.shard_of(&channel)];
                 // Down after a failed attempt (not the first connect yet):
                 // no point in making the subscriber wait for the backoff.
-                let down = matches!(
-                    self.shards[self.shard_of(&channel)].state,
-                    State::Down { retry_at } if retry_at > 0
-                );
+                let down = matches!(s.state, State::Down { retry_at } if retry_at > 0);
+                let confirmed = s.state == State::Up
+                    && s.subscribed.get(&channel).is_some_and(|&b| b <= s.answered);
                 let now = io.now_ms();
                 let entry = self.channels.entry(channel.clone()).or_default();
                 let was = entry.mask;
@@ -416,8 +432,8 @@ impl BrokerHandler {
                 if on {
                     entry.mask |= bit;
                     entry.since = None;
-                    if entry.confirmed || down {
-                        answer = Some(entry.confirmed);
+                    if confirmed || down {
+                        answer = Some(confirmed);
                     } else {
                         entry.waiting.push((worker, token));
                     }
