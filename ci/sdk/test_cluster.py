@@ -238,6 +238,7 @@ class State:
 
     clients: list = []
     subs: list = []
+    late = None  # subscribed while Redis was down
     seen: int = 0  # publications each subscriber had before the current step
 
 
@@ -363,13 +364,13 @@ def redis_answers() -> bool:
 async def t_redis_outage():
     """Redis SIGKILLed: every node degraded (/healthz 503, gateway_broker_up
     0) and refuses API publishes with error 100; the SDK clients stay
-    connected and a new subscription gets error 100 (temporary). Redis
+    connected and a new subscription gets error 100 (temporary), which the
+    SDK retries by itself (refused again). Redis
     restarted on the same port: the nodes recover (/healthz 200), every
     subscription is told 2500 "insufficient state" and centrifuge-python
     subscribes again by itself (on_subscribing(2500) then on_subscribed, no
-    on_unsubscribed), the late subscription succeeds on its own retries,
-    publications through every node reach everyone again, and the counters
-    show the outage (reconnects, resynced, unconfirmed)."""
+    on_unsubscribed), publications through every node reach everyone again,
+    and the counters show the outage (reconnects, resynced, unconfirmed)."""
     before = {n: await metric(n, "gateway_broker_reconnects_total") for n in NODES}
     resynced_before = {n: await metric(n, "gateway_broker_resynced_total") for n in NODES}
     marks = {id(s): len(s.rec.events) for s in S.subs}
@@ -384,14 +385,18 @@ async def t_redis_outage():
     late_client = new_client(1, "late")
     S.clients.append(late_client)
     await asyncio.wait_for(late_client.connect(), WAIT)
-    late = new_sub(late_client, f"{CHANNEL}-late")
+    late = S.late = new_sub(late_client, f"{CHANNEL}-late")
     await late.subscribe()
 
-    async def refused():
-        return [e for e in late.rec.of("error") if getattr(e.error, "code", None) == 100]
+    async def refused_twice():
+        errs = [e for e in late.rec.of("error") if getattr(e.error, "code", None) == 100]
+        return errs if len(errs) >= 2 else None
 
-    errs = await until("late subscription refused with error 100", refused)
-    check(errs[0].error.temporary, f"error 100 not temporary: {errs[0]}")
+    # Twice: the SDK retries a temporary error by itself (and the outage lasts
+    # over a few of the nodes' reconnect attempts).
+    errs = await until("late subscription refused with error 100, then again on the SDK's retry", refused_twice)
+    check(all(e.error.temporary for e in errs), f"error 100 not temporary: {errs}")
+    check(not late.rec.of("unsubscribed"), f"late subscription ended: {late.rec.summary()}")
     check(late.state == SubscriptionState.SUBSCRIBING, f"late subscription: {late.state}")
     await until(
         "node 1 gateway_broker_unconfirmed_total >= 1",
@@ -439,16 +444,11 @@ async def t_redis_outage():
     for c in S.clients:
         check(not c.rec.of("disconnected"), f"{c.rec.label} disconnected: {c.rec.of('disconnected')}")
         check(c.state == ClientState.CONNECTED, f"{c.rec.label}: {c.state}")
-    await asyncio.wait_for(late.ready(), RECOVER)
     # Publications again, right away: nothing of the outage arrives.
     await api_series("after")
     for s in S.subs:
         lost = [d for d in datas(s) if "lost" in d]
         check(not lost, f"{s.rec.label}: received publications refused while down: {lost}")
-    data = {"late": RUN}
-    await api(2, "publish", {"channel": late.channel, "data": data})
-    await all_received([late], [data])
-    check(datas(late) == [data], f"late subscriber received {datas(late)}")
     for n in NODES:
         r = await metric(n, "gateway_broker_reconnects_total")
         check(r >= 1 and r > before[n], f"node {n} gateway_broker_reconnects_total {before[n]} -> {r}")
@@ -456,6 +456,28 @@ async def t_redis_outage():
         check(rs >= 1 and rs > resynced_before[n], f"node {n} gateway_broker_resynced_total {resynced_before[n]} -> {rs}")
         check(await metric(n, "gateway_broker_up") == 1, f"node {n} gateway_broker_up != 1")
     print(f"    (nodes healthy {recovered:.1f}s after redis-server was back)")
+
+
+async def t_redis_late_subscription():
+    """The subscription refused (error 100) while Redis was down succeeds
+    on the SDK's own retries once the nodes are back, and receives."""
+    late = S.late
+    # GATEWAY BUG: here, in about 2 runs of 3, node 1 never answers the
+    # retried subscribe after the broker is back (no reply, no error): the
+    # SDK's ready() times out, and from then on every subscribe of that
+    # channel on that node, from any connection, goes unanswered, and the
+    # connection's later commands queue behind it. Deterministic with the
+    # raw protocol: subscribe every 100 ms while Redis is down (error 100
+    # each), once more just as it is back (100, node still degraded), then
+    # 0.5 s later: no answer (>= 10 s).
+    try:
+        await asyncio.wait_for(late.ready(), RECOVER)
+    except Exception as e:  # noqa: BLE001 - the SDK's own timeout included
+        raise Failure(f"late subscription not subscribed ({type(e).__name__}); its events: ...{late.rec.summary()[-500:]}") from None
+    data = {"late": RUN}
+    await api(2, "publish", {"channel": late.channel, "data": data})
+    await all_received([late], [data])
+    check(datas(late) == [data], f"late subscriber received {datas(late)}")
 
 
 async def _is(coro, want) -> bool:
@@ -473,7 +495,7 @@ CHECKS = [
     t_client_publish_across_nodes,
 ]
 if BROKER == "redis":
-    CHECKS.append(t_redis_outage)
+    CHECKS += [t_redis_outage, t_redis_late_subscription]
 
 
 async def main() -> int:
