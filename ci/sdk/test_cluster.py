@@ -462,14 +462,10 @@ async def t_redis_late_subscription():
     """The subscription refused (error 100) while Redis was down succeeds
     on the SDK's own retries once the nodes are back, and receives."""
     late = S.late
-    # GATEWAY BUG: here, in about 2 runs of 3, node 1 never answers the
-    # retried subscribe after the broker is back (no reply, no error): the
-    # SDK's ready() times out, and from then on every subscribe of that
-    # channel on that node, from any connection, goes unanswered, and the
-    # connection's later commands queue behind it. Deterministic with the
-    # raw protocol: subscribe every 100 ms while Redis is down (error 100
-    # each), once more just as it is back (100, node still degraded), then
-    # 0.5 s later: no answer (>= 10 s).
+    # Was a gateway bug (fixed in 1654af1): in about 2 runs of 3 the node
+    # never answered the retried subscribe once the broker was back; the
+    # node held a broker subscription for the channel whose bookkeeping had
+    # expired, so no confirmation was ever sent.
     try:
         await asyncio.wait_for(late.ready(), RECOVER)
     except Exception as e:  # noqa: BLE001 - the SDK's own timeout included

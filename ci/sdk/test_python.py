@@ -732,8 +732,8 @@ async def t_api_get_without_key(s: Session):
     each /api/<method> route is middleware.Post -> APIKeyAuth -> handler),
     so a GET without a key gets 405, not 401."""
     status, raw = await http("GET", "/publish", None, {})
-    # GATEWAY BUG: the gateway answers 401 (it checks the key first);
-    # Centrifugo answers 405 (middleware/method.go runs before auth.go).
+    # Was a gateway bug (fixed): the gateway answered 401 (it checked the
+    # key first); Centrifugo answers 405 (middleware/method.go runs before auth.go).
     check(status == 405, f"GET /api/publish without a key: {status} {raw!r}, want 405")
 
 
@@ -741,7 +741,7 @@ async def t_api_unknown_endpoint_without_key(s: Session):
     """Only registered endpoints check the key in Centrifugo; anything else
     is the ServeMux's 404 "404 page not found", key or not."""
     status, raw = await http("POST", "/nope", {}, {})
-    # GATEWAY BUG: the gateway answers 401; Centrifugo has no route for it,
+    # Was a gateway bug (fixed): the gateway answered 401; Centrifugo has no route for it,
     # so 404 before any key check (internal/app/mux.go).
     check(status == 404, f"POST /api/nope without a key: {status} {raw!r}, want 404")
 
@@ -828,7 +828,7 @@ async def t_api_publish_multiline_json(s: Session):
     body = ('{"channel": %s,\n "data": %s\n}' % (json.dumps(sub.channel), json.dumps(data, indent=2))).encode()
     status, raw = await http("POST", "/publish", body, {"X-API-Key": API_KEY})
     check((status, raw) == (200, b'{"result":{}}'), f"publish: {status} {raw!r}")
-    # GATEWAY BUG: the push carries the raw `data` verbatim, raw newlines
+    # Was a gateway bug (fixed): the push carried the raw `data` verbatim, raw newlines
     # included ('{"push":{"channel":"..","pub":{"data":{\n  "a": 1,...}}}}'),
     # so the frame's "\n"-separated lines are not JSON: centrifuge-python
     # (codecs.py decode_replies) fails and disconnects for good with code 2.
