@@ -702,3 +702,38 @@ fn a_broker_restart_degrades_then_recovers_and_resubscribes() {
     assert!(m.get("gateway_broker_reconnects_total", &[]) >= 1.0);
     assert!(m.get("gateway_broker_resynced_total", &[]) >= 1.0);
 }
+
+/// Without `broker.node` a node is named after its listen address, with
+/// the port it was given: two nodes started on port 0 are two nodes.
+#[test]
+fn nodes_without_a_name_are_told_apart() {
+    let Some(broker) = Broker::start(Kind::Redis) else {
+        return;
+    };
+    let start = || {
+        Gateway::start(&format!(
+            "{CLUSTER_NODE}\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[broker]\nkind = \"redis\"\n\
+             addresses = [\"{}\"]\ninfo_interval_ms = 100\n",
+            broker.addr()
+        ))
+    };
+    let (Some(a), Some(b)) = (start(), start()) else {
+        return;
+    };
+    let want = {
+        let mut v = vec![a.addr.to_string(), b.addr.to_string()];
+        v.sort();
+        v
+    };
+    let nodes = [a, b];
+    await_each_other(&nodes);
+    let (_, info) = api(&nodes[0], "info", &json!({}));
+    let mut names: Vec<String> = info["result"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, want, "{info}");
+}
