@@ -36,11 +36,11 @@ import urllib.error
 import urllib.request
 import uuid
 
+from sdk_checks import Failure, Recorder, SubEvents, check
 from centrifuge import (
     Client,
     ClientEventHandler,
     ClientState,
-    SubscriptionEventHandler,
     SubscriptionState,
 )
 
@@ -60,15 +60,6 @@ QUIET = 0.3  # how long "nothing more arrives" is watched
 PER_NODE = 4  # subscribers per node
 RUN = uuid.uuid4().hex[:8]
 CHANNEL = f"cluster-{BROKER}-{RUN}"
-
-
-class Failure(AssertionError):
-    pass
-
-
-def check(cond: bool, what: str) -> None:
-    if not cond:
-        raise Failure(what)
 
 
 async def until(what: str, fn, timeout: float = WAIT, every: float = 0.05):
@@ -140,21 +131,6 @@ async def metric(node: int, name: str) -> float:
 # SDK clients whose events are recorded in order.
 
 
-class Recorder:
-    def __init__(self, label: str):
-        self.label = label
-        self.events: list = []
-
-    def add(self, kind: str, ctx) -> None:
-        self.events.append((kind, ctx))
-
-    def of(self, kind: str) -> list:
-        return [c for k, c in self.events if k == kind]
-
-    def summary(self) -> str:
-        return "[" + ", ".join(f"{k} {c}" for k, c in self.events)[:1200] + "]"
-
-
 class ClientEvents(ClientEventHandler):
     def __init__(self, rec):
         self.rec = rec
@@ -167,26 +143,6 @@ class ClientEvents(ClientEventHandler):
 
     async def on_connecting(self, ctx):
         self.rec.add("connecting", ctx)
-
-
-class SubEvents(SubscriptionEventHandler):
-    def __init__(self, rec):
-        self.rec = rec
-
-    async def on_subscribing(self, ctx):
-        self.rec.add("subscribing", ctx)
-
-    async def on_subscribed(self, ctx):
-        self.rec.add("subscribed", ctx)
-
-    async def on_unsubscribed(self, ctx):
-        self.rec.add("unsubscribed", ctx)
-
-    async def on_publication(self, ctx):
-        self.rec.add("publication", ctx)
-
-    async def on_error(self, ctx):
-        self.rec.add("error", ctx)
 
 
 def new_client(node: int, label: str) -> Client:
