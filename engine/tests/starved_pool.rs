@@ -125,6 +125,9 @@ fn a_starved_pool_stalls_no_one() {
     }
     for r in spawned.join() {
         let stats = r.expect("worker");
-        assert!(stats.recv_enobufs() > 0, "the pool never ran dry: {stats:?}");
+        assert!(
+            stats.recv_enobufs() > 0,
+            "the pool never ran dry: {stats:?}"
+        );
     }
 }
