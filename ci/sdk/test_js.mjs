@@ -553,7 +553,7 @@ const checks = {
     const body = `{"channel": "${sub.channel}",\n "data": ${JSON.stringify(data, null, 2)}\n}`;
     const r = await http('POST', '/publish', body, { 'X-API-Key': API_KEY });
     assert.deepStrictEqual([r.status, r.text], [200, '{"result":{}}']);
-    // GATEWAY BUG: the gateway copies the raw `data` into the push verbatim,
+    // Was a gateway bug (fixed): the gateway copied the raw `data` into the push verbatim,
     // raw newlines included, so the frame splits into invalid JSON lines and
     // centrifuge-js disconnects (code 2 "bad protocol"). Centrifugo strips raw
     // `\n` from Raw payloads when encoding (centrifugal/protocol raw.go

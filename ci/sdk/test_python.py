@@ -33,12 +33,12 @@ import urllib.error
 import urllib.request
 import uuid
 
+from sdk_checks import Failure, Recorder, SubEvents, check
 from centrifuge import (
     Client,
     ClientEventHandler,
     ClientState,
     ReplyError,
-    SubscriptionEventHandler,
     SubscriptionState,
 )
 
@@ -134,53 +134,6 @@ async def api_ok(endpoint: str, body: dict, auth: str = "x-api-key") -> dict:
 # Recording SDK events.
 
 
-class Failure(AssertionError):
-    pass
-
-
-def check(cond: bool, what: str) -> None:
-    if not cond:
-        raise Failure(what)
-
-
-class Recorder:
-    """Events of one client or subscription, in order: (kind, ctx)."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.events: list = []
-        self._changed = asyncio.Event()
-
-    def add(self, kind: str, ctx) -> None:
-        self.events.append((kind, ctx))
-        self._changed.set()
-
-    def of(self, kind: str) -> list:
-        return [c for k, c in self.events if k == kind]
-
-    async def wait(self, kind: str, pred=lambda c: True, timeout: float = WAIT):
-        """The first `kind` event matching `pred` (waiting for it)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            for k, c in self.events:
-                if k == kind and pred(c):
-                    return c
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                raise Failure(
-                    f"{self.label}: no {kind!r} event within {timeout}s; "
-                    f"events: {self.summary()}"
-                )
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
-                pass
-
-    def summary(self) -> str:
-        return "[" + ", ".join(f"{k} {c}" for k, c in self.events)[:1500] + "]"
-
-
 class ClientEvents(ClientEventHandler):
     def __init__(self, rec: Recorder):
         self.rec = rec
@@ -206,26 +159,6 @@ class ClientEvents(ClientEventHandler):
 
     async def on_publication(self, ctx):
         self.rec.add("server_publication", ctx)
-
-
-class SubEvents(SubscriptionEventHandler):
-    def __init__(self, rec: Recorder):
-        self.rec = rec
-
-    async def on_subscribing(self, ctx):
-        self.rec.add("subscribing", ctx)
-
-    async def on_subscribed(self, ctx):
-        self.rec.add("subscribed", ctx)
-
-    async def on_unsubscribed(self, ctx):
-        self.rec.add("unsubscribed", ctx)
-
-    async def on_publication(self, ctx):
-        self.rec.add("publication", ctx)
-
-    async def on_error(self, ctx):
-        self.rec.add("error", ctx)
 
 
 class Session:
@@ -732,8 +665,8 @@ async def t_api_get_without_key(s: Session):
     each /api/<method> route is middleware.Post -> APIKeyAuth -> handler),
     so a GET without a key gets 405, not 401."""
     status, raw = await http("GET", "/publish", None, {})
-    # GATEWAY BUG: the gateway answers 401 (it checks the key first);
-    # Centrifugo answers 405 (middleware/method.go runs before auth.go).
+    # Was a gateway bug (fixed): the gateway answered 401 (it checked the
+    # key first); Centrifugo answers 405 (middleware/method.go runs before auth.go).
     check(status == 405, f"GET /api/publish without a key: {status} {raw!r}, want 405")
 
 
@@ -741,7 +674,7 @@ async def t_api_unknown_endpoint_without_key(s: Session):
     """Only registered endpoints check the key in Centrifugo; anything else
     is the ServeMux's 404 "404 page not found", key or not."""
     status, raw = await http("POST", "/nope", {}, {})
-    # GATEWAY BUG: the gateway answers 401; Centrifugo has no route for it,
+    # Was a gateway bug (fixed): the gateway answered 401; Centrifugo has no route for it,
     # so 404 before any key check (internal/app/mux.go).
     check(status == 404, f"POST /api/nope without a key: {status} {raw!r}, want 404")
 
@@ -828,7 +761,7 @@ async def t_api_publish_multiline_json(s: Session):
     body = ('{"channel": %s,\n "data": %s\n}' % (json.dumps(sub.channel), json.dumps(data, indent=2))).encode()
     status, raw = await http("POST", "/publish", body, {"X-API-Key": API_KEY})
     check((status, raw) == (200, b'{"result":{}}'), f"publish: {status} {raw!r}")
-    # GATEWAY BUG: the push carries the raw `data` verbatim, raw newlines
+    # Was a gateway bug (fixed): the push carried the raw `data` verbatim, raw newlines
     # included ('{"push":{"channel":"..","pub":{"data":{\n  "a": 1,...}}}}'),
     # so the frame's "\n"-separated lines are not JSON: centrifuge-python
     # (codecs.py decode_replies) fails and disconnects for good with code 2.

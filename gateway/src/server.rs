@@ -89,6 +89,17 @@ pub fn start(config: &Config, shutdown: Arc<AtomicBool>) -> Result<Running, Serv
                 source,
             }
         })?;
+    // A node named after its listen address (no `broker.node`) takes the
+    // bound port: nodes started with port 0 must not all be ":0".
+    let resolved;
+    let config = if config.broker.node.is_empty() && config.server.listen != local_addr {
+        let mut c = config.clone();
+        c.server.listen = local_addr;
+        resolved = c;
+        &resolved
+    } else {
+        config
+    };
     // Plain listeners (no SO_REUSEPORT: a second process must not share
     // them), served by worker 0 after its client listener.
     let plain = |addr: SocketAddr, key: &'static str| {

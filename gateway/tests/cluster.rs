@@ -438,6 +438,20 @@ fn subscriptions_are_answered_once_in_effect(kind: Kind, placement: Placement) {
         &json!({"channel": "pushed", "data": 3}),
     );
     assert_eq!(bob.publication("pushed"), json!(3));
+    // Subscribing again after the node gave the channel up (its last
+    // subscriber left more than `unsubscribe_delay_ms` ago) is answered,
+    // and delivered to.
+    bob.subscribe("again");
+    let r = bob.call("unsubscribe", json!({"channel": "again"}));
+    assert!(r["unsubscribe"].is_object(), "{r}");
+    std::thread::sleep(Duration::from_millis(400));
+    bob.subscribe("again");
+    api(
+        &nodes[0],
+        "publish",
+        &json!({"channel": "again", "data": 4}),
+    );
+    assert_eq!(bob.publication("again"), json!(4));
 }
 
 #[test]
@@ -822,4 +836,39 @@ fn the_broker_unsubscribes_after_the_delay() {
 #[test]
 fn the_broker_unsubscribes_after_the_delay_worker_connections() {
     broker_unsubscribes_after_the_delay(Placement::Workers);
+}
+
+/// Without `broker.node` a node is named after its listen address, with
+/// the port it was given: two nodes started on port 0 are two nodes.
+#[test]
+fn nodes_without_a_name_are_told_apart() {
+    let Some(broker) = Broker::start(Kind::Redis) else {
+        return;
+    };
+    let start = || {
+        Gateway::start(&format!(
+            "{CLUSTER_NODE}\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[broker]\nkind = \"redis\"\n\
+             addresses = [\"{}\"]\ninfo_interval_ms = 100\n",
+            broker.addr()
+        ))
+    };
+    let (Some(a), Some(b)) = (start(), start()) else {
+        return;
+    };
+    let want = {
+        let mut v = vec![a.addr.to_string(), b.addr.to_string()];
+        v.sort();
+        v
+    };
+    let nodes = [a, b];
+    await_each_other(&nodes);
+    let (_, info) = api(&nodes[0], "info", &json!({}));
+    let mut names: Vec<String> = info["result"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, want, "{info}");
 }

@@ -1,7 +1,7 @@
 /*
  * Single-threaded epoll echo load client for results/echo-vs-raw/run.sh.
  *
- *   client MODE HOST PORT CONNS SIZE WARMUP_S WINDOW_S [SERVER_PID]
+ *   client MODE HOST PORT CONNS SIZE WARMUP_S WINDOW_S [SERVER_PID [RATE]]
  *
  * MODE ws:  HTTP upgrade to ws://HOST:PORT/echo, then each connection sends
  *           one masked binary frame of SIZE bytes and waits for the whole
@@ -9,6 +9,14 @@
  *           too) before sending the next: 1 message in flight per connection.
  * MODE raw: each connection sends SIZE bytes and waits until SIZE bytes
  *           came back.
+ *
+ * RATE (messages per second per connection, default 0): 0 is the closed
+ * loop above; otherwise an open loop in the shape of seed 000's load
+ * (4,000 connections x 2 msg/s): send slots are spread evenly over time and
+ * over the connections in turn (slot k at k / (RATE * CONNS) s goes to
+ * connection k mod CONNS), a slot whose connection still waits for its
+ * previous echo is skipped (counted: skipped=..), and each round trip is
+ * timed from its slot's scheduled time (no coordinated omission).
  *
  * Runs WARMUP_S seconds, then a window of WINDOW_S seconds. At the window's
  * start and end it prints "window start" / "window end" and, given
@@ -48,6 +56,7 @@
 
 struct conn {
 	int fd;
+	int busy;             /* a message is in flight */
 	size_t send_off;      /* bytes of the current message already written */
 	int want_out;         /* EPOLLOUT armed */
 	uint64_t sent_at;     /* ns, when the current message was started */
@@ -68,6 +77,8 @@ static int ep;
 static uint64_t hist[HIST_US + 1];
 static uint64_t done_msgs;
 static uint64_t total_msgs; /* since the start, warm-up included */
+static double rate;         /* open loop: msg/s per connection (0: closed loop) */
+static uint64_t skipped;    /* open loop: slots whose connection was busy */
 
 static void die(const char *what)
 {
@@ -181,6 +192,7 @@ static void flush_send(struct conn *c, int i)
 static void start_message(struct conn *c, int i, uint64_t t)
 {
 	c->send_off = 0;
+	c->busy = 1;
 	c->sent_at = t;
 	c->raw_left = size;
 	c->msg_bytes = 0;
@@ -194,7 +206,9 @@ static void message_done(struct conn *c, int i)
 	hist[us < HIST_US ? us : HIST_US]++;
 	done_msgs++;
 	total_msgs++;
-	start_message(c, i, t);
+	c->busy = 0;
+	if (rate == 0)
+		start_message(c, i, t);
 }
 
 /* Feeds received bytes of a WebSocket connection through the frame parser. */
@@ -315,7 +329,7 @@ static uint64_t percentile(uint64_t total, double q)
 int main(int argc, char **argv)
 {
 	if (argc < 8) {
-		fprintf(stderr, "usage: %s ws|raw HOST PORT CONNS SIZE WARMUP_S WINDOW_S [SERVER_PID]\n", argv[0]);
+		fprintf(stderr, "usage: %s ws|raw HOST PORT CONNS SIZE WARMUP_S WINDOW_S [SERVER_PID [RATE]]\n", argv[0]);
 		return 2;
 	}
 	ws_mode = strcmp(argv[1], "ws") == 0;
@@ -329,6 +343,7 @@ int main(int argc, char **argv)
 	size = strtoul(argv[5], NULL, 10);
 	double warmup = atof(argv[6]), window = atof(argv[7]);
 	int pid = argc > 8 ? atoi(argv[8]) : 0;
+	rate = argc > 9 ? atof(argv[9]) : 0;
 	if (nconns <= 0 || size == 0 || size > 65535) {
 		fprintf(stderr, "need CONNS > 0 and 0 < SIZE <= 65535\n");
 		return 2;
@@ -383,8 +398,13 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	uint64_t t0 = now_ns();
-	for (int i = 0; i < nconns; i++)
-		start_message(&conns[i], i, t0);
+	/* open loop: slot k at t0 + k * slot_ns, to connection k mod nconns */
+	uint64_t slot_ns = rate > 0 ? (uint64_t)(1e9 / (rate * nconns)) : 0, slot = 0;
+	if (rate > 0 && slot_ns == 0)
+		slot_ns = 1;
+	if (rate == 0)
+		for (int i = 0; i < nconns; i++)
+			start_message(&conns[i], i, t0);
 
 	uint64_t warm_end = t0 + (uint64_t)(warmup * 1e9);
 	uint64_t win_end = warm_end + (uint64_t)(window * 1e9);
@@ -393,7 +413,12 @@ int main(int argc, char **argv)
 	static unsigned char scratch[65536];
 	struct epoll_event evs[512];
 	for (;;) {
-		int n = epoll_wait(ep, evs, 512, 50);
+		struct timespec wait = { .tv_nsec = 50000000 };
+		if (rate > 0) {
+			uint64_t next = t0 + slot * slot_ns, t = now_ns();
+			wait.tv_nsec = next > t ? (long)(next - t < 50000000 ? next - t : 50000000) : 0;
+		}
+		int n = epoll_pwait2(ep, evs, 512, &wait, NULL);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -425,12 +450,20 @@ int main(int argc, char **argv)
 			}
 		}
 		uint64_t t = now_ns();
+		for (; rate > 0 && t0 + slot * slot_ns <= t; slot++) {
+			int i = (int)(slot % nconns);
+			if (conns[i].busy)
+				skipped++;
+			else
+				start_message(&conns[i], i, t0 + slot * slot_ns);
+		}
 		if (!in_window && t >= warm_end) {
 			server_cpu(pid, &cpu0, &sched0);
 			box_cpu(&box0, &self0);
 			win_start_t = now_ns();
 			memset(hist, 0, sizeof hist);
 			done_msgs = 0;
+			skipped = 0;
 			in_window = 1;
 			printf("window start\n");
 			fflush(stdout);
@@ -447,7 +480,8 @@ int main(int argc, char **argv)
 			double secs = secs_ns / 1e9;
 			printf("result mode=%s size=%zu conns=%d secs=%.3f msgs=%llu rate=%.0f "
 			       "p50_us=%llu p99_us=%llu cpu_ns=%llu ns_per_msg=%.0f sched_ns=%llu "
-			       "sched_ns_per_msg=%.0f total_msgs=%llu client_ns_per_msg=%.0f other_cpu_pct=%.0f\n",
+			       "sched_ns_per_msg=%.0f total_msgs=%llu client_ns_per_msg=%.0f other_cpu_pct=%.0f "
+			       "p90_us=%llu skipped=%llu\n",
 			       argv[1], size, nconns, secs, (unsigned long long)msgs, msgs / secs,
 			       (unsigned long long)percentile(msgs, 0.50),
 			       (unsigned long long)percentile(msgs, 0.99),
@@ -455,7 +489,8 @@ int main(int argc, char **argv)
 			       (unsigned long long)(sched1 - sched0),
 			       msgs ? (double)(sched1 - sched0) / msgs : 0.0,
 			       (unsigned long long)total_msgs,
-			       msgs ? (double)(self1 - self0) / msgs : 0.0, pid > 0 ? other : 0.0);
+			       msgs ? (double)(self1 - self0) / msgs : 0.0, pid > 0 ? other : 0.0,
+			       (unsigned long long)percentile(msgs, 0.90), (unsigned long long)skipped);
 			fflush(stdout);
 			return 0;
 		}

@@ -18,6 +18,9 @@
 #   RAW_ARGS="--buffers 1024" ...           # extra raw_echo arguments
 #   RAW2_ARGS="--buffers 64" ...            # a second raw_echo ("raw2") in every
 #                                           # round: raw, raw2, gw
+#   GATEWAY2_BIN=/path/to/gateway GATEWAY2_REV=abc1234 ...  # a second gateway ("gw2",
+#                                           # e.g. a baseline build) in every round:
+#                                           # raw, gw2, gw; gw/x of its row = gw over gw2
 #
 # Output: OUT (default results/echo-vs-raw/out) holds every client log,
 # the servers' output, summary.txt (the table) and, with PROFILE=1, the perf
@@ -41,6 +44,8 @@ CONFIG=${CONFIG:-config/prod.toml}
 GATEWAY_BIN=${GATEWAY_BIN:-}
 RAW_ARGS=${RAW_ARGS:-}
 RAW2_ARGS=${RAW2_ARGS:-}
+GATEWAY2_BIN=${GATEWAY2_BIN:-}
+GATEWAY2_REV=${GATEWAY2_REV:-$GATEWAY2_BIN}
 
 mkdir -p "$OUT"
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -55,10 +60,12 @@ cargo build --release -p engine --example raw_echo
 gcc -O2 -Wall -o "$OUT/client" results/echo-vs-raw/client.c
 
 GW_PID=""
+GW2_PID=""
 RAW_PID=""
 RAW2_PID=""
 cleanup() {
 	if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; fi
+	if [ -n "$GW2_PID" ]; then kill "$GW2_PID" 2>/dev/null || true; fi
 	if [ -n "$RAW_PID" ]; then kill "$RAW_PID" 2>/dev/null || true; fi
 	if [ -n "$RAW2_PID" ]; then kill "$RAW2_PID" 2>/dev/null || true; fi
 	wait 2>/dev/null || true
@@ -99,7 +106,7 @@ wait_quiet() {
 	echo "  WARNING: still ${busy}% busy; measuring anyway" >&2
 }
 
-echo "# $(date -u +%FT%TZ) kernel $(uname -r); gateway $GATEWAY_REV; raw: raw_echo ${RAW_ARGS:-(defaults)}${RAW2_ARGS:+; raw2: raw_echo $RAW2_ARGS}" | tee "$OUT/summary.txt"
+echo "# $(date -u +%FT%TZ) kernel $(uname -r); gateway $GATEWAY_REV; raw: raw_echo ${RAW_ARGS:-(defaults)}${RAW2_ARGS:+; raw2: raw_echo $RAW2_ARGS}${GATEWAY2_BIN:+; gw2: gateway $GATEWAY2_REV}" | tee "$OUT/summary.txt"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)" | tee -a "$OUT/summary.txt"
 
 ADMIN_ARGS=()
@@ -123,16 +130,24 @@ if [ -n "$RAW2_ARGS" ]; then
 	RAW2_PORT=$(wait_line "$OUT/raw_echo2.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
 	SERVERS="raw raw2 gw"
 fi
+if [ -n "$GATEWAY2_BIN" ]; then
+	taskset -c "$SERVER_CPU" "$GATEWAY2_BIN" --config "$CONFIG" \
+		--listen 127.0.0.1:0 --workers 1 --admin-listen 127.0.0.1:0 >"$OUT/gateway2.out" 2>"$OUT/gateway2.err" &
+	GW2_PID=$!
+	GW2_PORT=$(wait_line "$OUT/gateway2.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
+	SERVERS="${SERVERS% gw} gw2 gw"
+fi
 GW_PORT=$(wait_line "$OUT/gateway.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
 RAW_PORT=$(wait_line "$OUT/raw_echo.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
 ADMIN=$(grep -m1 '^admin listening on ' "$OUT/gateway.out" | awk '{print $4}' || true)
-echo "# gateway pid $GW_PID port $GW_PORT (admin ${ADMIN:-none}); raw_echo pid $RAW_PID port $RAW_PORT${RAW2_PID:+; raw2 pid $RAW2_PID port $RAW2_PORT}" | tee -a "$OUT/summary.txt"
+echo "# gateway pid $GW_PID port $GW_PORT (admin ${ADMIN:-none}); raw_echo pid $RAW_PID port $RAW_PORT${RAW2_PID:+; raw2 pid $RAW2_PID port $RAW2_PORT}${GW2_PID:+; gw2 pid $GW2_PID port $GW2_PORT}" | tee -a "$OUT/summary.txt"
 
 # client_cmd SERVER SIZE WARMUP WINDOW: sets CMD to the pinned client command line.
 client_cmd() {
 	local mode port pid
 	case $1 in
 	gw) mode=ws port=$GW_PORT pid=$GW_PID ;;
+	gw2) mode=ws port=$GW2_PORT pid=$GW2_PID ;;
 	raw) mode=raw port=$RAW_PORT pid=$RAW_PID ;;
 	raw2) mode=raw port=$RAW2_PORT pid=$RAW2_PID ;;
 	esac

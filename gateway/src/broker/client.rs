@@ -59,8 +59,12 @@ struct Shard {
     state: State,
     wire: Box<dyn Wire>,
     backoff_ms: u64,
-    /// Channels subscribed at the broker on this connection.
-    subscribed: HashSet<Arc<str>>,
+    /// Names subscribed at the broker on this connection, each with the
+    /// barrier whose answer confirms it.
+    subscribed: HashMap<Arc<str>, u64>,
+    /// The last barrier answered on this connection: a subscription with a
+    /// barrier up to this one is in effect.
+    answered: u64,
     /// `subscribed` may differ from what is wanted.
     dirty: bool,
     /// It was up before (a loss and a return, not the first connect).
@@ -79,10 +83,6 @@ struct Chan {
     mask: u64,
     /// Since when no holder has (worker ms).
     since: Option<u64>,
-    /// The broker confirmed the subscription on the current connection.
-    confirmed: bool,
-    /// The barrier whose answer will confirm it (0: none sent).
-    barrier: u64,
     /// Holders waiting for the confirmation, with their request's token.
     waiting: Vec<(usize, u64)>,
 }
@@ -156,7 +156,8 @@ impl BrokerClient {
                 state: State::Down { retry_at: 0 },
                 wire,
                 backoff_ms: cfg.reconnect_min_ms,
-                subscribed: HashSet::new(),
+                subscribed: HashMap::new(),
+                answered: 0,
                 dirty: true,
                 was_up: false,
                 last_heard_ms: 0,
@@ -215,18 +216,15 @@ impl BrokerClient {
     /// subscribed, and the holders waiting for them are told.
     fn barrier_answered(&mut self, i: usize, seq: u64) {
         let mut answers = Vec::new();
-        while self.shards[i]
-            .barriers
-            .front()
-            .is_some_and(|(b, _)| *b <= seq)
-        {
-            let (b, names) = self.shards[i].barriers.pop_front().expect("checked");
+        let s = &mut self.shards[i];
+        s.answered = s.answered.max(seq);
+        while s.barriers.front().is_some_and(|(b, _)| *b <= seq) {
+            let (_, names) = s.barriers.pop_front().expect("checked");
             for name in names {
-                if let Some(ch) = self.channels.get_mut(&name) {
-                    if ch.barrier == b && !ch.confirmed {
-                        ch.confirmed = true;
-                        answers.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
-                    }
+                // Still subscribed (not dropped and re-added behind a later barrier).
+                let done = s.subscribed.get(&name).is_some_and(|&b| b <= s.answered);
+                if let Some(ch) = self.channels.get_mut(&name).filter(|_| done) {
+                    answers.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
                 }
             }
         }
@@ -292,7 +290,6 @@ impl BrokerClient {
         let mut failed = Vec::new();
         for (name, ch) in &mut self.channels {
             if shard_index(n, name) == i {
-                ch.confirmed = false;
                 failed.extend(ch.waiting.drain(..).map(|(w, t)| (w, name.clone(), t)));
             }
         }
@@ -322,20 +319,22 @@ impl BrokerClient {
     /// or lost its interest in `channel`.
     pub fn interest(&mut self, now: u64, holder: usize, channel: &Arc<str>, on: bool, token: u64) {
         let bit = 1u64 << (holder % 64);
+        let s = &self.shards[self.shard_of(channel)];
         // Down after a failed attempt (not the first connect yet): no
         // point in making the subscriber wait for the backoff.
-        let down = matches!(
-            self.shards[self.shard_of(channel)].state,
-            State::Down { retry_at } if retry_at > 0
-        );
+        let down = matches!(s.state, State::Down { retry_at } if retry_at > 0);
+        // Confirmation lives with the connection: a channel whose entry
+        // expired may still be subscribed (its unsubscribe not sent yet).
+        let confirmed =
+            s.state == State::Up && s.subscribed.get(channel).is_some_and(|&b| b <= s.answered);
         let entry = self.channels.entry(channel.clone()).or_default();
         let was = entry.mask;
         let mut answer = None;
         if on {
             entry.mask |= bit;
             entry.since = None;
-            if entry.confirmed || down {
-                answer = Some(entry.confirmed);
+            if confirmed || down {
+                answer = Some(confirmed);
             } else {
                 entry.waiting.push((holder, token));
             }
@@ -407,8 +406,17 @@ impl BrokerClient {
                 .cloned()
                 .collect();
             let s = &mut self.shards[i];
-            let add: Vec<Arc<str>> = wanted.difference(&s.subscribed).cloned().collect();
-            let remove: Vec<Arc<str>> = s.subscribed.difference(&wanted).cloned().collect();
+            let add: Vec<Arc<str>> = wanted
+                .iter()
+                .filter(|c| !s.subscribed.contains_key(*c))
+                .cloned()
+                .collect();
+            let remove: Vec<Arc<str>> = s
+                .subscribed
+                .keys()
+                .filter(|c| !wanted.contains(*c))
+                .cloned()
+                .collect();
             if !add.is_empty() {
                 let names: Vec<Name<'_>> = add.iter().map(|c| Self::name(c)).collect();
                 s.wire.subscribe(&mut self.out, &names);
@@ -417,11 +425,7 @@ impl BrokerClient {
                 let seq = self.next_barrier;
                 self.next_barrier += 1;
                 s.wire.barrier(&mut self.out, seq);
-                for c in &add {
-                    if let Some(ch) = self.channels.get_mut(c) {
-                        ch.barrier = seq;
-                    }
-                }
+                s.subscribed.extend(add.iter().map(|c| (c.clone(), seq)));
                 s.barriers.push_back((seq, add));
             }
             if !remove.is_empty() {
@@ -429,7 +433,9 @@ impl BrokerClient {
                 s.wire.unsubscribe(&mut self.out, &names);
                 self.link.stats.commands.fetch_add(1, Ordering::Relaxed);
             }
-            s.subscribed = wanted;
+            for c in &remove {
+                s.subscribed.remove(c);
+            }
             s.dirty = false;
             self.flush_out(io, i);
         }

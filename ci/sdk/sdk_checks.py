@@ -1,0 +1,75 @@
+"""What the two centrifuge-python programs (test_python.py, test_cluster.py)
+share: a failed check, and recorders of an SDK object's events."""
+
+import asyncio
+
+from centrifuge import SubscriptionEventHandler
+
+WAIT = 5.0  # one expected event
+
+
+class Failure(AssertionError):
+    pass
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise Failure(what)
+
+
+class Recorder:
+    """Events of one client or subscription, in order: (kind, ctx)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.events: list = []
+        self._changed = asyncio.Event()
+
+    def add(self, kind: str, ctx) -> None:
+        self.events.append((kind, ctx))
+        self._changed.set()
+
+    def of(self, kind: str) -> list:
+        return [c for k, c in self.events if k == kind]
+
+    async def wait(self, kind: str, pred=lambda c: True, timeout: float = WAIT):
+        """The first `kind` event matching `pred` (waiting for it)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for k, c in self.events:
+                if k == kind and pred(c):
+                    return c
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise Failure(
+                    f"{self.label}: no {kind!r} event within {timeout}s; "
+                    f"events: {self.summary()}"
+                )
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def summary(self) -> str:
+        return "[" + ", ".join(f"{k} {c}" for k, c in self.events)[:1500] + "]"
+
+
+class SubEvents(SubscriptionEventHandler):
+    def __init__(self, rec: Recorder):
+        self.rec = rec
+
+    async def on_subscribing(self, ctx):
+        self.rec.add("subscribing", ctx)
+
+    async def on_subscribed(self, ctx):
+        self.rec.add("subscribed", ctx)
+
+    async def on_unsubscribed(self, ctx):
+        self.rec.add("unsubscribed", ctx)
+
+    async def on_publication(self, ctx):
+        self.rec.add("publication", ctx)
+
+    async def on_error(self, ctx):
+        self.rec.add("error", ctx)
