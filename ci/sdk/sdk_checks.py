@@ -2,6 +2,9 @@
 share: a failed check, and recorders of an SDK object's events."""
 
 import asyncio
+import json
+import urllib.error
+import urllib.request
 
 from centrifuge import SubscriptionEventHandler
 
@@ -73,3 +76,21 @@ class SubEvents(SubscriptionEventHandler):
 
     async def on_error(self, ctx):
         self.rec.add("error", ctx)
+
+
+# Direct connections only: a proxy from the environment must not answer for
+# the gateway.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_request(method: str, url: str, body, headers: dict):
+    """(status, body bytes) of one request; `body` is bytes or JSON-able."""
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with _opener.open(req, timeout=WAIT) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

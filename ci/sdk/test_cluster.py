@@ -32,11 +32,9 @@ import subprocess
 import sys
 import time
 import tomllib
-import urllib.error
-import urllib.request
 import uuid
 
-from sdk_checks import Failure, Recorder, SubEvents, check
+from sdk_checks import Failure, Recorder, SubEvents, check, http_request
 from centrifuge import (
     Client,
     ClientEventHandler,
@@ -78,21 +76,10 @@ async def until(what: str, fn, timeout: float = WAIT, every: float = 0.05):
 # ---------------------------------------------------------------------------
 # Plain HTTP: API, /healthz, /metrics (no proxies from the environment).
 
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _http(method: str, url: str, body, headers: dict):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with _opener.open(req, timeout=WAIT) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 async def http(method: str, url: str, body=None, headers=None):
-    return await asyncio.to_thread(_http, method, url, body, headers or {})
+    return await asyncio.to_thread(http_request, method, url, body, headers or {})
 
 
 async def api(node: int, endpoint: str, body: dict) -> dict:

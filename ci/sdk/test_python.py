@@ -29,11 +29,9 @@ import sys
 import time
 import tomllib
 import traceback
-import urllib.error
-import urllib.request
 import uuid
 
-from sdk_checks import Failure, Recorder, SubEvents, check
+from sdk_checks import Failure, Recorder, SubEvents, check, http_request
 from centrifuge import (
     Client,
     ClientEventHandler,
@@ -90,26 +88,13 @@ def user_token(sub: str, ttl: int = 600, **extra) -> str:
 # ---------------------------------------------------------------------------
 # Plain HTTP for the server API (no proxies from the environment).
 
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _http(method: str, url: str, body, headers: dict):
-    data = None
-    if body is not None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with _opener.open(req, timeout=WAIT) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 async def http(method: str, path: str, body=None, headers=None):
     """(status, body bytes); runs in a thread so the SDKs keep reading."""
     h = {"Content-Type": "application/json"}
     h.update(headers or {})
-    return await asyncio.to_thread(_http, method, API_URL + path, body, h)
+    return await asyncio.to_thread(http_request, method, API_URL + path, body, h)
 
 
 async def api(endpoint: str, body: dict, auth: str = "x-api-key") -> dict:
