@@ -256,7 +256,7 @@ impl Counts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetMeasurements {
     /// Subscriptions per channel held until the end of the run (those a
-    /// churn closed move to [`Measurements::churned`]).
+    /// churn closed move to [`Measurements::partial`]).
     pub subscribed: Vec<u64>,
     /// Subscribers whose handshake completed (reopened ones not included).
     pub conns: u64,

@@ -96,7 +96,7 @@ impl EngineConfig {
 pub const MAX_FILE_TABLE: u32 = 1 << 20;
 
 /// The largest file table a ring may register here: the open-files hard
-/// limit, capped at [`MAX_FILE_TABLE`] (the limit may be "unlimited").
+/// limit, capped at `MAX_FILE_TABLE` (the limit may be "unlimited").
 pub fn default_file_table() -> u32 {
     open_files_limit().min(u64::from(MAX_FILE_TABLE)) as u32
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use wsproto::codec::FrameCounts;
 
-/// Why a connection ended: the session's [`Ending`] (normal, error,
+/// Why a connection ended: the session's [`Ending`](wsproto::session::Ending) (normal, error,
 /// timeout, slow consumer, shutdown), also the `reason` metric label.
 pub use wsproto::session::Ending as CloseReason;
 

@@ -1,7 +1,7 @@
 //! A client connection: the sans-IO WebSocket [`Session`] driven by the
 //! engine, with the route's application behind it.
 //!
-//! [`Driver`] is the session's [`Sink`]: it turns the session's requests
+//! `Driver` is the session's [`Sink`]: it turns the session's requests
 //! into engine operations (queue bytes, close, deadline), hands upgrade
 //! requests and messages to the app, and counts what the session reports.
 
