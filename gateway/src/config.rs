@@ -698,6 +698,20 @@ impl Config {
         self.validate_backends()?;
         broker::check(&self.broker)
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
+        let max = crate::broker::MAX_HOLDERS;
+        if self.broker.kind != BrokerKind::Memory
+            && self.broker.placement == Placement::Thread
+            && self.effective_workers() > max
+        {
+            return Err(ConfigError::Invalid {
+                key: "server.workers",
+                problem: format!(
+                    "is {} here; the broker thread serves at most {max} workers \
+                     (set server.workers, or broker.placement = \"workers\")",
+                    self.effective_workers()
+                ),
+            });
+        }
         let admin = &self.admin;
         if !(10..=60_000).contains(&admin.publish_ms) {
             return bad("admin.publish_ms", "must be from 10 to 60000");
@@ -1007,6 +1021,10 @@ mod tests {
                 "pubsub.proxy.backend",
             ),
             ("[broker]\nplacement = \"workers\"\n", "broker.placement"),
+            (
+                "[server]\nworkers = 129\n[broker]\nkind = \"redis\"\naddresses = [\"127.0.0.1:6379\"]\n",
+                "server.workers",
+            ),
             ("[broker]\nplacement = \"everywhere\"\n", "placement"),
         ] {
             let e = err(text);

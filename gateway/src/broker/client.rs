@@ -38,6 +38,10 @@ use engine::{CloseMode, ConnId, Io};
 use super::wire::{Event, Name, Wire};
 use super::BrokerLink;
 
+/// Holders one connection set tells apart (a bit each in a `u128`): the
+/// broker thread's holders are the workers, so `server.workers` is checked
+/// against it when the thread carries the channels.
+pub const MAX_HOLDERS: usize = 128;
 /// A shard's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -80,7 +84,7 @@ struct Shard {
 #[derive(Debug, Default)]
 struct Chan {
     /// Which holders have it (a bit each).
-    mask: u64,
+    mask: u128,
     /// Since when no holder has (worker ms).
     since: Option<u64>,
     /// Holders waiting for the confirmation, with their request's token.
@@ -104,7 +108,7 @@ pub enum Incoming {
         /// The channel.
         channel: Arc<str>,
         /// Its holders (see [`BrokerClient::interest`]).
-        mask: u64,
+        mask: u128,
     },
     /// The answer to holder `holder`'s request `token` for `channel`: the
     /// broker subscription is in effect (`ok`), or could not be made.
@@ -190,7 +194,7 @@ impl BrokerClient {
     }
 
     /// The holders of `channel` (0: none, or not wanted).
-    pub fn holders(&self, channel: &str) -> Option<u64> {
+    pub fn holders(&self, channel: &str) -> Option<u128> {
         self.channels.get(channel).map(|ch| ch.mask)
     }
 
@@ -314,11 +318,15 @@ impl BrokerClient {
         }
     }
 
-    /// Holder `holder` (below 64) gained (`on`, request `token`, answered
+    /// Holder `holder` (below [`MAX_HOLDERS`]) gained (`on`, request `token`, answered
     /// with [`Incoming::Subscribed`] once the subscription is in effect)
     /// or lost its interest in `channel`.
     pub fn interest(&mut self, now: u64, holder: usize, channel: &Arc<str>, on: bool, token: u64) {
-        let bit = 1u64 << (holder % 64);
+        debug_assert!(
+            holder < MAX_HOLDERS,
+            "config check: at most MAX_HOLDERS workers"
+        );
+        let bit = 1u128 << (holder % MAX_HOLDERS);
         let s = &self.shards[self.shard_of(channel)];
         // Down after a failed attempt (not the first connect yet): no
         // point in making the subscriber wait for the backoff.

@@ -68,6 +68,7 @@ use crate::config::{BrokerConfig, BrokerKind, Config, Placement};
 use crate::conn::push::{PushAnswer, ReplyTo};
 use envelope::Control;
 
+pub use client::MAX_HOLDERS;
 pub use local::LocalBroker;
 pub use thread::spawn;
 

@@ -25,7 +25,7 @@ use engine::mailbox::Mailbox;
 use engine::spawn::{SpawnOptions, Spawned, WorkerSetup};
 use engine::{CloseCause, ConnId, Conns, EngineConfig, Handler, Io, Origin};
 
-use super::client::{BrokerClient, Incoming};
+use super::client::{BrokerClient, Incoming, MAX_HOLDERS};
 use super::envelope::{self, Control, TargetRef};
 use super::wire::Name;
 use super::{node_info, post, BrokerCmd, BrokerLink};
@@ -217,7 +217,7 @@ impl BrokerHandler {
                     Ok(p) => {
                         self.link.stats.received.fetch_add(1, Ordering::Relaxed);
                         let p = Arc::new(p);
-                        for w in 0..self.workers.len().min(64) {
+                        for w in 0..self.workers.len().min(MAX_HOLDERS) {
                             if mask & (1 << w) != 0
                                 && !post(&self.workers, io, w, HubMsg::Publish(p.clone()))
                             {
@@ -377,7 +377,7 @@ impl BrokerHandler {
                     self.received(io, BrokerClient::name(&name), &payload)
                 }
                 Incoming::Resync { channel, mask } => {
-                    for w in 0..self.workers.len().min(64) {
+                    for w in 0..self.workers.len().min(MAX_HOLDERS) {
                         if mask & (1 << w) != 0 {
                             post(&self.workers, io, w, HubMsg::Resync(channel.clone()));
                         }
