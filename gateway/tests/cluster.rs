@@ -35,17 +35,31 @@ struct Broker {
 
 impl Broker {
     fn start(kind: Kind) -> Option<Broker> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .ok()?
-            .port();
-        let mut b = Broker {
-            kind,
-            port,
-            child: None,
-        };
-        b.spawn()?;
-        Some(b)
+        // A port free a moment ago may be taken by the time the broker
+        // binds it (by another test's connection or listener): then the
+        // broker exits, and another port is tried.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .ok()?
+                .port();
+            let mut b = Broker {
+                kind,
+                port,
+                child: None,
+            };
+            if b.launch()? {
+                return Some(b);
+            }
+        }
+        panic!("{kind:?} broker did not start on any of 5 free ports");
+    }
+
+    /// Starts the broker again on its port (after `kill`).
+    fn spawn(&mut self) -> Option<()> {
+        self.launch()?
+            .then_some(())
+            .or_else(|| panic!("broker ready again on port {} (its log says so)", self.port))
     }
 
     fn binary(kind: Kind) -> Option<PathBuf> {
@@ -69,7 +83,9 @@ impl Broker {
         found
     }
 
-    fn spawn(&mut self) -> Option<()> {
+    /// Starts the broker on its port: `None` if it is not installed,
+    /// `Some(false)` if it did not come up (it exited: the port was taken).
+    fn launch(&mut self) -> Option<bool> {
         let bin = Self::binary(self.kind)?;
         let port = self.port.to_string();
         let args: Vec<&str> = match self.kind {
@@ -115,8 +131,10 @@ impl Broker {
             (alive && text.contains(ready)).then_some(())
         });
         let _ = std::fs::remove_file(&log_path);
-        up.expect("broker ready (its log says so)");
-        Some(())
+        if up.is_none() {
+            self.kill();
+        }
+        Some(up.is_some())
     }
 
     fn kill(&mut self) {
