@@ -25,10 +25,17 @@ latency_sample_every = 1
 #[track_caller]
 fn settled(gw: &Gateway, ready: impl Fn(&Metrics) -> bool) -> Metrics {
     retry(Duration::from_secs(10), || {
-        let m = gw.metrics();
-        ready(&m).then_some(m)
+        ready(&gw.metrics()).then_some(())
     })
-    .unwrap_or_else(|| panic!("metrics never settled:\n{}", gw.metrics().text))
+    .unwrap_or_else(|| panic!("metrics never settled:\n{}", gw.metrics().text));
+    // The traffic was over before `ready` held, but a scrape is not atomic
+    // with a worker's publish: another worker's series may still lag. After
+    // a few publish periods (50 ms) every worker has published its final
+    // values, so any scrape sees them all.
+    std::thread::sleep(Duration::from_millis(200));
+    let m = gw.metrics();
+    assert!(ready(&m), "metrics went back after settling:\n{}", m.text);
+    m
 }
 
 #[test]
