@@ -59,12 +59,7 @@ impl LocalBroker {
             let payload = envelope::encode_publication(p);
             self.client.publish(io, &p.channel, &payload)
         };
-        let counter = if sent {
-            &link.stats.published
-        } else {
-            &link.stats.dropped
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        link.stats.count_publication(sent);
         sent
     }
 

@@ -142,6 +142,14 @@ pub struct BrokerStats {
     pub connections: AtomicU64,
 }
 
+impl BrokerStats {
+    /// Counts a publication handed to the broker (`sent`) or not.
+    fn count_publication(&self, sent: bool) {
+        let counter = if sent { &self.published } else { &self.dropped };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// What the workers and the broker thread share.
 #[derive(Debug)]
 pub struct BrokerLink {

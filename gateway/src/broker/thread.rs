@@ -123,10 +123,6 @@ impl BrokerHandler {
         }
     }
 
-    fn publish_name(&mut self, io: &mut Io, name: &str, payload: &[u8]) -> bool {
-        self.client.publish(io, name, payload)
-    }
-
     fn command(&mut self, io: &mut Io, cmd: BrokerCmd) {
         match cmd {
             BrokerCmd::Interest {
@@ -141,17 +137,12 @@ impl BrokerHandler {
             }
             BrokerCmd::Publish(p) => {
                 let payload = envelope::encode_publication(&p);
-                let sent = self.publish_name(io, &p.channel, &payload);
-                let counter = if sent {
-                    &self.link.stats.published
-                } else {
-                    &self.link.stats.dropped
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                let sent = self.client.publish(io, &p.channel, &payload);
+                self.link.stats.count_publication(sent);
             }
             BrokerCmd::Control(c) => {
                 let payload = serde_json::to_vec(&c).unwrap_or_default();
-                if !self.publish_name(io, CONTROL, &payload) {
+                if !self.client.publish(io, CONTROL, &payload) {
                     log::warn!("broker down: cluster operation {c:?} not sent");
                 }
             }
@@ -171,7 +162,7 @@ impl BrokerHandler {
                 }
                 let payload = serde_json::to_vec(&control).unwrap_or_default();
                 let name = format!("\u{0}node:{node}");
-                if self.publish_name(io, &name, &payload) {
+                if self.client.publish(io, &name, &payload) {
                     self.requests
                         .insert(request, (reply, io.now_ms() + PUSH_TIMEOUT_MS));
                 } else {
@@ -190,7 +181,7 @@ impl BrokerHandler {
                 };
                 let payload = serde_json::to_vec(&c).unwrap_or_default();
                 let name = format!("\u{0}node:{node}");
-                self.publish_name(io, &name, &payload);
+                self.client.publish(io, &name, &payload);
             }
         }
     }
@@ -217,10 +208,8 @@ impl BrokerHandler {
                     Ok(p) => {
                         self.link.stats.received.fetch_add(1, Ordering::Relaxed);
                         let p = Arc::new(p);
-                        for w in 0..self.workers.len().min(MAX_HOLDERS) {
-                            if mask & (1 << w) != 0
-                                && !post(&self.workers, io, w, HubMsg::Publish(p.clone()))
-                            {
+                        for w in workers_in(mask, self.workers.len()) {
+                            if !post(&self.workers, io, w, HubMsg::Publish(p.clone())) {
                                 self.link.stats.dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -363,7 +352,7 @@ impl BrokerHandler {
             );
             let c = Control::Info { node: info };
             let payload = serde_json::to_vec(&c).unwrap_or_default();
-            self.publish_name(io, INFO, &payload);
+            self.client.publish(io, INFO, &payload);
         }
     }
 
@@ -377,10 +366,8 @@ impl BrokerHandler {
                     self.received(io, BrokerClient::name(&name), &payload)
                 }
                 Incoming::Resync { channel, mask } => {
-                    for w in 0..self.workers.len().min(MAX_HOLDERS) {
-                        if mask & (1 << w) != 0 {
-                            post(&self.workers, io, w, HubMsg::Resync(channel.clone()));
-                        }
+                    for w in workers_in(mask, self.workers.len()) {
+                        post(&self.workers, io, w, HubMsg::Resync(channel.clone()));
                     }
                 }
                 Incoming::Subscribed {
@@ -458,4 +445,9 @@ impl Handler for BrokerHandler {
     fn on_schedule(&mut self, io: &mut Io, _conns: &mut Conns<'_, ()>) {
         self.client.reconcile(io);
     }
+}
+
+/// The workers (of `workers`) whose bit is set in a holder mask.
+fn workers_in(mask: u128, workers: usize) -> impl Iterator<Item = usize> {
+    (0..workers.min(MAX_HOLDERS)).filter(move |w| mask & (1 << w) != 0)
 }

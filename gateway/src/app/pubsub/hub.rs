@@ -879,13 +879,12 @@ impl Hub {
     /// replies go out, or (not confirmed) they get the failure answer and
     /// lose the subscription.
     fn confirmed(&mut self, io: &mut Io, channel: &Arc<str>, token: u64, ok: bool) {
-        if self.awaiting.get(channel).is_none_or(|a| a.token != token) {
+        let mut conns = match self.awaiting.get(channel) {
+            Some(a) if a.token == token => self.awaiting.remove(channel).map(|a| a.conns),
             // An answer to an earlier request for a channel since dropped.
-            return;
+            _ => None,
         }
-        let Some(Awaiting { mut conns, .. }) = self.awaiting.remove(channel) else {
-            return;
-        };
+        .unwrap_or_default();
         conns.dedup();
         for conn in conns {
             let Some(c) = self.client_mut(conn) else {
