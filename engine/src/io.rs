@@ -25,6 +25,11 @@ use crate::token::{self, Op};
 /// Iovecs per `sendmsg`: enough to batch a burst of small frames in one call.
 const MAX_IOV: usize = 64;
 
+/// Empty send queues kept per worker for reuse ([`Io::sendq_pool`]), and the
+/// largest capacity (in entries) one may have to be kept.
+const SENDQ_POOL: usize = 256;
+const SENDQ_POOL_MAX_CAP: usize = 16;
+
 /// First retry delay of a send parked after `EAGAIN`; it doubles per failed
 /// retry up to `RETRY_MIN_MS << RETRY_MAX_SHIFT` (640 ms).
 const RETRY_MIN_MS: u64 = 10;
@@ -213,6 +218,12 @@ pub struct Io {
     /// Boxed so a vector keeps its address when it moves into a slot.
     #[allow(clippy::vec_box)]
     sendvec_pool: Vec<Box<SendVec>>,
+    /// Empty send queues with their allocation: an idle connection holds
+    /// none (it would be most of its memory), and taking one from here
+    /// instead of the allocator saves a malloc and a free per message of a
+    /// ping-pong load. At most [`SENDQ_POOL`] of at most
+    /// [`SENDQ_POOL_MAX_CAP`] entries (512 B) each, per worker.
+    sendq_pool: Vec<VecDeque<Bytes>>,
     /// Bells whose `MSG_RING` wake-up is in flight on this ring.
     pub(crate) wakes: WakesInFlight,
     /// Parked sends by retry time: (due ms, slot index, generation).
@@ -249,6 +260,16 @@ impl std::fmt::Debug for Io {
     }
 }
 
+/// Empties a connection's send queue, keeping its allocation in `pool`
+/// (bounded, see [`SENDQ_POOL`]); the slot is left with no allocation.
+fn pool_sendq(pool: &mut Vec<VecDeque<Bytes>>, q: &mut VecDeque<Bytes>) {
+    let mut q = std::mem::take(q);
+    if q.capacity() > 0 && q.capacity() <= SENDQ_POOL_MAX_CAP && pool.len() < SENDQ_POOL {
+        q.clear();
+        pool.push(q);
+    }
+}
+
 impl Io {
     /// `file_table`: entries of the ring's registered (sparse) file table
     /// that connections use as direct descriptors; 0 = regular descriptors.
@@ -261,6 +282,7 @@ impl Io {
             // Start at 1 so that deadline 0 can mean "none".
             timers: TimerWheel::new(1),
             sendvec_pool: Vec::new(),
+            sendq_pool: Vec::new(),
             wakes: WakesInFlight::default(),
             send_retry: BinaryHeap::new(),
             finalize: Vec::new(),
@@ -432,7 +454,7 @@ impl Io {
         let fd = std::mem::replace(&mut slot.fd, -1);
         slot.flags = 0;
         slot.gen = slot.gen.wrapping_add(1) & 0xff_ffff;
-        slot.sendq = VecDeque::new();
+        pool_sendq(&mut self.sendq_pool, &mut slot.sendq);
         self.queued_total -= std::mem::take(&mut slot.queued);
         slot.deadline = 0;
         slot.timer_at = 0;
@@ -471,8 +493,14 @@ impl Io {
         if data.is_empty() {
             return Ok(slot.queued);
         }
+        let slot = &mut self.slots[id.idx as usize];
         let len = data.len();
         slot.queued += len;
+        if slot.sendq.capacity() == 0 {
+            if let Some(q) = self.sendq_pool.pop() {
+                slot.sendq = q;
+            }
+        }
         slot.sendq.push_back(data);
         let queued = slot.queued;
         self.queued_total += len;
@@ -598,8 +626,9 @@ impl Io {
             self.flush(idx);
         } else {
             // An idle connection holds no queue allocation (it is most of the
-            // per-connection memory otherwise); the next burst allocates anew.
-            slot.sendq = VecDeque::new();
+            // per-connection memory otherwise); the next burst takes one
+            // from the pool.
+            pool_sendq(&mut self.sendq_pool, &mut slot.sendq);
             self.after_drain(idx);
         }
     }
@@ -756,7 +785,7 @@ impl Io {
         }
         if slot.closing == Closing::Abort && slot.flags & flag::IN_SEND == 0 && slot.queued > 0 {
             slot.flags &= !flag::SEND_PARKED;
-            slot.sendq = VecDeque::new();
+            pool_sendq(&mut self.sendq_pool, &mut slot.sendq);
             slot.send_off = 0;
             self.queued_total -= std::mem::take(&mut slot.queued);
         }

@@ -9,6 +9,7 @@
 //! of its route, so it may keep per-worker state without locks.
 
 pub mod echo;
+pub mod frames;
 pub mod pubsub;
 pub mod upstream;
 
@@ -230,9 +231,13 @@ impl<'a> Ctx<'a> {
         self.io.send(self.id, bytes).map_err(|_| Refused::Closed)
     }
 
-    /// Sends one message (one unmasked frame) to this connection.
+    /// Sends one message (one unmasked frame) to this connection, encoded
+    /// into a (pooled, see [`frames`]) buffer.
     pub fn send_message(&mut self, kind: MessageKind, payload: &[u8]) -> Result<(), Refused> {
-        let frame = codec::encode_message(kind, payload, None);
+        // The header is at most 10 bytes (unmasked, 64-bit length).
+        let frame = frames::frame(payload.len() + 10, |buf| {
+            codec::encode_message_into(buf, kind, payload, None);
+        });
         self.send_frame(frame, kind, payload.len())
     }
 
