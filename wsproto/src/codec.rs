@@ -742,7 +742,7 @@ pub fn encode_frame(opcode: OpCode, fin: bool, payload: &[u8], mask: Option<[u8;
 }
 
 /// The encoded size of a frame with `payload_len` bytes of payload.
-pub fn frame_len(opcode: OpCode, payload_len: usize, masked: bool) -> usize {
+fn frame_len(opcode: OpCode, payload_len: usize, masked: bool) -> usize {
     let header = FrameHeader {
         opcode,
         mask: masked.then_some([0; 4]),
@@ -781,6 +781,12 @@ pub fn encode_frame_into(
 /// Encodes a complete message as a single final frame.
 pub fn encode_message(kind: MessageKind, payload: &[u8], mask: Option<[u8; 4]>) -> Bytes {
     encode_frame(message_opcode(kind), true, payload, mask)
+}
+
+/// The encoded size of a message frame with `payload_len` bytes of payload:
+/// what [`encode_message_into`] appends.
+pub fn message_len(payload_len: usize, masked: bool) -> usize {
+    frame_len(message_opcode(MessageKind::Binary), payload_len, masked)
 }
 
 /// [`encode_message`] appended to `out`.
@@ -1322,6 +1328,21 @@ mod tests {
             let mut out = Vec::new();
             extend_masked(&mut out, &original, MASK);
             assert_eq!(out, slow);
+        }
+    }
+
+    /// `message_len` is what `encode_message_into` writes, at every header
+    /// size (a frame that fills its buffer exactly needs no second
+    /// allocation as `Bytes`).
+    #[test]
+    fn message_len_is_the_encoded_length() {
+        for len in [0, 1, 125, 126, 127, 65535, 65536, 70000] {
+            let payload = vec![3u8; len];
+            for mask in [None, Some([1, 2, 3, 4])] {
+                let mut out = Vec::new();
+                encode_message_into(&mut out, MessageKind::Text, &payload, mask);
+                assert_eq!(out.len(), message_len(len, mask.is_some()), "{len} {mask:?}");
+            }
         }
     }
 

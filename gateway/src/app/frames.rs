@@ -67,8 +67,10 @@ impl Drop for Pooled {
     }
 }
 
-/// A frame of about `len` bytes written by `fill` into an empty buffer,
-/// pooled when `len` is in the pooled range.
+/// A frame of `len` bytes written by `fill` into an empty buffer, pooled
+/// when `len` is in the pooled range. An unpooled frame's `Vec` has room for
+/// `len` bytes exactly, so that `fill` filling it lets `Bytes` take it
+/// without allocating a shared header.
 pub fn frame(len: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     if !(MIN_POOLED..=MAX_POOLED).contains(&len) {
         let mut buf = Vec::with_capacity(len);

@@ -234,8 +234,9 @@ impl<'a> Ctx<'a> {
     /// Sends one message (one unmasked frame) to this connection, encoded
     /// into a (pooled, see [`frames`]) buffer.
     pub fn send_message(&mut self, kind: MessageKind, payload: &[u8]) -> Result<(), Refused> {
-        // The header is at most 10 bytes (unmasked, 64-bit length).
-        let frame = frames::frame(payload.len() + 10, |buf| {
+        // Exactly the frame's length: a frame that fills its `Vec` becomes
+        // `Bytes` without a second allocation.
+        let frame = frames::frame(codec::message_len(payload.len(), false), |buf| {
             codec::encode_message_into(buf, kind, payload, None);
         });
         self.send_frame(frame, kind, payload.len())
