@@ -31,6 +31,31 @@
  * the client's own CPU over the window, in % of one CPU: other work on the
  * box (a run with a large value was disturbed).
  *
+ * Alternating mode (several servers in one run, interleaved in short slices
+ * so the box's drift falls on all of them alike):
+ *
+ *   client alt HOST CONNS SIZE SLICE_S CYCLES RATE NAME=ws|raw:PORT:PID ...
+ *
+ * connects CONNS connections to every server, then runs CYCLES cycles (plus
+ * one unmeasured warm-up cycle). A cycle loads each server once, in a new
+ * random order: its connections run the closed or open loop above for
+ * SETTLE_S (0.25 s) unmeasured, then SLICE_S measured; then no new message
+ * starts and the slice ends when every echo is back. Only the loaded
+ * server works during its slice, the others are idle. CPU is each server's
+ * threads' schedstat run time (ns). Per server, pooled over the cycles, one
+ * line:
+ *
+ *   alt name=.. mode=.. msgs=.. rate=.. ns_per_msg=.. p50_us=.. p90_us=..
+ *       p99_us=.. client_ns_per_msg=.. skipped=..
+ *
+ * and for every pair of servers A (listed later) and B, the cycle-by-cycle
+ * ratio of their CPU per message:
+ *
+ *   ratio A/B pooled=.. median=.. ci95=LO-HI min=.. max=.. cycles=..
+ *
+ * (ci95: the order statistics around the median that cover it with 95 %
+ * confidence, distribution-free), and other_cpu_pct over the whole run.
+ *
  * Partial reads and writes are handled; any connection error, early EOF or
  * unexpected frame is fatal (exit 1): a run with a broken connection is not
  * a measurement. Build: gcc -O2 -o client client.c
@@ -40,6 +65,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -53,9 +79,13 @@
 #include <unistd.h>
 
 #define HIST_US 200000 /* 1 us buckets up to 200 ms; beyond: last bucket */
+#define MAX_TARGETS 4
+#define MAX_CYCLES 1000
+#define SETTLE_S 0.25
 
 struct conn {
 	int fd;
+	int t;                /* its server (index into targets) */
 	int busy;             /* a message is in flight */
 	size_t send_off;      /* bytes of the current message already written */
 	int want_out;         /* EPOLLOUT armed */
@@ -69,16 +99,32 @@ struct conn {
 	uint64_t msg_bytes;   /* ws: payload bytes of the message so far */
 };
 
-static int ws_mode;
+/* One server under load. */
+struct target {
+	const char *name;
+	int ws;              /* WebSocket (1) or raw TCP (0) */
+	int port, pid;
+	unsigned char *msg;  /* what each connection sends (frame or raw) */
+	size_t msg_len;
+	int first;           /* its first connection */
+	uint64_t hist[HIST_US + 1];
+	uint64_t done_msgs;  /* echoes counted (the measured window's, once it opened) */
+	uint64_t skipped;    /* open loop: slots whose connection was busy */
+	uint64_t in_flight;  /* messages sent and not yet echoed */
+	/* alternating mode: per cycle, CPU (schedstat ns) and echoes measured */
+	uint64_t cyc_cpu[MAX_CYCLES], cyc_msgs[MAX_CYCLES];
+	uint64_t client_ns;
+};
+
+static struct target targets[MAX_TARGETS];
+static int ntargets;
+static struct conn *conns;
+static int nconns; /* per target */
 static size_t size;
-static unsigned char *msg;   /* what each connection sends (frame or raw) */
-static size_t msg_len;
 static int ep;
-static uint64_t hist[HIST_US + 1];
-static uint64_t done_msgs;
+static int active = -1;     /* the target whose loop runs (-1: none, draining) */
 static uint64_t total_msgs; /* since the start, warm-up included */
 static double rate;         /* open loop: msg/s per connection (0: closed loop) */
-static uint64_t skipped;    /* open loop: slots whose connection was busy */
 
 static void die(const char *what)
 {
@@ -144,6 +190,13 @@ static void server_cpu(int pid, uint64_t *stat_ns, uint64_t *sched_ns)
 	closedir(d);
 }
 
+static uint64_t server_sched_ns(int pid)
+{
+	uint64_t stat, sched;
+	server_cpu(pid, &stat, &sched);
+	return sched;
+}
+
 /* Busy time of all CPUs (/proc/stat) and this process's own CPU, in ns:
  * what neither the server nor the client used is other work on the box. */
 static void box_cpu(uint64_t *busy_ns, uint64_t *self_ns)
@@ -175,8 +228,9 @@ static void set_events(struct conn *c, int out)
 /* Writes what is left of the current message; arms EPOLLOUT if it did not all go. */
 static void flush_send(struct conn *c, int i)
 {
-	while (c->send_off < msg_len) {
-		ssize_t w = write(c->fd, msg + c->send_off, msg_len - c->send_off);
+	const struct target *tg = &targets[c->t];
+	while (c->send_off < tg->msg_len) {
+		ssize_t w = write(c->fd, tg->msg + c->send_off, tg->msg_len - c->send_off);
 		if (w < 0) {
 			if (errno == EAGAIN)
 				break;
@@ -186,7 +240,7 @@ static void flush_send(struct conn *c, int i)
 		}
 		c->send_off += w;
 	}
-	set_events(c, c->send_off < msg_len);
+	set_events(c, c->send_off < tg->msg_len);
 }
 
 static void start_message(struct conn *c, int i, uint64_t t)
@@ -196,18 +250,21 @@ static void start_message(struct conn *c, int i, uint64_t t)
 	c->sent_at = t;
 	c->raw_left = size;
 	c->msg_bytes = 0;
+	targets[c->t].in_flight++;
 	flush_send(c, i);
 }
 
 static void message_done(struct conn *c, int i)
 {
+	struct target *tg = &targets[c->t];
 	uint64_t t = now_ns();
 	uint64_t us = (t - c->sent_at) / 1000;
-	hist[us < HIST_US ? us : HIST_US]++;
-	done_msgs++;
+	tg->hist[us < HIST_US ? us : HIST_US]++;
+	tg->done_msgs++;
+	tg->in_flight--;
 	total_msgs++;
 	c->busy = 0;
-	if (rate == 0)
+	if (rate == 0 && active == c->t)
 		start_message(c, i, t);
 }
 
@@ -272,7 +329,7 @@ static void ws_input(struct conn *c, int i, const unsigned char *p, size_t n)
 	}
 }
 
-static int connect_one(const struct sockaddr_in *sa, const char *host, int port, int i)
+static int connect_one(const struct sockaddr_in *sa, const char *host, int ws, int i)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -281,13 +338,13 @@ static int connect_one(const struct sockaddr_in *sa, const char *host, int port,
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0)
 		die("connect");
-	if (ws_mode) {
+	if (ws) {
 		char req[512];
 		int n = snprintf(req, sizeof req,
 				 "GET /echo HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
 				 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 				 "Sec-WebSocket-Version: 13\r\n\r\n",
-				 host, port);
+				 host, ntohs(sa->sin_port));
 		if (write(fd, req, n) != n)
 			die("write upgrade");
 		char resp[4096];
@@ -315,7 +372,7 @@ static int connect_one(const struct sockaddr_in *sa, const char *host, int port,
 	return fd;
 }
 
-static uint64_t percentile(uint64_t total, double q)
+static uint64_t percentile(const uint64_t *hist, uint64_t total, double q)
 {
 	uint64_t want = (uint64_t)(q * total), seen = 0;
 	for (int us = 0; us <= HIST_US; us++) {
@@ -326,152 +383,165 @@ static uint64_t percentile(uint64_t total, double q)
 	return HIST_US;
 }
 
-int main(int argc, char **argv)
+/* The message of a target: a masked binary frame (ws) or SIZE plain bytes (raw). */
+static void make_message(struct target *tg)
 {
-	if (argc < 8) {
-		fprintf(stderr, "usage: %s ws|raw HOST PORT CONNS SIZE WARMUP_S WINDOW_S [SERVER_PID [RATE]]\n", argv[0]);
-		return 2;
-	}
-	ws_mode = strcmp(argv[1], "ws") == 0;
-	if (!ws_mode && strcmp(argv[1], "raw") != 0) {
-		fprintf(stderr, "mode must be ws or raw\n");
-		return 2;
-	}
-	const char *host = argv[2];
-	int port = atoi(argv[3]);
-	int nconns = atoi(argv[4]);
-	size = strtoul(argv[5], NULL, 10);
-	double warmup = atof(argv[6]), window = atof(argv[7]);
-	int pid = argc > 8 ? atoi(argv[8]) : 0;
-	rate = argc > 9 ? atof(argv[9]) : 0;
-	if (nconns <= 0 || size == 0 || size > 65535) {
-		fprintf(stderr, "need CONNS > 0 and 0 < SIZE <= 65535\n");
-		return 2;
-	}
-
-	struct rlimit rl;
-	getrlimit(RLIMIT_NOFILE, &rl);
-	rl.rlim_cur = rl.rlim_max;
-	setrlimit(RLIMIT_NOFILE, &rl);
-
-	/* The message: a masked binary frame (ws) or SIZE plain bytes (raw). */
-	msg = malloc(size + 8);
+	tg->msg = malloc(size + 8);
 	size_t h = 0;
-	if (ws_mode) {
+	if (tg->ws) {
 		static const unsigned char key[4] = { 0x12, 0x34, 0x56, 0x78 };
-		msg[h++] = 0x82; /* FIN, binary */
+		tg->msg[h++] = 0x82; /* FIN, binary */
 		if (size < 126) {
-			msg[h++] = 0x80 | size;
+			tg->msg[h++] = 0x80 | size;
 		} else {
-			msg[h++] = 0x80 | 126;
-			msg[h++] = size >> 8;
-			msg[h++] = size & 0xff;
+			tg->msg[h++] = 0x80 | 126;
+			tg->msg[h++] = size >> 8;
+			tg->msg[h++] = size & 0xff;
 		}
-		memcpy(msg + h, key, 4);
+		memcpy(tg->msg + h, key, 4);
 		h += 4;
 		for (size_t k = 0; k < size; k++)
-			msg[h + k] = (unsigned char)('a' + k % 26) ^ key[k % 4];
+			tg->msg[h + k] = (unsigned char)('a' + k % 26) ^ key[k % 4];
 	} else {
 		for (size_t k = 0; k < size; k++)
-			msg[k] = (unsigned char)('a' + k % 26);
+			tg->msg[k] = (unsigned char)('a' + k % 26);
 	}
-	msg_len = h + size;
+	tg->msg_len = h + size;
+}
 
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-		fprintf(stderr, "HOST must be an IPv4 address\n");
-		return 2;
+/* Connects every target's connections (targets[].first set here). */
+static void connect_all(const char *host)
+{
+	conns = calloc((size_t)nconns * ntargets, sizeof *conns);
+	for (int t = 0; t < ntargets; t++) {
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(targets[t].port) };
+		if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+			fprintf(stderr, "HOST must be an IPv4 address\n");
+			exit(2);
+		}
+		targets[t].first = t * nconns;
+		for (int i = t * nconns; i < (t + 1) * nconns; i++) {
+			struct conn *c = &conns[i];
+			c->fd = connect_one(&sa, host, targets[t].ws, i);
+			c->t = t;
+			c->hdr_need = 2;
+			struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+			if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+				die("epoll_ctl");
+		}
 	}
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0)
-		die("epoll_create1");
-	struct conn *conns = calloc(nconns, sizeof *conns);
-	for (int i = 0; i < nconns; i++) {
-		struct conn *c = &conns[i];
-		c->fd = connect_one(&sa, host, port, i);
-		c->hdr_need = 2;
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-			die("epoll_ctl");
-	}
-	printf("connected %d\n", nconns);
-	fflush(stdout);
+}
 
-	uint64_t t0 = now_ns();
-	/* open loop: slot k at t0 + k * slot_ns, to connection k mod nconns */
-	uint64_t slot_ns = rate > 0 ? (uint64_t)(1e9 / (rate * nconns)) : 0, slot = 0;
+/* Open loop state of the active target: slot k at slot_t0 + k * slot_ns. */
+static uint64_t slot_t0, slot_ns, slot;
+
+/* Makes T the loaded target (-1: none) from time T0: starts its closed loop
+ * or its open loop's schedule. */
+static void activate(int t, uint64_t t0)
+{
+	active = t;
+	if (t < 0)
+		return;
+	slot_t0 = t0;
+	slot = 0;
+	slot_ns = rate > 0 ? (uint64_t)(1e9 / (rate * nconns)) : 0;
 	if (rate > 0 && slot_ns == 0)
 		slot_ns = 1;
 	if (rate == 0)
-		for (int i = 0; i < nconns; i++)
-			start_message(&conns[i], i, t0);
+		for (int i = targets[t].first; i < targets[t].first + nconns; i++)
+			if (!conns[i].busy)
+				start_message(&conns[i], i, t0);
+}
 
+/* One epoll wait (at most 50 ms, or until the next open-loop slot) and its
+ * events, then the open loop's due slots. */
+static void poll_once(void)
+{
+	static unsigned char scratch[65536];
+	struct epoll_event evs[512];
+	struct timespec wait = { .tv_nsec = 50000000 };
+	if (rate > 0 && active >= 0) {
+		uint64_t next = slot_t0 + slot * slot_ns, t = now_ns();
+		wait.tv_nsec = next > t ? (long)(next - t < 50000000 ? next - t : 50000000) : 0;
+	}
+	int n = epoll_pwait2(ep, evs, 512, &wait, NULL);
+	if (n < 0) {
+		if (errno == EINTR)
+			return;
+		die("epoll_wait");
+	}
+	for (int k = 0; k < n; k++) {
+		struct conn *c = evs[k].data.ptr;
+		int i = (int)(c - conns);
+		if (evs[k].events & EPOLLOUT)
+			flush_send(c, i);
+		if (!(evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+			continue;
+		ssize_t r = read(c->fd, scratch, sizeof scratch);
+		if (r < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			fail(strerror(errno), i);
+		}
+		if (r == 0)
+			fail("closed by the server", i);
+		if (targets[c->t].ws) {
+			ws_input(c, i, scratch, r);
+		} else {
+			if ((size_t)r > c->raw_left)
+				fail("more bytes than sent", i);
+			c->raw_left -= r;
+			if (c->raw_left == 0)
+				message_done(c, i);
+		}
+	}
+	if (rate > 0 && active >= 0) {
+		struct target *tg = &targets[active];
+		uint64_t t = now_ns();
+		for (; slot_t0 + slot * slot_ns <= t; slot++) {
+			int i = tg->first + (int)(slot % nconns);
+			if (conns[i].busy)
+				tg->skipped++;
+			else
+				start_message(&conns[i], i, slot_t0 + slot * slot_ns);
+		}
+	}
+}
+
+/* Forgets the target's echoes so far: its measured window opens. */
+static void open_window(struct target *tg)
+{
+	memset(tg->hist, 0, sizeof tg->hist);
+	tg->done_msgs = 0;
+	tg->skipped = 0;
+}
+
+/* The original single-server run: warm-up, one window, one result line. */
+static int run_single(char **argv, double warmup, double window)
+{
+	struct target *tg = &targets[0];
+	uint64_t t0 = now_ns();
+	activate(0, t0);
 	uint64_t warm_end = t0 + (uint64_t)(warmup * 1e9);
 	uint64_t win_end = warm_end + (uint64_t)(window * 1e9);
 	uint64_t win_start_t = 0, cpu0 = 0, sched0 = 0, box0 = 0, self0 = 0;
 	int in_window = 0;
-	static unsigned char scratch[65536];
-	struct epoll_event evs[512];
 	for (;;) {
-		struct timespec wait = { .tv_nsec = 50000000 };
-		if (rate > 0) {
-			uint64_t next = t0 + slot * slot_ns, t = now_ns();
-			wait.tv_nsec = next > t ? (long)(next - t < 50000000 ? next - t : 50000000) : 0;
-		}
-		int n = epoll_pwait2(ep, evs, 512, &wait, NULL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			die("epoll_wait");
-		}
-		for (int k = 0; k < n; k++) {
-			struct conn *c = evs[k].data.ptr;
-			int i = (int)(c - conns);
-			if (evs[k].events & EPOLLOUT)
-				flush_send(c, i);
-			if (!(evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-				continue;
-			ssize_t r = read(c->fd, scratch, sizeof scratch);
-			if (r < 0) {
-				if (errno == EAGAIN || errno == EINTR)
-					continue;
-				fail(strerror(errno), i);
-			}
-			if (r == 0)
-				fail("closed by the server", i);
-			if (ws_mode) {
-				ws_input(c, i, scratch, r);
-			} else {
-				if ((size_t)r > c->raw_left)
-					fail("more bytes than sent", i);
-				c->raw_left -= r;
-				if (c->raw_left == 0)
-					message_done(c, i);
-			}
-		}
+		poll_once();
 		uint64_t t = now_ns();
-		for (; rate > 0 && t0 + slot * slot_ns <= t; slot++) {
-			int i = (int)(slot % nconns);
-			if (conns[i].busy)
-				skipped++;
-			else
-				start_message(&conns[i], i, t0 + slot * slot_ns);
-		}
 		if (!in_window && t >= warm_end) {
-			server_cpu(pid, &cpu0, &sched0);
+			server_cpu(tg->pid, &cpu0, &sched0);
 			box_cpu(&box0, &self0);
 			win_start_t = now_ns();
-			memset(hist, 0, sizeof hist);
-			done_msgs = 0;
-			skipped = 0;
+			open_window(tg);
 			in_window = 1;
 			printf("window start\n");
 			fflush(stdout);
 		} else if (in_window && t >= win_end) {
 			uint64_t cpu1, sched1, box1, self1;
-			uint64_t msgs = done_msgs;
+			uint64_t msgs = tg->done_msgs;
 			uint64_t secs_ns = now_ns() - win_start_t;
-			server_cpu(pid, &cpu1, &sched1);
+			server_cpu(tg->pid, &cpu1, &sched1);
 			box_cpu(&box1, &self1);
 			/* CPU used by neither the server nor this client, in % of one CPU */
 			double other = ((double)(box1 - box0) - (double)(cpu1 - cpu0) - (double)(self1 - self0)) /
@@ -483,16 +553,218 @@ int main(int argc, char **argv)
 			       "sched_ns_per_msg=%.0f total_msgs=%llu client_ns_per_msg=%.0f other_cpu_pct=%.0f "
 			       "p90_us=%llu skipped=%llu\n",
 			       argv[1], size, nconns, secs, (unsigned long long)msgs, msgs / secs,
-			       (unsigned long long)percentile(msgs, 0.50),
-			       (unsigned long long)percentile(msgs, 0.99),
+			       (unsigned long long)percentile(tg->hist, msgs, 0.50),
+			       (unsigned long long)percentile(tg->hist, msgs, 0.99),
 			       (unsigned long long)(cpu1 - cpu0), msgs ? (double)(cpu1 - cpu0) / msgs : 0.0,
 			       (unsigned long long)(sched1 - sched0),
 			       msgs ? (double)(sched1 - sched0) / msgs : 0.0,
 			       (unsigned long long)total_msgs,
-			       msgs ? (double)(self1 - self0) / msgs : 0.0, pid > 0 ? other : 0.0,
-			       (unsigned long long)percentile(msgs, 0.90), (unsigned long long)skipped);
+			       msgs ? (double)(self1 - self0) / msgs : 0.0, tg->pid > 0 ? other : 0.0,
+			       (unsigned long long)percentile(tg->hist, msgs, 0.90),
+			       (unsigned long long)tg->skipped);
 			fflush(stdout);
 			return 0;
 		}
 	}
+}
+
+/* Runs the loop until time END. */
+static void run_until(uint64_t end)
+{
+	while (now_ns() < end)
+		poll_once();
+}
+
+/* Stops the active target's loop and waits (at most 5 s) for its echoes. */
+static void drain(void)
+{
+	int t = active;
+	activate(-1, 0);
+	uint64_t give_up = now_ns() + 5000000000ull;
+	while (targets[t].in_flight > 0) {
+		if (now_ns() > give_up) {
+			fprintf(stderr, "%s: %llu echoes still missing 5 s after the slice\n", targets[t].name,
+				(unsigned long long)targets[t].in_flight);
+			exit(1);
+		}
+		poll_once();
+	}
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* Slices: every target once per cycle in a new random order. */
+static int run_alternating(double slice, int cycles)
+{
+	uint64_t box0 = 0, self0 = 0, box1, self1, wall0 = 0, servers0[MAX_TARGETS];
+	srand48(now_ns());
+	/* cycle -1 warms every server up, unmeasured */
+	for (int cyc = -1; cyc < cycles; cyc++) {
+		int order[MAX_TARGETS];
+		for (int t = 0; t < ntargets; t++)
+			order[t] = t;
+		for (int t = ntargets - 1; t > 0; t--) {
+			int j = (int)(drand48() * (t + 1));
+			int x = order[t];
+			order[t] = order[j];
+			order[j] = x;
+		}
+		if (cyc == 0) {
+			for (int t = 0; t < ntargets; t++) {
+				open_window(&targets[t]);
+				servers0[t] = server_sched_ns(targets[t].pid);
+			}
+			box_cpu(&box0, &self0);
+			wall0 = now_ns();
+		}
+		for (int k = 0; k < ntargets; k++) {
+			struct target *tg = &targets[order[k]];
+			uint64_t t0 = now_ns();
+			activate(order[k], t0);
+			run_until(t0 + (uint64_t)(SETTLE_S * 1e9));
+			/* measured: the echoes from here to the end of the slice's drain */
+			uint64_t msgs0 = tg->done_msgs, cpu0 = server_sched_ns(tg->pid);
+			uint64_t b, s0, s1;
+			box_cpu(&b, &s0);
+			run_until(now_ns() + (uint64_t)(slice * 1e9));
+			drain();
+			uint64_t cpu = server_sched_ns(tg->pid) - cpu0;
+			box_cpu(&b, &s1);
+			if (cyc >= 0) {
+				tg->cyc_cpu[cyc] = cpu;
+				tg->cyc_msgs[cyc] = tg->done_msgs - msgs0;
+				tg->client_ns += s1 - s0;
+			}
+		}
+	}
+	box_cpu(&box1, &self1);
+	/* CPU used by neither the servers nor this client over the measured
+	 * cycles, in % of one CPU (a large value: the run was disturbed) */
+	double other = (double)(box1 - box0) - (double)(self1 - self0);
+	for (int t = 0; t < ntargets; t++)
+		other -= (double)(server_sched_ns(targets[t].pid) - servers0[t]);
+	other = other / (double)(now_ns() - wall0) * 100;
+
+	for (int t = 0; t < ntargets; t++) {
+		struct target *tg = &targets[t];
+		uint64_t cpu = 0, msgs = 0;
+		for (int c = 0; c < cycles; c++) {
+			cpu += tg->cyc_cpu[c];
+			msgs += tg->cyc_msgs[c];
+		}
+		printf("alt name=%s mode=%s size=%zu conns=%d cycles=%d slice_s=%.2f msgs=%llu "
+		       "ns_per_msg=%.0f p50_us=%llu p90_us=%llu p99_us=%llu client_ns_per_msg=%.0f skipped=%llu\n",
+		       tg->name, tg->ws ? "ws" : "raw", size, nconns, cycles, slice, (unsigned long long)msgs,
+		       msgs ? (double)cpu / msgs : 0.0, (unsigned long long)percentile(tg->hist, tg->done_msgs, 0.50),
+		       (unsigned long long)percentile(tg->hist, tg->done_msgs, 0.90),
+		       (unsigned long long)percentile(tg->hist, tg->done_msgs, 0.99),
+		       msgs ? (double)tg->client_ns / msgs : 0.0, (unsigned long long)tg->skipped);
+	}
+	for (int a = 1; a < ntargets; a++) {
+		for (int b = 0; b < a; b++) {
+			static double r[MAX_CYCLES];
+			const struct target *A = &targets[a], *B = &targets[b];
+			double ca = 0, ma = 0, cb = 0, mb = 0;
+			for (int c = 0; c < cycles; c++) {
+				r[c] = ((double)A->cyc_cpu[c] / A->cyc_msgs[c]) / ((double)B->cyc_cpu[c] / B->cyc_msgs[c]);
+				ca += A->cyc_cpu[c];
+				ma += A->cyc_msgs[c];
+				cb += B->cyc_cpu[c];
+				mb += B->cyc_msgs[c];
+			}
+			qsort(r, cycles, sizeof r[0], cmp_double);
+			double med = cycles % 2 ? r[cycles / 2] : (r[cycles / 2 - 1] + r[cycles / 2]) / 2;
+			/* distribution-free 95 % interval of the median: the order
+			 * statistics n/2 -+ 0.98 sqrt(n) (normal approximation of the
+			 * binomial; 1-based ranks, hence the -1 on both) */
+			int lo = (int)floor(cycles / 2.0 - 0.98 * sqrt(cycles)) - 1;
+			int hi = (int)ceil(cycles / 2.0 + 0.98 * sqrt(cycles)) - 1;
+			if (lo < 0)
+				lo = 0;
+			if (hi > cycles - 1)
+				hi = cycles - 1;
+			printf("ratio %s/%s pooled=%.3f median=%.3f ci95=%.3f-%.3f min=%.3f max=%.3f cycles=%d\n",
+			       A->name, B->name, (ca / ma) / (cb / mb), med, r[lo], r[hi], r[0], r[cycles - 1], cycles);
+		}
+	}
+	printf("other_cpu_pct=%.1f\n", other);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int alt = argc > 1 && strcmp(argv[1], "alt") == 0;
+	if ((!alt && argc < 8) || (alt && argc < 9)) {
+		fprintf(stderr,
+			"usage: %s ws|raw HOST PORT CONNS SIZE WARMUP_S WINDOW_S [SERVER_PID [RATE]]\n"
+			"       %s alt HOST CONNS SIZE SLICE_S CYCLES RATE NAME=ws|raw:PORT:PID ...\n",
+			argv[0], argv[0]);
+		return 2;
+	}
+	const char *host = argv[2];
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		die("epoll_create1");
+
+	if (!alt) {
+		struct target *tg = &targets[0];
+		tg->name = argv[1];
+		tg->ws = strcmp(argv[1], "ws") == 0;
+		if (!tg->ws && strcmp(argv[1], "raw") != 0) {
+			fprintf(stderr, "mode must be ws or raw\n");
+			return 2;
+		}
+		tg->port = atoi(argv[3]);
+		nconns = atoi(argv[4]);
+		size = strtoul(argv[5], NULL, 10);
+		tg->pid = argc > 8 ? atoi(argv[8]) : 0;
+		rate = argc > 9 ? atof(argv[9]) : 0;
+		ntargets = 1;
+	} else {
+		nconns = atoi(argv[3]);
+		size = strtoul(argv[4], NULL, 10);
+		rate = atof(argv[7]);
+		ntargets = argc - 8;
+		if (ntargets < 2 || ntargets > MAX_TARGETS) {
+			fprintf(stderr, "alt: 2 to %d servers\n", MAX_TARGETS);
+			return 2;
+		}
+		for (int t = 0; t < ntargets; t++) {
+			struct target *tg = &targets[t];
+			char *spec = argv[8 + t], *eq = strchr(spec, '='), mode[8];
+			if (!eq || sscanf(eq + 1, "%7[a-z]:%d:%d", mode, &tg->port, &tg->pid) != 3 ||
+			    (strcmp(mode, "ws") != 0 && strcmp(mode, "raw") != 0) || tg->pid <= 0) {
+				fprintf(stderr, "bad server %s: want NAME=ws|raw:PORT:PID\n", spec);
+				return 2;
+			}
+			*eq = 0;
+			tg->name = spec;
+			tg->ws = strcmp(mode, "ws") == 0;
+		}
+	}
+	if (nconns <= 0 || size == 0 || size > 65535) {
+		fprintf(stderr, "need CONNS > 0 and 0 < SIZE <= 65535\n");
+		return 2;
+	}
+	for (int t = 0; t < ntargets; t++)
+		make_message(&targets[t]);
+	connect_all(host);
+	printf("connected %d\n", nconns * ntargets);
+	fflush(stdout);
+	if (!alt)
+		return run_single(argv, atof(argv[6]), atof(argv[7]));
+	int cycles = atoi(argv[6]);
+	if (cycles < 1 || cycles > MAX_CYCLES) {
+		fprintf(stderr, "alt: 1 to %d cycles\n", MAX_CYCLES);
+		return 2;
+	}
+	return run_alternating(atof(argv[5]), cycles);
 }

@@ -21,6 +21,12 @@
 #   GATEWAY2_BIN=/path/to/gateway GATEWAY2_REV=abc1234 ...  # a second gateway ("gw2",
 #                                           # e.g. a baseline build) in every round:
 #                                           # raw, gw2, gw; gw/x of its row = gw over gw2
+#   GATEWAY2_CONFIG=old-prod.toml ...       # its config, if the build predates a config key
+#   GATEWAY3_BIN=... GATEWAY3_REV=... GATEWAY3_CONFIG=...  # a third gateway ("gw3"), likewise
+#   CYCLES=40 SLICE=1 ...                   # instead of ROUNDS: the client's alternating mode,
+#                                           # every server loaded for SLICE s in turn, CYCLES
+#                                           # times in random orders, per-cycle ratios with a
+#                                           # 95 % interval of their median (see client.c)
 #
 # Output: OUT (default results/echo-vs-raw/out) holds every client log,
 # the servers' output, summary.txt (the table) and, with PROFILE=1, the perf
@@ -46,6 +52,10 @@ RAW_ARGS=${RAW_ARGS:-}
 RAW2_ARGS=${RAW2_ARGS:-}
 GATEWAY2_BIN=${GATEWAY2_BIN:-}
 GATEWAY2_REV=${GATEWAY2_REV:-$GATEWAY2_BIN}
+GATEWAY2_CONFIG=${GATEWAY2_CONFIG:-$CONFIG}
+GATEWAY3_BIN=${GATEWAY3_BIN:-}
+GATEWAY3_REV=${GATEWAY3_REV:-$GATEWAY3_BIN}
+GATEWAY3_CONFIG=${GATEWAY3_CONFIG:-$CONFIG}
 
 mkdir -p "$OUT"
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -57,15 +67,17 @@ else
 	GATEWAY_REV=${GATEWAY_REV:-$GATEWAY_BIN}
 fi
 cargo build --release -p engine --example raw_echo
-gcc -O2 -Wall -o "$OUT/client" results/echo-vs-raw/client.c
+gcc -O2 -Wall -o "$OUT/client" results/echo-vs-raw/client.c -lm
 
 GW_PID=""
 GW2_PID=""
+GW3_PID=""
 RAW_PID=""
 RAW2_PID=""
 cleanup() {
 	if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; fi
 	if [ -n "$GW2_PID" ]; then kill "$GW2_PID" 2>/dev/null || true; fi
+	if [ -n "$GW3_PID" ]; then kill "$GW3_PID" 2>/dev/null || true; fi
 	if [ -n "$RAW_PID" ]; then kill "$RAW_PID" 2>/dev/null || true; fi
 	if [ -n "$RAW2_PID" ]; then kill "$RAW2_PID" 2>/dev/null || true; fi
 	wait 2>/dev/null || true
@@ -106,7 +118,7 @@ wait_quiet() {
 	echo "  WARNING: still ${busy}% busy; measuring anyway" >&2
 }
 
-echo "# $(date -u +%FT%TZ) kernel $(uname -r); gateway $GATEWAY_REV; raw: raw_echo ${RAW_ARGS:-(defaults)}${RAW2_ARGS:+; raw2: raw_echo $RAW2_ARGS}${GATEWAY2_BIN:+; gw2: gateway $GATEWAY2_REV}" | tee "$OUT/summary.txt"
+echo "# $(date -u +%FT%TZ) kernel $(uname -r); gateway $GATEWAY_REV; raw: raw_echo ${RAW_ARGS:-(defaults)}${RAW2_ARGS:+; raw2: raw_echo $RAW2_ARGS}${GATEWAY2_BIN:+; gw2: gateway $GATEWAY2_REV}${GATEWAY3_BIN:+; gw3: gateway $GATEWAY3_REV}" | tee "$OUT/summary.txt"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)" | tee -a "$OUT/summary.txt"
 
 ADMIN_ARGS=()
@@ -131,16 +143,23 @@ if [ -n "$RAW2_ARGS" ]; then
 	SERVERS="raw raw2 gw"
 fi
 if [ -n "$GATEWAY2_BIN" ]; then
-	taskset -c "$SERVER_CPU" "$GATEWAY2_BIN" --config "$CONFIG" \
+	taskset -c "$SERVER_CPU" "$GATEWAY2_BIN" --config "$GATEWAY2_CONFIG" \
 		--listen 127.0.0.1:0 --workers 1 --admin-listen 127.0.0.1:0 >"$OUT/gateway2.out" 2>"$OUT/gateway2.err" &
 	GW2_PID=$!
 	GW2_PORT=$(wait_line "$OUT/gateway2.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
 	SERVERS="${SERVERS% gw} gw2 gw"
 fi
+if [ -n "$GATEWAY3_BIN" ]; then
+	taskset -c "$SERVER_CPU" "$GATEWAY3_BIN" --config "$GATEWAY3_CONFIG" \
+		--listen 127.0.0.1:0 --workers 1 --admin-listen 127.0.0.1:0 >"$OUT/gateway3.out" 2>"$OUT/gateway3.err" &
+	GW3_PID=$!
+	GW3_PORT=$(wait_line "$OUT/gateway3.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
+	SERVERS="${SERVERS% gw} gw3 gw"
+fi
 GW_PORT=$(wait_line "$OUT/gateway.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
 RAW_PORT=$(wait_line "$OUT/raw_echo.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
 ADMIN=$(grep -m1 '^admin listening on ' "$OUT/gateway.out" | awk '{print $4}' || true)
-echo "# gateway pid $GW_PID port $GW_PORT (admin ${ADMIN:-none}); raw_echo pid $RAW_PID port $RAW_PORT${RAW2_PID:+; raw2 pid $RAW2_PID port $RAW2_PORT}${GW2_PID:+; gw2 pid $GW2_PID port $GW2_PORT}" | tee -a "$OUT/summary.txt"
+echo "# gateway pid $GW_PID port $GW_PORT (admin ${ADMIN:-none}); raw_echo pid $RAW_PID port $RAW_PORT${RAW2_PID:+; raw2 pid $RAW2_PID port $RAW2_PORT}${GW2_PID:+; gw2 pid $GW2_PID port $GW2_PORT}${GW3_PID:+; gw3 pid $GW3_PID port $GW3_PORT}" | tee -a "$OUT/summary.txt"
 
 # client_cmd SERVER SIZE WARMUP WINDOW: sets CMD to the pinned client command line.
 client_cmd() {
@@ -148,6 +167,7 @@ client_cmd() {
 	case $1 in
 	gw) mode=ws port=$GW_PORT pid=$GW_PID ;;
 	gw2) mode=ws port=$GW2_PORT pid=$GW2_PID ;;
+	gw3) mode=ws port=$GW3_PORT pid=$GW3_PID ;;
 	raw) mode=raw port=$RAW_PORT pid=$RAW_PID ;;
 	raw2) mode=raw port=$RAW2_PORT pid=$RAW2_PID ;;
 	esac
@@ -163,6 +183,21 @@ run_one() {
 # field LOG KEY: a key=value of the client's result line.
 field() { grep -m1 '^result ' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
+if [ -n "${CYCLES:-}" ]; then
+	for size in $SIZES; do
+		wait_quiet
+		specs=()
+		for server in $SERVERS; do
+			client_cmd "$server" "$size" 0 0
+			specs+=("$server=${CMD[4]}:${CMD[6]}:${CMD[11]}")
+		done
+		echo "# size $size: $CONNS connections per server, $CYCLES cycles of ${SLICE:-1} s slices" | tee -a "$OUT/summary.txt"
+		taskset -c "$CLIENT_CPU" "$OUT/client" alt 127.0.0.1 "$CONNS" "$size" "${SLICE:-1}" "$CYCLES" 0 \
+			"${specs[@]}" | tee "$OUT/alt-$size.log" | grep -v '^connected' | tee -a "$OUT/summary.txt"
+	done
+	exit 0
+fi
+
 # One line per server and round; gw/x = the gateway's ns/msg over this
 # server's in the same round (utime+stime, then schedstat); client_ns = the
 # client's CPU per message; other% = CPU used by other processes during the
@@ -172,7 +207,9 @@ fmt='%-5s %5s %-5s %9s %9s %8s %7s %7s %7s %7s %9s %6s\n'
 printf "$fmt" size round srv ns/msg sched_ns msg/s p50_us p99_us gw/x gw/x_sch client_ns other% | tee -a "$OUT/summary.txt"
 for round in $(seq "$ROUNDS"); do
 	for size in $SIZES; do
-		for server in $SERVERS; do
+		# A new order every round, so a drift over the round does not always
+		# fall on the same server.
+		for server in $(tr ' ' '\n' <<<"$SERVERS" | shuf); do
 			wait_quiet
 			run_one "$server" "$size" "$server-$size-r$round" "$WARMUP" "$WINDOW"
 			sleep 1 # the server closes the 1,000 connections
@@ -202,6 +239,19 @@ for size in $SIZES; do
 done | awk '{ n[$1 " " $2] = $3; sn[$1 " " $2] = $4; if ($2 == "gw") { g[$1] = $3; gs[$1] = $4 } }
 	END { for (k in n) { split(k, a, " "); printf "size %s, all rounds: %-4s %5d ns/msg (schedstat %5d); gateway / it: %.3f (schedstat %.3f)\n", a[1], a[2], n[k], sn[k], g[a[1]] / n[k], gs[a[1]] / sn[k] } }' |
 	sort -k2,2n -k6,6 | tee -a "$OUT/summary.txt"
+# Per-round ratios are paired (same round, minutes apart at most): their
+# median and range say more than the pooled figure when the box drifts.
+for size in $SIZES; do
+	for server in $SERVERS; do
+		[ "$server" = gw ] && continue
+		for round in $(seq "$ROUNDS"); do
+			awk -v a="$(field "$OUT/$server-$size-r$round.log" ns_per_msg)" \
+				-v b="$(field "$OUT/gw-$size-r$round.log" ns_per_msg)" 'BEGIN{printf "%.4f\n", b/a}'
+		done | sort -n | awk -v s="$server" -v z="$size" '{ v[NR] = $1 }
+			END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+			      printf "size %s: gateway / %s per round: median %.3f, range %.3f-%.3f, %d rounds\n", z, s, m, v[1], v[NR], NR }'
+	done
+done | tee -a "$OUT/summary.txt"
 
 if [ "$PROFILE" = 1 ]; then
 	# Per server, separate runs (the measurements above ran without perf):

@@ -10,6 +10,8 @@
 #   results/low-rate/run.sh                                   # raw vs gateway
 #   BASE_BIN=/path/gateway BASE_CONF=old-prod.toml results/low-rate/run.sh
 #   ROUNDS=5 SECS=10 results/low-rate/run.sh
+#   CYCLES=30 SLICE=2 results/low-rate/run.sh                # the client's alternating mode:
+#                                                           # servers loaded in turn, SLICE s each
 #
 # Needs gcc; builds the release gateway and raw_echo (CARGO_TARGET_DIR honoured).
 set -euo pipefail
@@ -21,7 +23,7 @@ OUT=$(mktemp -d)
 trap 'kill $(cat "$OUT"/*.pid 2>/dev/null) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 (cd "$ROOT" && cargo build --release --locked -q -p gateway --bin gateway && cargo build --release --locked -q -p engine --example raw_echo)
-gcc -O2 -o "$OUT/client" "$ROOT/results/echo-vs-raw/client.c"
+gcc -O2 -o "$OUT/client" "$ROOT/results/echo-vs-raw/client.c" -lm
 ulimit -n 20000
 
 start() { # name command...
@@ -40,6 +42,16 @@ fi
 sleep 1
 port() { grep -oP '(listening on \S+:)\K[0-9]+' "$OUT/$1.out" | head -1; }
 echo "# $(date -u +%FT%TZ) $(uname -r) gateway $(git -C "$ROOT" rev-parse --short HEAD); $CONNS conns x $RATE msg/s, $SIZE B, ${SECS}s windows"
+if [ -n "${CYCLES:-}" ]; then
+	specs=()
+	for s in $SERVERS; do
+		mode=ws
+		[ "$s" = raw ] && mode=raw
+		specs+=("$s=$mode:$(port "$s"):$(cat "$OUT/$s.pid")")
+	done
+	taskset -c 1 "$OUT/client" alt 127.0.0.1 "$CONNS" "$SIZE" "${SLICE:-2}" "$CYCLES" "$RATE" "${specs[@]}" | grep -v '^connected'
+	exit 0
+fi
 for r in $(seq 1 "$ROUNDS"); do
 	for s in $SERVERS; do
 		mode=ws
