@@ -155,8 +155,8 @@ impl Default for IoConfig {
     fn default() -> Self {
         Self {
             ring_entries: 4096,
-            recv_buffer_size: 16 * 1024,
-            recv_buffers: 16,
+            recv_buffer_size: 64 * 1024,
+            recv_buffers: 4,
             max_send_queue_bytes: 4 * 1024 * 1024,
             direct_descriptors: true,
             file_table: 0,
@@ -899,7 +899,7 @@ mod tests {
                 upstream: None,
             }]
         );
-        assert_eq!(c.io.recv_buffers, 16);
+        assert_eq!((c.io.recv_buffers, c.io.recv_buffer_size), (4, 65536));
         assert_eq!(c.admin.listen, None, "no admin listener unless configured");
         assert!(!c.admin.metrics_enabled());
     }

@@ -54,7 +54,14 @@
  *   ratio A/B pooled=.. median=.. ci95=LO-HI min=.. max=.. cycles=..
  *
  * (ci95: the order statistics around the median that cover it with 95 %
- * confidence, distribution-free), and other_cpu_pct over the whole run.
+ * confidence, distribution-free), and over the whole run other_cpu_pct
+ * (as above, the host's steal included) and steal_pct (time the host took
+ * from this VM's CPUs), in % of one CPU.
+ *
+ * CONNS may be NxD: each connection then sends D messages back to back (one
+ * write) and starts its next batch once all D echoes are back (the closed
+ * loop; the open loop's slots start batches). CPU and counts are per
+ * message, round trips per batch.
  *
  * Partial reads and writes are handled; any connection error, early EOF or
  * unexpected frame is fatal (exit 1): a run with a broken connection is not
@@ -97,6 +104,7 @@ struct conn {
 	uint64_t payload_left;
 	int in_payload;
 	uint64_t msg_bytes;   /* ws: payload bytes of the message so far */
+	int echoes;           /* ws: echoes of the current batch received */
 };
 
 /* One server under load. */
@@ -125,6 +133,7 @@ static int ep;
 static int active = -1;     /* the target whose loop runs (-1: none, draining) */
 static uint64_t total_msgs; /* since the start, warm-up included */
 static double rate;         /* open loop: msg/s per connection (0: closed loop) */
+static int depth = 1;       /* messages per batch (CONNS given as NxD) */
 
 static void die(const char *what)
 {
@@ -197,6 +206,18 @@ static uint64_t server_sched_ns(int pid)
 	return sched;
 }
 
+/* Time stolen from this VM by its host, summed over all CPUs (/proc/stat), in ns. */
+static uint64_t steal_ns(void)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+	if (!f || fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+			 &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
+		fail("bad /proc/stat", -1);
+	fclose(f);
+	return v[7] * (1000000000ull / sysconf(_SC_CLK_TCK));
+}
+
 /* Busy time of all CPUs (/proc/stat) and this process's own CPU, in ns:
  * what neither the server nor the client used is other work on the box. */
 static void box_cpu(uint64_t *busy_ns, uint64_t *self_ns)
@@ -248,8 +269,9 @@ static void start_message(struct conn *c, int i, uint64_t t)
 	c->send_off = 0;
 	c->busy = 1;
 	c->sent_at = t;
-	c->raw_left = size;
+	c->raw_left = size * depth;
 	c->msg_bytes = 0;
+	c->echoes = 0;
 	targets[c->t].in_flight++;
 	flush_send(c, i);
 }
@@ -260,9 +282,9 @@ static void message_done(struct conn *c, int i)
 	uint64_t t = now_ns();
 	uint64_t us = (t - c->sent_at) / 1000;
 	tg->hist[us < HIST_US ? us : HIST_US]++;
-	tg->done_msgs++;
+	tg->done_msgs += depth;
 	tg->in_flight--;
-	total_msgs++;
+	total_msgs += depth;
 	c->busy = 0;
 	if (rate == 0 && active == c->t)
 		start_message(c, i, t);
@@ -322,6 +344,9 @@ static void ws_input(struct conn *c, int i, const unsigned char *p, size_t n)
 		if (fin) {
 			if (c->msg_bytes != size)
 				fail("echo of the wrong size", i);
+			c->msg_bytes = 0;
+			if (++c->echoes < depth)
+				continue;
 			if (n > 0)
 				fail("data beyond the echo (more than 1 message in flight?)", i);
 			message_done(c, i);
@@ -372,9 +397,13 @@ static int connect_one(const struct sockaddr_in *sa, const char *host, int ws, i
 	return fd;
 }
 
-static uint64_t percentile(const uint64_t *hist, uint64_t total, double q)
+/* The Q quantile of a histogram's round trips (there is one per batch). */
+static uint64_t percentile(const uint64_t *hist, double q)
 {
-	uint64_t want = (uint64_t)(q * total), seen = 0;
+	uint64_t total = 0, seen = 0;
+	for (int us = 0; us <= HIST_US; us++)
+		total += hist[us];
+	uint64_t want = (uint64_t)(q * total);
 	for (int us = 0; us <= HIST_US; us++) {
 		seen += hist[us];
 		if (seen > want)
@@ -386,7 +415,7 @@ static uint64_t percentile(const uint64_t *hist, uint64_t total, double q)
 /* The message of a target: a masked binary frame (ws) or SIZE plain bytes (raw). */
 static void make_message(struct target *tg)
 {
-	tg->msg = malloc(size + 8);
+	tg->msg = malloc((size + 8) * depth);
 	size_t h = 0;
 	if (tg->ws) {
 		static const unsigned char key[4] = { 0x12, 0x34, 0x56, 0x78 };
@@ -407,6 +436,9 @@ static void make_message(struct target *tg)
 			tg->msg[k] = (unsigned char)('a' + k % 26);
 	}
 	tg->msg_len = h + size;
+	for (int k = 1; k < depth; k++)
+		memcpy(tg->msg + k * (h + size), tg->msg, h + size);
+	tg->msg_len *= depth;
 }
 
 /* Connects every target's connections (targets[].first set here). */
@@ -553,14 +585,14 @@ static int run_single(char **argv, double warmup, double window)
 			       "sched_ns_per_msg=%.0f total_msgs=%llu client_ns_per_msg=%.0f other_cpu_pct=%.0f "
 			       "p90_us=%llu skipped=%llu\n",
 			       argv[1], size, nconns, secs, (unsigned long long)msgs, msgs / secs,
-			       (unsigned long long)percentile(tg->hist, msgs, 0.50),
-			       (unsigned long long)percentile(tg->hist, msgs, 0.99),
+			       (unsigned long long)percentile(tg->hist, 0.50),
+			       (unsigned long long)percentile(tg->hist, 0.99),
 			       (unsigned long long)(cpu1 - cpu0), msgs ? (double)(cpu1 - cpu0) / msgs : 0.0,
 			       (unsigned long long)(sched1 - sched0),
 			       msgs ? (double)(sched1 - sched0) / msgs : 0.0,
 			       (unsigned long long)total_msgs,
 			       msgs ? (double)(self1 - self0) / msgs : 0.0, tg->pid > 0 ? other : 0.0,
-			       (unsigned long long)percentile(tg->hist, msgs, 0.90),
+			       (unsigned long long)percentile(tg->hist, 0.90),
 			       (unsigned long long)tg->skipped);
 			fflush(stdout);
 			return 0;
@@ -600,7 +632,7 @@ static int cmp_double(const void *a, const void *b)
 /* Slices: every target once per cycle in a new random order. */
 static int run_alternating(double slice, int cycles)
 {
-	uint64_t box0 = 0, self0 = 0, box1, self1, wall0 = 0, servers0[MAX_TARGETS];
+	uint64_t box0 = 0, self0 = 0, box1, self1, wall0 = 0, steal0 = 0, servers0[MAX_TARGETS];
 	srand48(now_ns());
 	/* cycle -1 warms every server up, unmeasured */
 	for (int cyc = -1; cyc < cycles; cyc++) {
@@ -619,6 +651,7 @@ static int run_alternating(double slice, int cycles)
 				servers0[t] = server_sched_ns(targets[t].pid);
 			}
 			box_cpu(&box0, &self0);
+			steal0 = steal_ns();
 			wall0 = now_ns();
 		}
 		for (int k = 0; k < ntargets; k++) {
@@ -647,7 +680,9 @@ static int run_alternating(double slice, int cycles)
 	double other = (double)(box1 - box0) - (double)(self1 - self0);
 	for (int t = 0; t < ntargets; t++)
 		other -= (double)(server_sched_ns(targets[t].pid) - servers0[t]);
-	other = other / (double)(now_ns() - wall0) * 100;
+	double wall = (double)(now_ns() - wall0);
+	other = other / wall * 100;
+	double steal = (double)(steal_ns() - steal0) / wall * 100;
 
 	for (int t = 0; t < ntargets; t++) {
 		struct target *tg = &targets[t];
@@ -659,9 +694,9 @@ static int run_alternating(double slice, int cycles)
 		printf("alt name=%s mode=%s size=%zu conns=%d cycles=%d slice_s=%.2f msgs=%llu "
 		       "ns_per_msg=%.0f p50_us=%llu p90_us=%llu p99_us=%llu client_ns_per_msg=%.0f skipped=%llu\n",
 		       tg->name, tg->ws ? "ws" : "raw", size, nconns, cycles, slice, (unsigned long long)msgs,
-		       msgs ? (double)cpu / msgs : 0.0, (unsigned long long)percentile(tg->hist, tg->done_msgs, 0.50),
-		       (unsigned long long)percentile(tg->hist, tg->done_msgs, 0.90),
-		       (unsigned long long)percentile(tg->hist, tg->done_msgs, 0.99),
+		       msgs ? (double)cpu / msgs : 0.0, (unsigned long long)percentile(tg->hist, 0.50),
+		       (unsigned long long)percentile(tg->hist, 0.90),
+		       (unsigned long long)percentile(tg->hist, 0.99),
 		       msgs ? (double)tg->client_ns / msgs : 0.0, (unsigned long long)tg->skipped);
 	}
 	for (int a = 1; a < ntargets; a++) {
@@ -691,8 +726,21 @@ static int run_alternating(double slice, int cycles)
 			       A->name, B->name, (ca / ma) / (cb / mb), med, r[lo], r[hi], r[0], r[cycles - 1], cycles);
 		}
 	}
-	printf("other_cpu_pct=%.1f\n", other);
+	printf("other_cpu_pct=%.1f steal_pct=%.1f\n", other, steal);
 	return 0;
+}
+
+/* CONNS or CONNSxDEPTH. */
+static void parse_conns(const char *arg)
+{
+	char *end;
+	nconns = (int)strtol(arg, &end, 10);
+	if (*end == 'x')
+		depth = (int)strtol(end + 1, &end, 10);
+	if (*end || depth < 1 || depth > 1024) {
+		fprintf(stderr, "CONNS: N or NxD (D messages per batch, 1 to 1024)\n");
+		exit(2);
+	}
 }
 
 int main(int argc, char **argv)
@@ -723,13 +771,13 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		tg->port = atoi(argv[3]);
-		nconns = atoi(argv[4]);
+		parse_conns(argv[4]);
 		size = strtoul(argv[5], NULL, 10);
 		tg->pid = argc > 8 ? atoi(argv[8]) : 0;
 		rate = argc > 9 ? atof(argv[9]) : 0;
 		ntargets = 1;
 	} else {
-		nconns = atoi(argv[3]);
+		parse_conns(argv[3]);
 		size = strtoul(argv[4], NULL, 10);
 		rate = atof(argv[7]);
 		ntargets = argc - 8;
