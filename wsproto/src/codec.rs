@@ -1341,7 +1341,11 @@ mod tests {
             for mask in [None, Some([1, 2, 3, 4])] {
                 let mut out = Vec::new();
                 encode_message_into(&mut out, MessageKind::Text, &payload, mask);
-                assert_eq!(out.len(), message_len(len, mask.is_some()), "{len} {mask:?}");
+                assert_eq!(
+                    out.len(),
+                    message_len(len, mask.is_some()),
+                    "{len} {mask:?}"
+                );
             }
         }
     }
