@@ -206,21 +206,11 @@ static uint64_t server_sched_ns(int pid)
 	return sched;
 }
 
-/* Time stolen from this VM by its host, summed over all CPUs (/proc/stat), in ns. */
-static uint64_t steal_ns(void)
-{
-	unsigned long long v[8] = { 0 };
-	FILE *f = fopen("/proc/stat", "r");
-	if (!f || fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-			 &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
-		fail("bad /proc/stat", -1);
-	fclose(f);
-	return v[7] * (1000000000ull / sysconf(_SC_CLK_TCK));
-}
-
 /* Busy time of all CPUs (/proc/stat) and this process's own CPU, in ns:
- * what neither the server nor the client used is other work on the box. */
-static void box_cpu(uint64_t *busy_ns, uint64_t *self_ns)
+ * what neither the server nor the client used is other work on the box.
+ * STEAL_NS, if given: the part of the busy time the host took from this
+ * VM's CPUs. */
+static void box_cpu(uint64_t *busy_ns, uint64_t *self_ns, uint64_t *steal_ns)
 {
 	unsigned long long v[8] = { 0 };
 	FILE *f = fopen("/proc/stat", "r");
@@ -230,6 +220,8 @@ static void box_cpu(uint64_t *busy_ns, uint64_t *self_ns)
 	fclose(f);
 	/* user nice system idle iowait irq softirq steal */
 	*busy_ns = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * (1000000000ull / sysconf(_SC_CLK_TCK));
+	if (steal_ns)
+		*steal_ns = v[7] * (1000000000ull / sysconf(_SC_CLK_TCK));
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	*self_ns = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ull +
@@ -563,7 +555,7 @@ static int run_single(char **argv, double warmup, double window)
 		uint64_t t = now_ns();
 		if (!in_window && t >= warm_end) {
 			server_cpu(tg->pid, &cpu0, &sched0);
-			box_cpu(&box0, &self0);
+			box_cpu(&box0, &self0, NULL);
 			win_start_t = now_ns();
 			open_window(tg);
 			in_window = 1;
@@ -574,7 +566,7 @@ static int run_single(char **argv, double warmup, double window)
 			uint64_t msgs = tg->done_msgs;
 			uint64_t secs_ns = now_ns() - win_start_t;
 			server_cpu(tg->pid, &cpu1, &sched1);
-			box_cpu(&box1, &self1);
+			box_cpu(&box1, &self1, NULL);
 			/* CPU used by neither the server nor this client, in % of one CPU */
 			double other = ((double)(box1 - box0) - (double)(cpu1 - cpu0) - (double)(self1 - self0)) /
 				       secs_ns * 100;
@@ -650,8 +642,7 @@ static int run_alternating(double slice, int cycles)
 				open_window(&targets[t]);
 				servers0[t] = server_sched_ns(targets[t].pid);
 			}
-			box_cpu(&box0, &self0);
-			steal0 = steal_ns();
+			box_cpu(&box0, &self0, &steal0);
 			wall0 = now_ns();
 		}
 		for (int k = 0; k < ntargets; k++) {
@@ -662,11 +653,11 @@ static int run_alternating(double slice, int cycles)
 			/* measured: the echoes from here to the end of the slice's drain */
 			uint64_t msgs0 = tg->done_msgs, cpu0 = server_sched_ns(tg->pid);
 			uint64_t b, s0, s1;
-			box_cpu(&b, &s0);
+			box_cpu(&b, &s0, NULL);
 			run_until(now_ns() + (uint64_t)(slice * 1e9));
 			drain();
 			uint64_t cpu = server_sched_ns(tg->pid) - cpu0;
-			box_cpu(&b, &s1);
+			box_cpu(&b, &s1, NULL);
 			if (cyc >= 0) {
 				tg->cyc_cpu[cyc] = cpu;
 				tg->cyc_msgs[cyc] = tg->done_msgs - msgs0;
@@ -674,7 +665,8 @@ static int run_alternating(double slice, int cycles)
 			}
 		}
 	}
-	box_cpu(&box1, &self1);
+	uint64_t steal1;
+	box_cpu(&box1, &self1, &steal1);
 	/* CPU used by neither the servers nor this client over the measured
 	 * cycles, in % of one CPU (a large value: the run was disturbed) */
 	double other = (double)(box1 - box0) - (double)(self1 - self0);
@@ -682,7 +674,7 @@ static int run_alternating(double slice, int cycles)
 		other -= (double)(server_sched_ns(targets[t].pid) - servers0[t]);
 	double wall = (double)(now_ns() - wall0);
 	other = other / wall * 100;
-	double steal = (double)(steal_ns() - steal0) / wall * 100;
+	double steal = (double)(steal1 - steal0) / wall * 100;
 
 	for (int t = 0; t < ntargets; t++) {
 		struct target *tg = &targets[t];

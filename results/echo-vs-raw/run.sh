@@ -142,20 +142,19 @@ if [ -n "$RAW2_ARGS" ]; then
 	RAW2_PORT=$(wait_line "$OUT/raw_echo2.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
 	SERVERS="raw raw2 gw"
 fi
-if [ -n "$GATEWAY2_BIN" ]; then
-	taskset -c "$SERVER_CPU" "$GATEWAY2_BIN" --config "$GATEWAY2_CONFIG" \
-		--listen 127.0.0.1:0 --workers 1 --admin-listen 127.0.0.1:0 >"$OUT/gateway2.out" 2>"$OUT/gateway2.err" &
-	GW2_PID=$!
-	GW2_PORT=$(wait_line "$OUT/gateway2.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
-	SERVERS="${SERVERS% gw} gw2 gw"
-fi
-if [ -n "$GATEWAY3_BIN" ]; then
-	taskset -c "$SERVER_CPU" "$GATEWAY3_BIN" --config "$GATEWAY3_CONFIG" \
-		--listen 127.0.0.1:0 --workers 1 --admin-listen 127.0.0.1:0 >"$OUT/gateway3.out" 2>"$OUT/gateway3.err" &
-	GW3_PID=$!
-	GW3_PORT=$(wait_line "$OUT/gateway3.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
-	SERVERS="${SERVERS% gw} gw3 gw"
-fi
+# start_gateway N BIN CONFIG: the N-th gateway ("gwN", run before gw in every
+# round); sets GWN_PID and GWN_PORT.
+start_gateway() {
+	taskset -c "$SERVER_CPU" "$2" --config "$3" --listen 127.0.0.1:0 --workers 1 \
+		--admin-listen 127.0.0.1:0 >"$OUT/gateway$1.out" 2>"$OUT/gateway$1.err" &
+	printf -v "GW$1_PID" %s $!
+	local port
+	port=$(wait_line "$OUT/gateway$1.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
+	printf -v "GW$1_PORT" %s "$port"
+	SERVERS="${SERVERS% gw} gw$1 gw"
+}
+if [ -n "$GATEWAY2_BIN" ]; then start_gateway 2 "$GATEWAY2_BIN" "$GATEWAY2_CONFIG"; fi
+if [ -n "$GATEWAY3_BIN" ]; then start_gateway 3 "$GATEWAY3_BIN" "$GATEWAY3_CONFIG"; fi
 GW_PORT=$(wait_line "$OUT/gateway.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
 RAW_PORT=$(wait_line "$OUT/raw_echo.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
 ADMIN=$(grep -m1 '^admin listening on ' "$OUT/gateway.out" | awk '{print $4}' || true)
