@@ -1,12 +1,13 @@
 """What the two centrifuge-python programs (test_python.py, test_cluster.py)
-share: a failed check, and recorders of an SDK object's events."""
+share: a failed check, and recorders of an SDK client's and subscription's
+events."""
 
 import asyncio
 import json
 import urllib.error
 import urllib.request
 
-from centrifuge import SubscriptionEventHandler
+from centrifuge import ClientEventHandler, SubscriptionEventHandler
 
 WAIT = 5.0  # one expected event
 
@@ -56,6 +57,33 @@ class Recorder:
 
     def summary(self) -> str:
         return "[" + ", ".join(f"{k} {c}" for k, c in self.events)[:1500] + "]"
+
+
+class ClientEvents(ClientEventHandler):
+    def __init__(self, rec: Recorder):
+        self.rec = rec
+
+    async def on_connecting(self, ctx):
+        self.rec.add("connecting", ctx)
+
+    async def on_connected(self, ctx):
+        self.rec.add("connected", ctx)
+
+    async def on_disconnected(self, ctx):
+        self.rec.add("disconnected", ctx)
+
+    async def on_error(self, ctx):
+        self.rec.add("error", ctx)
+
+    # Server-side subscriptions (token `channels`, /api/subscribe).
+    async def on_subscribed(self, ctx):
+        self.rec.add("server_subscribed", ctx)
+
+    async def on_unsubscribed(self, ctx):
+        self.rec.add("server_unsubscribed", ctx)
+
+    async def on_publication(self, ctx):
+        self.rec.add("server_publication", ctx)
 
 
 class SubEvents(SubscriptionEventHandler):

@@ -34,10 +34,9 @@ import time
 import tomllib
 import uuid
 
-from sdk_checks import Failure, Recorder, SubEvents, check, http_request
+from sdk_checks import ClientEvents, Failure, Recorder, SubEvents, check, http_request
 from centrifuge import (
     Client,
-    ClientEventHandler,
     ClientState,
     SubscriptionState,
 )
@@ -116,20 +115,6 @@ async def metric(node: int, name: str) -> float:
 
 # ---------------------------------------------------------------------------
 # SDK clients whose events are recorded in order.
-
-
-class ClientEvents(ClientEventHandler):
-    def __init__(self, rec):
-        self.rec = rec
-
-    async def on_connected(self, ctx):
-        self.rec.add("connected", ctx)
-
-    async def on_disconnected(self, ctx):
-        self.rec.add("disconnected", ctx)
-
-    async def on_connecting(self, ctx):
-        self.rec.add("connecting", ctx)
 
 
 def new_client(node: int, label: str) -> Client:

@@ -31,10 +31,9 @@ import tomllib
 import traceback
 import uuid
 
-from sdk_checks import Failure, Recorder, SubEvents, check, http_request
+from sdk_checks import ClientEvents, Failure, Recorder, SubEvents, check, http_request
 from centrifuge import (
     Client,
-    ClientEventHandler,
     ClientState,
     ReplyError,
     SubscriptionState,
@@ -116,34 +115,7 @@ async def api_ok(endpoint: str, body: dict, auth: str = "x-api-key") -> dict:
 
 
 # ---------------------------------------------------------------------------
-# Recording SDK events.
-
-
-class ClientEvents(ClientEventHandler):
-    def __init__(self, rec: Recorder):
-        self.rec = rec
-
-    async def on_connecting(self, ctx):
-        self.rec.add("connecting", ctx)
-
-    async def on_connected(self, ctx):
-        self.rec.add("connected", ctx)
-
-    async def on_disconnected(self, ctx):
-        self.rec.add("disconnected", ctx)
-
-    async def on_error(self, ctx):
-        self.rec.add("error", ctx)
-
-    # Server-side subscriptions (token `channels`, /api/subscribe).
-    async def on_subscribed(self, ctx):
-        self.rec.add("server_subscribed", ctx)
-
-    async def on_unsubscribed(self, ctx):
-        self.rec.add("server_unsubscribed", ctx)
-
-    async def on_publication(self, ctx):
-        self.rec.add("server_publication", ctx)
+# Clients of one check (their events recorded, see sdk_checks).
 
 
 class Session:
