@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Server CPU per echoed message: the gateway (WebSocket echo, config/prod.toml,
 # 1 worker) against the raw io_uring TCP echo (engine/examples/raw_echo.rs),
-# in one paired run. Both servers run side by side pinned to SERVER_CPU; the
+# in one paired run (optionally also uWebSockets, UWS_BIN below). The servers
+# run side by side pinned to SERVER_CPU; the
 # single-threaded epoll client (client.c) is pinned to CLIENT_CPU and loads
 # one server at a time, alternating raw, gw, raw, gw ... for ROUNDS rounds,
 # each size in every round. Server CPU = utime+stime of the server process
@@ -26,7 +27,13 @@
 #   CYCLES=40 SLICE=1 ...                   # instead of ROUNDS: the client's alternating mode,
 #                                           # every server loaded for SLICE s in turn, CYCLES
 #                                           # times in random orders, per-cycle ratios with a
-#                                           # 95 % interval of their median (see client.c)
+#                                           # 95 % interval of their median (see client.c);
+#                                           # at most 4 servers (client.c's MAX_TARGETS)
+#   UWS_BIN=/tmp/uws-build/uws_echo ...     # uWebSockets (uws_echo.cpp, epoll, 1 thread) as
+#                                           # server "uws" in every round / cycle: raw, uws, gw
+#                                           # (ratios gw/uws and uws/raw); built by build-uws.sh
+#   UWS=1 ...                               # the same, building it first with build-uws.sh
+#                                           # (BUILD=/tmp/uws-build unless set)
 #
 # Output: OUT (default results/echo-vs-raw/out) holds every client log,
 # the servers' output, summary.txt (the table) and, with PROFILE=1, the perf
@@ -56,6 +63,23 @@ GATEWAY2_CONFIG=${GATEWAY2_CONFIG:-$CONFIG}
 GATEWAY3_BIN=${GATEWAY3_BIN:-}
 GATEWAY3_REV=${GATEWAY3_REV:-$GATEWAY3_BIN}
 GATEWAY3_CONFIG=${GATEWAY3_CONFIG:-$CONFIG}
+UWS_BIN=${UWS_BIN:-}
+if [ -z "$UWS_BIN" ] && [ "${UWS:-0}" = 1 ]; then
+	results/echo-vs-raw/build-uws.sh
+	UWS_BIN=${BUILD:-/tmp/uws-build}/uws_echo
+fi
+UWS_REV=""
+if [ -n "$UWS_BIN" ]; then
+	UWS_REV=$(cat "$(dirname "$UWS_BIN")/uws_echo.version" 2>/dev/null || echo "$UWS_BIN")
+fi
+if [ -n "${CYCLES:-}" ]; then
+	n=$((2 + $([ -n "$RAW2_ARGS" ] && echo 1 || echo 0) + $([ -n "$GATEWAY2_BIN" ] && echo 1 || echo 0) +
+		$([ -n "$GATEWAY3_BIN" ] && echo 1 || echo 0) + $([ -n "$UWS_BIN" ] && echo 1 || echo 0)))
+	if [ "$n" -gt 4 ]; then
+		echo "run.sh: $n servers, but the client's alternating mode loads at most 4" >&2
+		exit 2
+	fi
+fi
 
 mkdir -p "$OUT"
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -74,12 +98,14 @@ GW2_PID=""
 GW3_PID=""
 RAW_PID=""
 RAW2_PID=""
+UWS_PID=""
 cleanup() {
 	if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; fi
 	if [ -n "$GW2_PID" ]; then kill "$GW2_PID" 2>/dev/null || true; fi
 	if [ -n "$GW3_PID" ]; then kill "$GW3_PID" 2>/dev/null || true; fi
 	if [ -n "$RAW_PID" ]; then kill "$RAW_PID" 2>/dev/null || true; fi
 	if [ -n "$RAW2_PID" ]; then kill "$RAW2_PID" 2>/dev/null || true; fi
+	if [ -n "$UWS_PID" ]; then kill "$UWS_PID" 2>/dev/null || true; fi
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -118,7 +144,7 @@ wait_quiet() {
 	echo "  WARNING: still ${busy}% busy; measuring anyway" >&2
 }
 
-echo "# $(date -u +%FT%TZ) kernel $(uname -r); gateway $GATEWAY_REV; raw: raw_echo ${RAW_ARGS:-(defaults)}${RAW2_ARGS:+; raw2: raw_echo $RAW2_ARGS}${GATEWAY2_BIN:+; gw2: gateway $GATEWAY2_REV}${GATEWAY3_BIN:+; gw3: gateway $GATEWAY3_REV}" | tee "$OUT/summary.txt"
+echo "# $(date -u +%FT%TZ) kernel $(uname -r); gateway $GATEWAY_REV; raw: raw_echo ${RAW_ARGS:-(defaults)}${RAW2_ARGS:+; raw2: raw_echo $RAW2_ARGS}${UWS_BIN:+; uws: uws_echo ($UWS_REV)}${GATEWAY2_BIN:+; gw2: gateway $GATEWAY2_REV}${GATEWAY3_BIN:+; gw3: gateway $GATEWAY3_REV}" | tee "$OUT/summary.txt"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)" | tee -a "$OUT/summary.txt"
 
 ADMIN_ARGS=()
@@ -142,6 +168,12 @@ if [ -n "$RAW2_ARGS" ]; then
 	RAW2_PORT=$(wait_line "$OUT/raw_echo2.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
 	SERVERS="raw raw2 gw"
 fi
+if [ -n "$UWS_BIN" ]; then
+	taskset -c "$SERVER_CPU" "$UWS_BIN" 0 >"$OUT/uws.out" 2>"$OUT/uws.err" &
+	UWS_PID=$!
+	UWS_PORT=$(wait_line "$OUT/uws.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
+	SERVERS="${SERVERS% gw} uws gw"
+fi
 # start_gateway N BIN CONFIG: the N-th gateway ("gwN", run before gw in every
 # round); sets GWN_PID and GWN_PORT.
 start_gateway() {
@@ -158,7 +190,7 @@ if [ -n "$GATEWAY3_BIN" ]; then start_gateway 3 "$GATEWAY3_BIN" "$GATEWAY3_CONFI
 GW_PORT=$(wait_line "$OUT/gateway.out" '^gateway listening on ' | sed -E 's/.*:([0-9]+) with.*/\1/')
 RAW_PORT=$(wait_line "$OUT/raw_echo.out" '^listening on ' | sed -E 's/.*:([0-9]+)$/\1/')
 ADMIN=$(grep -m1 '^admin listening on ' "$OUT/gateway.out" | awk '{print $4}' || true)
-echo "# gateway pid $GW_PID port $GW_PORT (admin ${ADMIN:-none}); raw_echo pid $RAW_PID port $RAW_PORT${RAW2_PID:+; raw2 pid $RAW2_PID port $RAW2_PORT}${GW2_PID:+; gw2 pid $GW2_PID port $GW2_PORT}${GW3_PID:+; gw3 pid $GW3_PID port $GW3_PORT}" | tee -a "$OUT/summary.txt"
+echo "# gateway pid $GW_PID port $GW_PORT (admin ${ADMIN:-none}); raw_echo pid $RAW_PID port $RAW_PORT${RAW2_PID:+; raw2 pid $RAW2_PID port $RAW2_PORT}${UWS_PID:+; uws pid $UWS_PID port $UWS_PORT}${GW2_PID:+; gw2 pid $GW2_PID port $GW2_PORT}${GW3_PID:+; gw3 pid $GW3_PID port $GW3_PORT}" | tee -a "$OUT/summary.txt"
 
 # client_cmd SERVER SIZE WARMUP WINDOW: sets CMD to the pinned client command line.
 client_cmd() {
@@ -169,6 +201,7 @@ client_cmd() {
 	gw3) mode=ws port=$GW3_PORT pid=$GW3_PID ;;
 	raw) mode=raw port=$RAW_PORT pid=$RAW_PID ;;
 	raw2) mode=raw port=$RAW2_PORT pid=$RAW2_PID ;;
+	uws) mode=ws port=$UWS_PORT pid=$UWS_PID ;;
 	esac
 	CMD=(taskset -c "$CLIENT_CPU" "$OUT/client" "$mode" 127.0.0.1 "$port" "$CONNS" "$2" "$3" "$4" "$pid")
 }
