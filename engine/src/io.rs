@@ -35,6 +35,10 @@ const SENDQ_POOL_MAX_CAP: usize = 16;
 const RETRY_MIN_MS: u64 = 10;
 const RETRY_MAX_SHIFT: u8 = 6;
 
+/// Most receives that ran the buffer ring dry ([`Io::starve`]) one loop
+/// turn re-arms.
+const REARM_MAX: usize = 4096;
+
 /// `1` as a socket option value, for set-up steps the kernel reads at issue
 /// time (static, so it outlives any SQE).
 static ONE: libc::c_int = 1;
@@ -228,6 +232,13 @@ pub struct Io {
     pub(crate) wakes: WakesInFlight,
     /// Parked sends by retry time: (due ms, slot index, generation).
     send_retry: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// Connections whose receive ended because the buffer ring was empty,
+    /// oldest first: (slot index, generation). See [`Io::starve`].
+    starved: VecDeque<(u32, u32)>,
+    /// Bytes of the whole receive-buffer pool.
+    pool_bytes: usize,
+    /// Bytes per receive completion, a moving average (1/8 weight).
+    recv_avg: usize,
     /// Slots whose close has completed; the worker finalizes them after the
     /// current callback returns (a handler may be holding the connection).
     pub(crate) finalize: Vec<u32>,
@@ -273,7 +284,8 @@ fn pool_sendq(pool: &mut Vec<VecDeque<Bytes>>, q: &mut VecDeque<Bytes>) {
 impl Io {
     /// `file_table`: entries of the ring's registered (sparse) file table
     /// that connections use as direct descriptors; 0 = regular descriptors.
-    pub(crate) fn new(ring: Ring, bgid: u16, file_table: u32) -> Self {
+    /// `pool_bytes`: the size of the receive-buffer pool (`bgid`).
+    pub(crate) fn new(ring: Ring, bgid: u16, file_table: u32, pool_bytes: usize) -> Self {
         let epoch = Instant::now();
         Self {
             ring,
@@ -285,6 +297,9 @@ impl Io {
             sendq_pool: Vec::new(),
             wakes: WakesInFlight::default(),
             send_retry: BinaryHeap::new(),
+            starved: VecDeque::new(),
+            pool_bytes,
+            recv_avg: 4096,
             finalize: Vec::new(),
             epoch,
             now_ms: 1,
@@ -478,6 +493,55 @@ impl Io {
         slot.flags |= flag::IN_RECV;
         // SAFETY: a provided-buffer receive references no memory of ours.
         unsafe { self.ring.push(entry) };
+    }
+
+    /// A receive completion delivered `len` bytes (for the re-arm budget).
+    pub(crate) fn received(&mut self, len: usize) {
+        self.recv_avg = (self.recv_avg * 7 + len) / 8;
+    }
+
+    /// Connection `idx`'s multishot receive ended with `ENOBUFS`: the buffer
+    /// ring was empty when its bytes came, which stay in the socket.
+    /// Re-arming it at once, as every such receive was, made a storm when
+    /// more connections had bytes waiting than the pool holds (200
+    /// connections x 16 KiB against 4 x 64 KiB): each loop turn re-armed
+    /// them all, the pool filled after a few, and the rest failed again,
+    /// ~20 failed receives per message delivered. So it waits here, in
+    /// order, for [`Io::rearm_starved`].
+    pub(crate) fn starve(&mut self, idx: u32) {
+        self.starved.push_back((idx, self.slots[idx as usize].gen));
+    }
+
+    /// Re-arms the oldest starved receives, as many as the pool holds
+    /// receives of the average size (1 to [`REARM_MAX`]). Called once per
+    /// loop turn, before the submit. A receive armed with bytes waiting
+    /// takes its buffer at submission, before the receives of connections
+    /// whose bytes arrive later in the turn, so those are the ones that
+    /// find the ring empty next: starved connections take turns, in order.
+    pub(crate) fn rearm_starved(&mut self) {
+        if self.starved.is_empty() {
+            return;
+        }
+        let mut n = (self.pool_bytes / self.recv_avg.max(64)).clamp(1, REARM_MAX);
+        while n > 0 {
+            let Some((idx, gen)) = self.starved.pop_front() else {
+                break;
+            };
+            let slot = &self.slots[idx as usize];
+            if slot.gen == gen
+                && slot.flags & flag::LIVE != 0
+                && slot.flags & (flag::IN_RECV | flag::PEER_EOF) == 0
+                && slot.closing != Closing::Abort
+            {
+                self.arm_recv(idx);
+                n -= 1;
+            }
+        }
+    }
+
+    /// True while receives wait for [`Io::rearm_starved`].
+    pub(crate) fn has_starved(&self) -> bool {
+        !self.starved.is_empty()
     }
 
     /// Queues `data` for sending. Returns the bytes now queued on the

@@ -327,7 +327,8 @@ impl<H: Handler> Worker<H> {
                 cfg.incremental_recv,
             )?
         };
-        let io = Io::new(ring, bufs.bgid(), cfg.file_table);
+        let pool_bytes = cfg.recv_buffers as usize * cfg.recv_buffer_size as usize;
+        let io = Io::new(ring, bufs.bgid(), cfg.file_table, pool_bytes);
         Ok(Self {
             io,
             bufs,
@@ -424,6 +425,7 @@ impl<H: Handler> Worker<H> {
             if self.handler.finished(&self.io) && self.io.live() == 0 {
                 break;
             }
+            self.io.rearm_starved();
             self.bufs.commit();
             self.io.ring.submit_and_wait(self.wait_time())?;
             self.io.update_clock();
@@ -447,7 +449,9 @@ impl<H: Handler> Worker<H> {
     }
 
     fn wait_time(&self) -> Duration {
-        let tick = Duration::from_millis(TICK_MS);
+        // Starved receives still waiting are re-armed on the next turn,
+        // whatever else happens (or does not) meanwhile.
+        let tick = Duration::from_millis(if self.io.has_starved() { 1 } else { TICK_MS });
         self.handler
             .poll_timeout(&self.io)
             .map_or(tick, |d| d.min(tick))
@@ -725,6 +729,7 @@ impl<H: Handler> Worker<H> {
         let id = ConnId { idx, gen };
         if let Some(bid) = bid {
             if res > 0 && !aborting {
+                self.io.received(res as usize);
                 // SAFETY: this completion handed us `res` bytes of `bid`; they
                 // go back to the kernel only below, after the handler.
                 let data = unsafe { self.bufs.get_mut(bid, res as usize) };
@@ -753,7 +758,7 @@ impl<H: Handler> Worker<H> {
                 libc::ENOBUFS => {
                     self.io.stats.recv_enobufs += 1;
                     if !more && !aborting {
-                        self.io.arm_recv(idx);
+                        self.io.starve(idx);
                     }
                 }
                 errno => {

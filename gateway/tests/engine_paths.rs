@@ -205,6 +205,28 @@ fn exhausted_buffer_ring_rearms_and_loses_nothing() {
     assert!(enobufs > 0, "expected ENOBUFS re-arms with a 2-buffer ring");
 }
 
+/// More connections with bytes waiting than the pool holds (100 x 4 KiB in
+/// flight against 4 x 4 KiB of buffers). Receives that find the ring empty
+/// wait to be re-armed a few per loop turn (`Io::starve`); re-armed all at
+/// once, as they were, most failed again on every turn, several times per
+/// message delivered. Every connection still gets all its echoes.
+#[test]
+fn a_ring_too_small_for_the_burst_rearms_a_few_at_a_time() {
+    let extra = "[io]\nrecv_buffers = 4\nrecv_buffer_size = 4096\n";
+    let (conns, messages) = (100, 20);
+    let Some(summary) = echo_scenario(extra, conns, messages, 4096) else {
+        return;
+    };
+    let enobufs: u64 = summary.engine.iter().map(|s| s.recv_enobufs()).sum();
+    let delivered = (conns * messages) as u64;
+    eprintln!("{enobufs} failed receives for {delivered} messages");
+    assert!(enobufs > 0, "the ring never ran dry: no test");
+    assert!(
+        enobufs < 4 * delivered,
+        "{enobufs} receives failed for {delivered} messages"
+    );
+}
+
 /// Connects that fail (refused, or aborted by the handler while in flight)
 /// with sends attempted before they complete: the sends are refused, each
 /// failure is reported once, and no completion lands on a released slot.
