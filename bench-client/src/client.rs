@@ -417,9 +417,25 @@ struct SubConn {
     opened_us: u64,
     /// Its subscriptions have been accounted for at its end (see `BenchHandler::retire`).
     retired: bool,
+    /// Per channel: subscribed again after the server unsubscribed it
+    /// (see [`server_unsubscribed`]), so it expects, like a reopened
+    /// connection's, what was published after its reply.
+    resub: Vec<bool>,
+    /// Per channel: when the server unsubscribed it, while its new
+    /// subscribe awaits a reply (`CLOCK_MONOTONIC` µs; 0: none).
+    gap_from: Vec<u64>,
     /// Publishers: next command id, and the publications awaiting replies.
     next_id: u32,
     awaiting: VecDeque<(u32, Sent)>,
+}
+
+impl SubConn {
+    /// Subscription `i` began after the ramp (a reopened connection, or
+    /// made again after a server unsubscribe): it expects what was
+    /// published after its reply, and is tallied as a [`PartialSub`].
+    fn late(&self, i: usize) -> bool {
+        self.reopened || self.resub.get(i).copied().unwrap_or(false)
+    }
 }
 
 /// Session mode: one virtual user's current iteration.
@@ -492,6 +508,10 @@ pub struct BenchHandler {
     /// Reconnect: dropped subscribers' next attempts as (due µs since the
     /// epoch, connection number, target URL), earliest first.
     retries: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Reconnect: subscribe commands to send again as (due µs since the
+    /// epoch, connection, channel index), earliest first (see
+    /// [`server_unsubscribed`]).
+    resubscribes: BinaryHeap<Reverse<(u64, ConnId, usize)>>,
 }
 
 /// The publishing side of subscribe mode (worker 0 of the first process).
@@ -550,6 +570,7 @@ impl BenchHandler {
             churn_interval_us: 0,
             next_churn_us: 0,
             retries: BinaryHeap::new(),
+            resubscribes: BinaryHeap::new(),
         }
         .with_subscribe_mode(worker)
     }
@@ -1149,6 +1170,8 @@ impl BenchHandler {
             sub.last = vec![u64::MAX; n];
             sub.delivered = vec![0; n];
             sub.since = vec![0; n];
+            sub.resub = vec![false; n];
+            sub.gap_from = vec![0; n];
             sub.unconfirmed = n;
             sub.url = started.url;
             sub.global = global;
@@ -1210,6 +1233,8 @@ impl BenchHandler {
         m.counts.protocol_errors += bad;
         let sub = c.sub.get_or_insert_with(Box::default);
         let mut pong = false;
+        // Reconnect: channels to subscribe again (now, or after a delay).
+        let mut resubscribe: Vec<(usize, bool)> = Vec::new();
         for line in lines {
             match line {
                 Incoming::Ping => pong = true,
@@ -1234,11 +1259,17 @@ impl BenchHandler {
                 Incoming::Ok(reply) => {
                     confirm(m, sub, (reply as usize).wrapping_sub(2), now_mono, now_us);
                 }
-                Incoming::Error(reply, code) => {
+                Incoming::Error(reply, code, temporary) => {
                     log::debug!("error {code} for command {reply}");
+                    let i = (reply as usize).wrapping_sub(2);
                     if sub.publisher {
                         m.counts.pubs_failed += 1;
                         sub.awaiting.retain(|a| a.0 != reply);
+                    } else if temporary && sub.gap_from.get(i).is_some_and(|&g| g != 0) {
+                        // A resubscribe refused for now (e.g. the node's broker
+                        // is down again): the SDKs retry after a delay.
+                        m.counts.resubscribe_retries += 1;
+                        resubscribe.push((i, true));
                     } else {
                         m.counts.subs_failed += 1;
                     }
@@ -1283,7 +1314,7 @@ impl BenchHandler {
                     }
                     // A reopened connection expects what was published
                     // after its subscribe reply (see `Measurements::partial`).
-                    if sub.reopened && (sub.since[i] == 0 || t < sub.since[i]) {
+                    if sub.late(i) && (sub.since[i] == 0 || t < sub.since[i]) {
                         m.counts.churn_early += 1;
                         continue;
                     }
@@ -1297,8 +1328,31 @@ impl BenchHandler {
                         let _ = t.latency.record(latency);
                     }
                 }
-                Incoming::Unsubscribed(_) => m.counts.unsubscribed += 1,
+                Incoming::Unsubscribed(name, code) => {
+                    m.counts.unsubscribed += 1;
+                    let again = plan.reconnect.is_some()
+                        && !plan.subscribe.server_side
+                        && ps::resubscribe_advised(code);
+                    let layout = plan.layout.as_ref();
+                    let i = sub
+                        .channels
+                        .iter()
+                        .position(|&k| layout.is_some_and(|l| l.name(k) == name));
+                    if let Some(i) = i.filter(|_| again) {
+                        let in_flight_from = now_mono.saturating_sub(plan.message_timeout_us);
+                        if server_unsubscribed(m, sub, i, now_mono, in_flight_from) {
+                            resubscribe.push((i, false));
+                        }
+                    }
+                }
                 Incoming::Other => {}
+            }
+        }
+        for (i, later) in resubscribe {
+            if later {
+                self.schedule_resubscribe(id, i);
+            } else {
+                self.send_subscribe(io, id, i, sub.channels[i]);
             }
         }
         if pong {
@@ -1546,40 +1600,26 @@ impl BenchHandler {
             return;
         }
         sub.retired = true;
-        if !sub.reopened && closed_at.is_none() {
-            return;
-        }
+        let until = closed_at.unwrap_or(u64::MAX);
         let in_flight_from =
             closed_at.map_or(u64::MAX, |b| b.saturating_sub(self.plan.message_timeout_us));
         let m = &mut self.measured;
-        for (i, &k) in sub.channels.iter().enumerate() {
-            if sub.since[i] == 0 {
-                // Never confirmed: nothing was expected of it.
-                continue;
+        for i in 0..sub.channels.len() {
+            if let Some(from) = sub.gap_from.get_mut(i).filter(|g| **g != 0) {
+                // Unsubscribed by the server and not subscribed again since.
+                m.gaps.push(Gap {
+                    channel: sub.channels[i],
+                    target: sub.url,
+                    from: *from,
+                    until,
+                });
+                *from = 0;
             }
-            if !sub.reopened {
-                // Counted since the ramp; from now on a partial subscription.
-                if let Some(n) = m.subscribed.get_mut(k as usize) {
-                    *n = n.saturating_sub(1);
-                }
-                if let Some(n) = m
-                    .per_target
-                    .get_mut(sub.url as usize)
-                    .and_then(|t| t.subscribed.get_mut(k as usize))
-                {
-                    *n = n.saturating_sub(1);
-                }
+            // Never confirmed: nothing was expected of it. Held from the
+            // ramp to the end: it stays counted in `subscribed`.
+            if sub.since[i] != 0 && (sub.late(i) || closed_at.is_some()) {
+                end_subscription(m, sub, i, until, in_flight_from, dropped);
             }
-            m.partial.push(PartialSub {
-                channel: k,
-                target: sub.url,
-                from: if sub.reopened { sub.since[i] } else { 0 },
-                until: closed_at.unwrap_or(u64::MAX),
-                in_flight_from,
-                delivered: sub.delivered[i],
-                last_seq: (sub.last[i] != u64::MAX).then_some(sub.last[i]),
-                dropped,
-            });
         }
     }
 
@@ -1688,6 +1728,58 @@ impl BenchHandler {
         // Channels it had subscribed again since an earlier drop are closed
         // as PartialSubs above; those it had not keep their gap's start.
         self.schedule_retry(started.global, started.url);
+    }
+
+    /// Reconnect: subscribes connection `id` again to bench channel `k`,
+    /// its `i`-th, with the command id of its first subscribe.
+    fn send_subscribe(&mut self, io: &mut Io, id: ConnId, i: usize, k: u64) {
+        let Some(layout) = &self.plan.layout else {
+            return;
+        };
+        let command = ps::subscribe_command(i + 2, &layout.name(k));
+        let mask = self.mask();
+        let _ = io.send(
+            id,
+            codec::encode_message(MessageKind::Text, command.as_bytes(), mask),
+        );
+    }
+
+    /// Reconnect: a resubscribe of channel `i` on connection `id` was
+    /// refused for now; it goes again after a delay drawn like a
+    /// reconnect's.
+    fn schedule_resubscribe(&mut self, id: ConnId, i: usize) {
+        let Some((min, max)) = self.plan.reconnect else {
+            return;
+        };
+        if !self.sending_allowed() {
+            return;
+        }
+        let delay = min + self.random() % (max - min + 1);
+        self.resubscribes
+            .push(Reverse((self.plan.now_us() + delay, id, i)));
+    }
+
+    /// Reconnect: sends the resubscribes that are due, to connections still
+    /// waiting for them.
+    fn resubscribes_due(&mut self, io: &mut Io, conns: &mut Conns<'_, Conn>, now: u64) {
+        if !self.sending_allowed() {
+            self.resubscribes.clear();
+            return;
+        }
+        while let Some(&Reverse((due, id, i))) = self.resubscribes.peek() {
+            if due > now {
+                break;
+            }
+            self.resubscribes.pop();
+            let waiting = conns
+                .get_mut(io, id)
+                .and_then(|c| c.sub.as_deref())
+                .filter(|s| s.gap_from.get(i).is_some_and(|&g| g != 0))
+                .map(|s| s.channels[i]);
+            if let Some(k) = waiting {
+                self.send_subscribe(io, id, i, k);
+            }
+        }
     }
 
     /// Reconnect: the next attempt of subscriber `global`, last tried on
@@ -1858,6 +1950,71 @@ impl BenchHandler {
     }
 }
 
+/// Subscribe mode: subscription `i` of `sub` ends at `until` (µs; `u64::MAX`:
+/// the end of the run): from here what it expected is reckoned from the
+/// publication log (a [`PartialSub`]). One held since the ramp leaves the
+/// `subscribed` tallies. `in_flight_from`: publications sent after it and
+/// not received were in flight when it ended (missed, not missing).
+fn end_subscription(
+    m: &mut Measurements,
+    sub: &SubConn,
+    i: usize,
+    until: u64,
+    in_flight_from: u64,
+    dropped: bool,
+) {
+    let k = sub.channels[i];
+    if !sub.late(i) {
+        if let Some(n) = m.subscribed.get_mut(k as usize) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = m
+            .per_target
+            .get_mut(sub.url as usize)
+            .and_then(|t| t.subscribed.get_mut(k as usize))
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+    m.partial.push(PartialSub {
+        channel: k,
+        target: sub.url,
+        from: if sub.late(i) { sub.since[i] } else { 0 },
+        until,
+        in_flight_from,
+        delivered: sub.delivered[i],
+        last_seq: (sub.last[i] != u64::MAX).then_some(sub.last[i]),
+        dropped,
+    });
+}
+
+/// Reconnect: the server unsubscribed subscription `i` of `sub` at
+/// `now_mono` with a code advising a resubscribe (2500-2999: a gateway
+/// sends 2500 once its broker connection is back). The SDKs subscribe
+/// again by themselves, and so does the bench: the subscription ends here
+/// as a dropped one's does (publications in flight are missed during
+/// reconnect), the channel is without it until the new reply (a [`Gap`],
+/// closed by [`confirm`]), and the new one is tallied from its reply.
+/// Returns false when it was not confirmed (nothing to subscribe again).
+fn server_unsubscribed(
+    m: &mut Measurements,
+    sub: &mut SubConn,
+    i: usize,
+    now_mono: u64,
+    in_flight_from: u64,
+) -> bool {
+    if sub.since.get(i).is_none_or(|&s| s == 0) || sub.gap_from.len() <= i {
+        return false;
+    }
+    end_subscription(m, sub, i, now_mono, in_flight_from, true);
+    sub.since[i] = 0;
+    sub.delivered[i] = 0;
+    sub.unconfirmed += 1;
+    sub.resub[i] = true;
+    sub.gap_from[i] = now_mono.max(1);
+    true
+}
+
 /// Subscribe and session modes: subscription `i` of `sub` is confirmed
 /// (its subscribe reply, or the connect reply for server-side ones).
 /// Replies to no subscription of ours, and repeated ones, count nothing.
@@ -1867,6 +2024,19 @@ fn confirm(m: &mut Measurements, sub: &mut SubConn, i: usize, now_mono: u64, now
     };
     *since = now_mono.max(1);
     sub.unconfirmed = sub.unconfirmed.saturating_sub(1);
+    if let Some(from) = sub.gap_from.get_mut(i).filter(|g| **g != 0) {
+        // Subscribed again after a server unsubscribe: the channel was
+        // without this subscription from then until now.
+        m.gaps.push(Gap {
+            channel: sub.channels[i],
+            target: sub.url,
+            from: *from,
+            until: now_mono.max(1),
+        });
+        *from = 0;
+        m.counts.resubscribed += 1;
+        return;
+    }
     if sub.reopened {
         if let Some(o) = m.outages.get_mut(&sub.global) {
             // Back after a drop: this channel's gap ends at its subscribe reply.
@@ -2120,6 +2290,9 @@ impl Handler for BenchHandler {
             self.publish_due(io, conns, now);
         }
         self.churn_due(io, conns, now);
+        if !self.resubscribes.is_empty() {
+            self.resubscribes_due(io, conns, now);
+        }
         if self.plan.mode == Mode::Session {
             return self.vu_events(io, conns, now);
         }
@@ -2205,6 +2378,8 @@ mod tests {
             last: vec![u64::MAX; n],
             delivered: vec![0; n],
             since: vec![0; n],
+            resub: vec![false; n],
+            gap_from: vec![0; n],
             unconfirmed: n,
             url: (global % 2) as u32,
             global,
@@ -2277,6 +2452,95 @@ mod tests {
             .map(|p| (p.channel, p.from, p.until))
             .collect();
         assert_eq!(tail, [(3, 7000, u64::MAX), (5, 7100, u64::MAX)]);
+    }
+
+    #[test]
+    fn a_server_unsubscribe_advising_it_is_subscribed_again_and_its_gap_tallied() {
+        let mut h = handler("reconnect = true\nreconnect_delay_ms = [100, 200]");
+        h.phase = Phase::Window;
+        // Subscriber 1 (target 1, channels 1 and 4) from the ramp.
+        let mut s1 = subscriber(&h, 1, false);
+        for i in 0..2 {
+            confirm(&mut h.measured, &mut s1, i, 1000, 20);
+        }
+        (s1.last[0], s1.delivered[0]) = (7, 3);
+        // At 5000 the server unsubscribes channel 1 with 2500.
+        assert!(server_unsubscribed(&mut h.measured, &mut s1, 0, 5000, 4000));
+        assert!(
+            !server_unsubscribed(&mut h.measured, &mut s1, 0, 5100, 4100),
+            "not subscribed again yet: nothing to end"
+        );
+        assert_eq!(h.measured.subscribed, [0, 0, 0, 0, 1, 0]);
+        assert_eq!(
+            h.measured.partial,
+            [PartialSub {
+                channel: 1,
+                target: 1,
+                from: 0,
+                until: 5000,
+                in_flight_from: 4000,
+                delivered: 3,
+                last_seq: Some(7),
+                dropped: true,
+            }]
+        );
+        // Its new subscribe reply at 6000 closes the channel's gap.
+        confirm(&mut h.measured, &mut s1, 0, 6000, 30);
+        assert_eq!(
+            h.measured.gaps,
+            [Gap {
+                channel: 1,
+                target: 1,
+                from: 5000,
+                until: 6000,
+            }]
+        );
+        assert_eq!(h.measured.counts.resubscribed, 1);
+        assert_eq!(h.measured.counts.subs_ok, 2, "first subscriptions only");
+        // To the end: the new subscription is tallied from its reply, the
+        // other channel stays a whole-run subscription.
+        h.retire(&mut s1, None);
+        let tail: Vec<(u64, u64, u64)> = h.measured.partial[1..]
+            .iter()
+            .map(|p| (p.channel, p.from, p.until))
+            .collect();
+        assert_eq!(tail, [(1, 6000, u64::MAX)]);
+        assert_eq!(h.measured.subscribed, [0, 0, 0, 0, 1, 0]);
+        // Channel 1's 20 publications, one every 500 us: 1-7 expected of
+        // the first subscription, 8-10 in flight at its end, 11 (5500)
+        // sent in the gap, 12-20 expected of the second.
+        h.measured.pub_log = (1..=20).map(|s| (1, s * 500, s)).collect();
+        let (expected, missed) = h
+            .measured
+            .partial_expectations()
+            .iter()
+            .fold((0, 0), |(e, r), (_, x)| {
+                (e + x.expected, r + x.reconnect_missed)
+            });
+        assert_eq!((expected, missed), (16, 4));
+    }
+
+    #[test]
+    fn an_unsubscribe_awaiting_its_resubscribe_at_the_end_leaves_an_open_gap() {
+        let mut h = handler("reconnect = true");
+        let mut s1 = subscriber(&h, 1, false);
+        for i in 0..2 {
+            confirm(&mut h.measured, &mut s1, i, 1000, 20);
+        }
+        assert!(server_unsubscribed(&mut h.measured, &mut s1, 1, 5000, 4000));
+        h.retire(&mut s1, None);
+        assert_eq!(
+            h.measured.gaps,
+            [Gap {
+                channel: 4,
+                target: 1,
+                from: 5000,
+                until: u64::MAX,
+            }]
+        );
+        // Channel 1 stays whole-run; channel 4 ended at 5000.
+        assert_eq!(h.measured.partial.len(), 1);
+        assert_eq!(h.measured.subscribed, [0, 1, 0, 0, 0, 0]);
     }
 
     #[test]

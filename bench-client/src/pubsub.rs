@@ -258,12 +258,20 @@ struct Push<'a> {
     publication: Option<Pub>,
     #[serde(borrow, default)]
     channel: Option<Cow<'a, str>>,
-    unsubscribe: Option<IgnoredAny>,
+    unsubscribe: Option<UnsubscribeBody>,
+}
+
+#[derive(Deserialize)]
+struct UnsubscribeBody {
+    #[serde(default)]
+    code: u32,
 }
 
 #[derive(Deserialize)]
 struct ErrorBody {
     code: u32,
+    #[serde(default)]
+    temporary: bool,
 }
 
 #[derive(Deserialize)]
@@ -285,12 +293,13 @@ pub enum Incoming {
     Connected,
     /// A successful reply to command `id` (subscribe, publish).
     Ok(u32),
-    /// An error reply.
-    Error(u32, u32),
+    /// An error reply to command `id`: its code, and whether the server
+    /// marked it temporary (worth retrying).
+    Error(u32, u32, bool),
     /// A bench publication.
     Publication(u64, u64, u64, bool),
-    /// The server unsubscribed us from a channel.
-    Unsubscribed(String),
+    /// The server unsubscribed us from a channel, with this code.
+    Unsubscribed(String, u32),
     /// Something else (another push, an unknown shape).
     Other,
 }
@@ -299,17 +308,35 @@ pub enum Incoming {
 pub fn parse_line(line: &str) -> Result<Incoming, serde_json::Error> {
     let l: Line<'_> = serde_json::from_str(line)?;
     Ok(match (l.id, l.push, l.error, l.connect) {
-        (id, _, Some(e), _) if id > 0 => Incoming::Error(id, e.code),
+        (id, _, Some(e), _) if id > 0 => Incoming::Error(id, e.code, e.temporary),
         (id, _, _, Some(_)) if id > 0 => Incoming::Connected,
         (id, _, _, _) if id > 0 => Incoming::Ok(id),
         (_, Some(p), _, _) => match (p.publication, p.unsubscribe) {
             (Some(Pub { data: d }), _) => Incoming::Publication(d.t, d.s, d.k, d.m == 1),
-            (None, Some(_)) => Incoming::Unsubscribed(p.channel.unwrap_or_default().into_owned()),
+            (None, Some(u)) => {
+                Incoming::Unsubscribed(p.channel.unwrap_or_default().into_owned(), u.code)
+            }
             _ => Incoming::Other,
         },
         _ if line.trim() == "{}" => Incoming::Ping,
         _ => Incoming::Other,
     })
+}
+
+/// Unsubscribe codes 2500-2999 tell the client to subscribe again (the
+/// Centrifugo protocol's "insufficient state" range; the gateway sends 2500
+/// after its broker connection came back), as the SDKs do by themselves.
+pub fn resubscribe_advised(code: u32) -> bool {
+    (2500..3000).contains(&code)
+}
+
+/// The subscribe command for `channel` with command id `id` (channel `i`
+/// of a connection's list has id `i + 2`).
+pub fn subscribe_command(id: usize, channel: &str) -> String {
+    format!(
+        "{{\"id\":{id},\"subscribe\":{{\"channel\":{}}}}}",
+        json_str(channel)
+    )
 }
 
 /// The connect command (id 1) and, unless the channels come with the
@@ -321,11 +348,8 @@ pub fn hello(token: Option<&str>, channels: &[String], server_side: bool) -> Str
     };
     if !server_side {
         for (i, ch) in channels.iter().enumerate() {
-            out.push_str(&format!(
-                "\n{{\"id\":{},\"subscribe\":{{\"channel\":{}}}}}",
-                i + 2,
-                json_str(ch)
-            ));
+            out.push('\n');
+            out.push_str(&subscribe_command(i + 2, ch));
         }
     }
     out
@@ -505,8 +529,25 @@ mod tests {
         );
         assert_eq!(
             parse_line("{\"id\":3,\"error\":{\"code\":103,\"message\":\"x\"}}").unwrap(),
-            Incoming::Error(3, 103)
+            Incoming::Error(3, 103, false)
         );
+        assert_eq!(
+            parse_line("{\"id\":4,\"error\":{\"code\":100,\"message\":\"x\",\"temporary\":true}}")
+                .unwrap(),
+            Incoming::Error(4, 100, true)
+        );
+        let unsub =
+            "{\"push\":{\"channel\":\"c\",\"unsubscribe\":{\"code\":2500,\"reason\":\"r\"}}}";
+        assert_eq!(
+            parse_line(unsub).unwrap(),
+            Incoming::Unsubscribed("c".into(), 2500)
+        );
+        assert_eq!(
+            parse_line("{\"push\":{\"channel\":\"c\",\"unsubscribe\":{}}}").unwrap(),
+            Incoming::Unsubscribed("c".into(), 0)
+        );
+        assert!(resubscribe_advised(2500) && resubscribe_advised(2999));
+        assert!(!resubscribe_advised(2000) && !resubscribe_advised(3000));
     }
 
     #[test]

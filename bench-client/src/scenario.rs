@@ -259,6 +259,9 @@ pub struct Load {
     /// drop to the last subscribe reply, when every dropped subscriber was
     /// back, and the publications sent while a subscriber was away (missed
     /// during reconnect, not missing). Attempts stop with the window.
+    /// Likewise, a subscription the server ends with an unsubscribe of code
+    /// 2500-2999 (a node whose broker came back) is subscribed again on the
+    /// same connection, and retried after that delay on a temporary error.
     pub reconnect: bool,
     /// `[min, max]` milliseconds: each reconnect attempt waits a uniformly
     /// random delay in this range (jitter, so a dropped node's subscribers

@@ -123,9 +123,15 @@ pub struct Counts {
     /// Churn: of those, failed (refused, timed out, reset, bad answer).
     #[serde(default)]
     pub reconnects_failed: u64,
-    /// Churn: subscriptions of reopened connections confirmed again.
+    /// Churn and reconnect: subscriptions confirmed again, on reopened
+    /// connections or (reconnect) after the server unsubscribed them
+    /// advising a resubscribe (codes 2500-2999).
     #[serde(default)]
     pub resubscribed: u64,
+    /// Reconnect: resubscribes the server refused with a temporary error,
+    /// tried again after a delay.
+    #[serde(default)]
+    pub resubscribe_retries: u64,
     /// Churn: measured publications a reopened connection received although
     /// they were sent before its subscribe reply: neither expected nor
     /// counted as deliveries.
@@ -199,6 +205,7 @@ impl Counts {
             reconnects_ok,
             reconnects_failed,
             resubscribed,
+            resubscribe_retries,
             churn_early,
             failover_dropped,
             failover_recovered
