@@ -858,6 +858,7 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         None
     }
 
