@@ -1605,15 +1605,9 @@ impl BenchHandler {
             closed_at.map_or(u64::MAX, |b| b.saturating_sub(self.plan.message_timeout_us));
         let m = &mut self.measured;
         for i in 0..sub.channels.len() {
-            if let Some(from) = sub.gap_from.get_mut(i).filter(|g| **g != 0) {
+            if let Some(from) = sub.gap_from.get_mut(i) {
                 // Unsubscribed by the server and not subscribed again since.
-                m.gaps.push(Gap {
-                    channel: sub.channels[i],
-                    target: sub.url,
-                    from: *from,
-                    until,
-                });
-                *from = 0;
+                end_gap(&mut m.gaps, from, sub.channels[i], sub.url, until);
             }
             // Never confirmed: nothing was expected of it. Held from the
             // ramp to the end: it stays counted in `subscribed`.
@@ -1748,15 +1742,20 @@ impl BenchHandler {
     /// refused for now; it goes again after a delay drawn like a
     /// reconnect's.
     fn schedule_resubscribe(&mut self, id: ConnId, i: usize) {
-        let Some((min, max)) = self.plan.reconnect else {
-            return;
-        };
-        if !self.sending_allowed() {
-            return;
+        if let Some(due) = self.reconnect_due() {
+            self.resubscribes.push(Reverse((due, id, i)));
         }
-        let delay = min + self.random() % (max - min + 1);
-        self.resubscribes
-            .push(Reverse((self.plan.now_us() + delay, id, i)));
+    }
+
+    /// Reconnect: when an attempt made now is due (µs since the epoch),
+    /// after a random delay in `load.reconnect_delay_ms`; `None` when there
+    /// is no reconnect or no more sending.
+    fn reconnect_due(&mut self) -> Option<u64> {
+        let (min, max) = self.plan.reconnect?;
+        if !self.sending_allowed() {
+            return None;
+        }
+        Some(self.plan.now_us() + min + self.random() % (max - min + 1))
     }
 
     /// Reconnect: sends the resubscribes that are due, to connections still
@@ -1785,16 +1784,10 @@ impl BenchHandler {
     /// Reconnect: the next attempt of subscriber `global`, last tried on
     /// target `url`, goes to the next target after a random delay.
     fn schedule_retry(&mut self, global: u64, url: u32) {
-        let Some((min, max)) = self.plan.reconnect else {
-            return;
-        };
-        if !self.sending_allowed() {
-            return;
+        if let Some(due) = self.reconnect_due() {
+            let next = (url as usize + 1) % self.plan.urls.len();
+            self.retries.push(Reverse((due, global, next as u32)));
         }
-        let delay = min + self.random() % (max - min + 1);
-        let next = (url as usize + 1) % self.plan.urls.len();
-        self.retries
-            .push(Reverse((self.plan.now_us() + delay, global, next as u32)));
     }
 
     /// Reconnect: connection `id`, an attempt, failed (counted already).
@@ -2015,6 +2008,21 @@ fn server_unsubscribed(
     true
 }
 
+/// Ends the gap on `channel` (of `target`) that began at `*from` (0: none)
+/// at `until`, recording it; returns whether there was one.
+fn end_gap(gaps: &mut Vec<Gap>, from: &mut u64, channel: u64, target: u32, until: u64) -> bool {
+    if *from == 0 {
+        return false;
+    }
+    gaps.push(Gap {
+        channel,
+        target,
+        from: std::mem::take(from),
+        until,
+    });
+    true
+}
+
 /// Subscribe and session modes: subscription `i` of `sub` is confirmed
 /// (its subscribe reply, or the connect reply for server-side ones).
 /// Replies to no subscription of ours, and repeated ones, count nothing.
@@ -2024,30 +2032,25 @@ fn confirm(m: &mut Measurements, sub: &mut SubConn, i: usize, now_mono: u64, now
     };
     *since = now_mono.max(1);
     sub.unconfirmed = sub.unconfirmed.saturating_sub(1);
-    if let Some(from) = sub.gap_from.get_mut(i).filter(|g| **g != 0) {
+    if let Some(from) = sub.gap_from.get_mut(i) {
         // Subscribed again after a server unsubscribe: the channel was
         // without this subscription from then until now.
-        m.gaps.push(Gap {
-            channel: sub.channels[i],
-            target: sub.url,
-            from: *from,
-            until: now_mono.max(1),
-        });
-        *from = 0;
-        m.counts.resubscribed += 1;
-        return;
+        if end_gap(&mut m.gaps, from, sub.channels[i], sub.url, now_mono.max(1)) {
+            m.counts.resubscribed += 1;
+            return;
+        }
     }
     if sub.reopened {
         if let Some(o) = m.outages.get_mut(&sub.global) {
             // Back after a drop: this channel's gap ends at its subscribe reply.
-            if let Some(from) = o.from.get_mut(i).filter(|f| **f != 0) {
-                m.gaps.push(Gap {
-                    channel: sub.channels[i],
-                    target: o.target,
-                    from: *from,
-                    until: now_mono.max(1),
-                });
-                *from = 0;
+            if let Some(from) = o.from.get_mut(i) {
+                end_gap(
+                    &mut m.gaps,
+                    from,
+                    sub.channels[i],
+                    o.target,
+                    now_mono.max(1),
+                );
             }
             if o.from.iter().all(|&f| f == 0) {
                 let since = o.since;

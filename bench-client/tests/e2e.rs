@@ -691,6 +691,69 @@ impl Proxy {
     }
 }
 
+/// Starts `cluster-fanout.toml` in the background with `load.reconnect`
+/// (0-200 ms delays) against `targets`, publishing 50/s through `gw`'s API,
+/// with `sets` on top; returns the bench process and its output directory.
+fn failover_run(
+    gw: &Gateway,
+    targets: &[SocketAddr],
+    tag: &str,
+    sets: &[&str],
+) -> (Child, PathBuf) {
+    let out = out_dir(tag);
+    let scenario = scenario("cluster-fanout.toml");
+    let urls: Vec<String> = targets
+        .iter()
+        .map(|a| format!("\"ws://{a}/connection/websocket\""))
+        .collect();
+    let urls = format!("target.urls=[{}]", urls.join(","));
+    let api = format!("publish.api_url=http://{}/api/publish", gw.admin.unwrap());
+    let mut args = vec![
+        "-q",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--set",
+        &urls,
+        "--set",
+        &api,
+    ];
+    for s in [
+        "publish.api_key=\"k\"",
+        "publish.rate=50",
+        "load.connect_rate=0",
+        "load.warmup_secs=0.3",
+        "load.cooldown_secs=0.5",
+        "load.reconnect=true",
+        "load.reconnect_delay_ms=[0, 200]",
+    ]
+    .iter()
+    .chain(sets)
+    {
+        args.extend(["--set", s]);
+    }
+    args.extend(["--out", out.to_str().unwrap()]);
+    let child = Command::new(env!("CARGO_BIN_EXE_bench-client"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bench-client");
+    (child, out)
+}
+
+/// Waits for a [`failover_run`], checks that it succeeded and returns its
+/// report.
+fn finish(child: Child) -> String {
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text
+}
+
 #[test]
 fn subscribe_mode_reconnects_dropped_subscribers_to_the_next_target() {
     let Some(gw) = Gateway::start_with(PUBSUB) else {
@@ -701,48 +764,13 @@ fn subscribe_mode_reconnects_dropped_subscribers_to_the_next_target() {
     // die 1 s into the run: their subscribers come back after 0-200 ms,
     // those of target 1 first to target 2 (refused), then to target 0.
     let mut proxies = [Proxy::to(gw.addr), Proxy::to(gw.addr)];
-    let out = out_dir("cluster-reconnect");
-    let scenario = scenario("cluster-fanout.toml");
-    let urls = format!(
-        "target.urls=[\"ws://{}/connection/websocket\",\"ws://{}/connection/websocket\",\"ws://{}/connection/websocket\"]",
-        gw.addr, proxies[0].addr, proxies[1].addr
+    let targets = [gw.addr, proxies[0].addr, proxies[1].addr];
+    let (child, out) = failover_run(
+        &gw,
+        &targets,
+        "cluster-reconnect",
+        &["load.connections=30", "load.duration_secs=2.5"],
     );
-    let api = format!("publish.api_url=http://{}/api/publish", gw.admin.unwrap());
-    let args = [
-        "-q",
-        "--scenario",
-        scenario.to_str().unwrap(),
-        "--set",
-        &urls,
-        "--set",
-        &api,
-        "--set",
-        "publish.api_key=\"k\"",
-        "--set",
-        "publish.rate=50",
-        "--set",
-        "load.connections=30",
-        "--set",
-        "load.connect_rate=0",
-        "--set",
-        "load.warmup_secs=0.3",
-        "--set",
-        "load.duration_secs=2.5",
-        "--set",
-        "load.cooldown_secs=0.5",
-        "--set",
-        "load.reconnect=true",
-        "--set",
-        "load.reconnect_delay_ms=[0, 200]",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let child = Command::new(env!("CARGO_BIN_EXE_bench-client"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run bench-client");
     std::thread::sleep(Duration::from_millis(1000));
     for p in &mut proxies {
         p.stop_listening();
@@ -750,13 +778,7 @@ fn subscribe_mode_reconnects_dropped_subscribers_to_the_next_target() {
     for p in &proxies {
         p.drop_connections();
     }
-    let o = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = finish(child);
     let cell = &summary(&out)["cells"][0];
     let c = &cell["counts"];
     let rc = &cell["reconnect"];
@@ -895,54 +917,15 @@ fn subscribe_mode_resubscribes_after_a_broker_restart() {
     let Some(gw) = Gateway::start_with(&format!("{PUBSUB}{broker}")) else {
         return;
     };
-    let out = out_dir("resubscribe");
-    let scenario = scenario("cluster-fanout.toml");
-    let urls = format!("target.urls=[\"ws://{}/connection/websocket\"]", gw.addr);
-    let api = format!("publish.api_url=http://{}/api/publish", gw.admin.unwrap());
-    let args = [
-        "-q",
-        "--scenario",
-        scenario.to_str().unwrap(),
-        "--set",
-        &urls,
-        "--set",
-        &api,
-        "--set",
-        "publish.api_key=\"k\"",
-        "--set",
-        "publish.rate=50",
-        "--set",
-        "load.connections=20",
-        "--set",
-        "load.connect_rate=0",
-        "--set",
-        "load.warmup_secs=0.3",
-        "--set",
-        "load.duration_secs=4",
-        "--set",
-        "load.cooldown_secs=0.5",
-        "--set",
-        "load.reconnect=true",
-        "--set",
-        "load.reconnect_delay_ms=[0, 200]",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let child = Command::new(env!("CARGO_BIN_EXE_bench-client"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run bench-client");
+    let (child, out) = failover_run(
+        &gw,
+        &[gw.addr],
+        "resubscribe",
+        &["load.connections=20", "load.duration_secs=4"],
+    );
     std::thread::sleep(Duration::from_millis(1500));
     redis.restart(Duration::from_millis(500));
-    let o = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    finish(child);
     let cell = &summary(&out)["cells"][0];
     let c = &cell["counts"];
     assert_eq!(c["unsubscribed"], 20, "every subscription told: {c}");
