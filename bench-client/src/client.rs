@@ -2037,6 +2037,7 @@ fn confirm(m: &mut Measurements, sub: &mut SubConn, i: usize, now_mono: u64, now
         // without this subscription from then until now.
         if end_gap(&mut m.gaps, from, sub.channels[i], sub.url, now_mono.max(1)) {
             m.counts.resubscribed += 1;
+            m.counts.resubscribed_in_place += 1;
             return;
         }
     }
@@ -2499,6 +2500,7 @@ mod tests {
             }]
         );
         assert_eq!(h.measured.counts.resubscribed, 1);
+        assert_eq!(h.measured.counts.resubscribed_in_place, 1);
         assert_eq!(h.measured.counts.subs_ok, 2, "first subscriptions only");
         // To the end: the new subscription is tallied from its reply, the
         // other channel stays a whole-run subscription.

@@ -474,11 +474,19 @@ pub fn summary_text(r: &CellReport) -> String {
         let _ = writeln!(s, "throughput             {:.1} sessions/s", r.tps);
     } else if r.mode == "subscribe" {
         let _ = writeln!(s, "--- publications ---");
-        let _ = writeln!(
+        let _ = write!(
             s,
             "subscriptions {} (refused {})  publications accepted {} (refused {})  unsubscribed by the server {}",
             c.subs_ok, c.subs_failed, c.pubs_ok, c.pubs_failed, c.unsubscribed
         );
+        if c.resubscribed_in_place + c.resubscribe_retries > 0 {
+            let _ = write!(
+                s,
+                " (subscribed again {}, after {} temporary refusals)",
+                c.resubscribed_in_place, c.resubscribe_retries
+            );
+        }
+        let _ = writeln!(s);
         let _ = writeln!(
             s,
             "deliveries {} of {} expected  missing {}  duplicate {}  out of order {}  protocol errors {}",

@@ -128,6 +128,10 @@ pub struct Counts {
     /// advising a resubscribe (codes 2500-2999).
     #[serde(default)]
     pub resubscribed: u64,
+    /// Reconnect: of `resubscribed`, subscriptions made again on the same
+    /// connection after the server unsubscribed them (2500-2999).
+    #[serde(default)]
+    pub resubscribed_in_place: u64,
     /// Reconnect: resubscribes the server refused with a temporary error,
     /// tried again after a delay.
     #[serde(default)]
@@ -205,6 +209,7 @@ impl Counts {
             reconnects_ok,
             reconnects_failed,
             resubscribed,
+            resubscribed_in_place,
             resubscribe_retries,
             churn_early,
             failover_dropped,

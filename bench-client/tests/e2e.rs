@@ -930,6 +930,7 @@ fn subscribe_mode_resubscribes_after_a_broker_restart() {
     let c = &cell["counts"];
     assert_eq!(c["unsubscribed"], 20, "every subscription told: {c}");
     assert_eq!(c["resubscribed"], 20, "and subscribed again: {c}");
+    assert_eq!(c["resubscribed_in_place"], 20, "on their connections: {c}");
     assert_eq!(c["conn_dropped"], 0, "{c}");
     // Deliveries resumed after the restart, and nothing is missing.
     assert!(c["deliveries"].as_u64() > Some(20 * 150), "{c}");
