@@ -419,10 +419,12 @@ struct SubConn {
     retired: bool,
     /// Per channel: subscribed again after the server unsubscribed it
     /// (see [`server_unsubscribed`]), so it expects, like a reopened
-    /// connection's, what was published after its reply.
+    /// connection's, what was published after its reply. Empty (no
+    /// allocation per connection) until the first such unsubscribe.
     resub: Vec<bool>,
     /// Per channel: when the server unsubscribed it, while its new
-    /// subscribe awaits a reply (`CLOCK_MONOTONIC` µs; 0: none).
+    /// subscribe awaits a reply (`CLOCK_MONOTONIC` µs; 0: none). Empty
+    /// like `resub`.
     gap_from: Vec<u64>,
     /// Publishers: next command id, and the publications awaiting replies.
     next_id: u32,
@@ -1170,8 +1172,6 @@ impl BenchHandler {
             sub.last = vec![u64::MAX; n];
             sub.delivered = vec![0; n];
             sub.since = vec![0; n];
-            sub.resub = vec![false; n];
-            sub.gap_from = vec![0; n];
             sub.unconfirmed = n;
             sub.url = started.url;
             sub.global = global;
@@ -1333,12 +1333,12 @@ impl BenchHandler {
                     let again = plan.reconnect.is_some()
                         && !plan.subscribe.server_side
                         && ps::resubscribe_advised(code);
-                    let layout = plan.layout.as_ref();
-                    let i = sub
-                        .channels
-                        .iter()
-                        .position(|&k| layout.is_some_and(|l| l.name(k) == name));
-                    if let Some(i) = i.filter(|_| again) {
+                    let i = plan
+                        .layout
+                        .as_ref()
+                        .filter(|_| again)
+                        .and_then(|l| sub.channels.iter().position(|&k| l.name(k) == name));
+                    if let Some(i) = i {
                         let in_flight_from = now_mono.saturating_sub(plan.message_timeout_us);
                         if server_unsubscribed(m, sub, i, now_mono, in_flight_from) {
                             resubscribe.push((i, false));
@@ -1996,9 +1996,12 @@ fn server_unsubscribed(
     now_mono: u64,
     in_flight_from: u64,
 ) -> bool {
-    if sub.since.get(i).is_none_or(|&s| s == 0) || sub.gap_from.len() <= i {
+    if sub.since.get(i).is_none_or(|&s| s == 0) {
         return false;
     }
+    let n = sub.channels.len();
+    sub.resub.resize(n, false);
+    sub.gap_from.resize(n, 0);
     end_subscription(m, sub, i, now_mono, in_flight_from, true);
     sub.since[i] = 0;
     sub.delivered[i] = 0;
@@ -2382,8 +2385,6 @@ mod tests {
             last: vec![u64::MAX; n],
             delivered: vec![0; n],
             since: vec![0; n],
-            resub: vec![false; n],
-            gap_from: vec![0; n],
             unconfirmed: n,
             url: (global % 2) as u32,
             global,
