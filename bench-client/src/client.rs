@@ -66,6 +66,8 @@ pub struct Plan {
     pub message_timeout_us: u64,
     /// Connect + handshake timeout, ms.
     pub handshake_timeout_ms: u64,
+    /// How long a connection open at the end waits for the server's close, ms.
+    pub close_timeout_ms: u64,
     /// Connections this process opens, over all its workers.
     pub connections: u64,
     /// Added to a connection's number before picking its URL and source
@@ -190,6 +192,7 @@ impl Plan {
                 .as_ref()
                 .map_or(l.message_timeout_ms * 1000, |a| a.timeout_us),
             handshake_timeout_ms: l.handshake_timeout_ms,
+            close_timeout_ms: s.client.close_timeout_ms,
             connections,
             conn_offset: process,
             processes,
@@ -385,8 +388,9 @@ enum State {
     Handshake { hs: ClientHandshake, head: Vec<u8> },
     /// Open WebSocket.
     Open(Codec),
-    /// We sent close (end of run) and wait for the server.
-    Closing,
+    /// We sent close and wait for the server; `at_end`: the run's end (its
+    /// outcome is counted), not a session or churn close.
+    Closing { at_end: bool },
     /// The handshake failed and was counted; the connection is being aborted.
     Failed,
     /// Subscribe mode: the HTTP connection to the server API.
@@ -1493,7 +1497,7 @@ impl BenchHandler {
             }
             if now >= vu.close_us {
                 vu.closing = true;
-                c.state = State::Closing;
+                c.state = State::Closing { at_end: false };
                 let mask = self.mask();
                 let _ = io.send(id, codec::encode_close(1000, "", mask));
                 io.close(id, CloseMode::Graceful);
@@ -1653,7 +1657,7 @@ impl BenchHandler {
             if let Some(sub) = c.sub.as_deref_mut() {
                 self.retire(sub, Some(ps::mono_us()));
             }
-            c.state = State::Closing;
+            c.state = State::Closing { at_end: false };
             let mask = self.mask();
             let _ = io.send(id, codec::encode_close(1000, "", mask));
             io.close(id, CloseMode::Graceful);
@@ -2156,7 +2160,7 @@ impl Handler for BenchHandler {
                     self.on_api_outcome(outcome);
                 }
             }
-            State::Closing | State::Failed => {}
+            State::Closing { .. } | State::Failed => {}
         }
     }
 
@@ -2167,13 +2171,17 @@ impl Handler for BenchHandler {
     fn on_deadline(&mut self, io: &mut Io, id: ConnId, c: &mut Conn) {
         match c.state {
             State::Handshake { .. } => self.fail_handshake(io, id, c, |k| k.fail_timeout += 1),
-            State::Open(_) | State::Closing | State::Failed | State::Api(_) => {
+            State::Closing { at_end: true } => {
+                self.measured.counts.close_timeouts_at_end += 1;
+                io.close(id, CloseMode::Abort)
+            }
+            State::Open(_) | State::Closing { .. } | State::Failed | State::Api(_) => {
                 io.close(id, CloseMode::Abort)
             }
         }
     }
 
-    fn on_closed(&mut self, _: &mut Io, id: ConnId, mut c: Conn, _: CloseCause) {
+    fn on_closed(&mut self, _: &mut Io, id: ConnId, mut c: Conn, cause: CloseCause) {
         if let Some(vu) = &c.vu {
             self.vus = self.vus.saturating_sub(1);
             if vu.closing {
@@ -2219,8 +2227,11 @@ impl Handler for BenchHandler {
                 }
                 self.settle_pending(&mut c, true);
             }
-            State::Closing => {
+            State::Closing { at_end } => {
                 self.conns_up -= 1;
+                if at_end && cause == CloseCause::Clean {
+                    self.measured.counts.closed_at_end += 1;
+                }
             }
         }
     }
@@ -2260,14 +2271,14 @@ impl Handler for BenchHandler {
                 self.retire(sub, None);
             }
             self.settle_pending(c, false);
-            c.state = State::Closing;
+            c.state = State::Closing { at_end: true };
             let mask = self.mask();
             let _ = io.send(id, codec::encode_close(1000, "", mask));
             // Wait for the server to answer and close the TCP connection
             // first (RFC 6455 §7.1.1); its FIN lets the engine close without
             // a shutdown of its own (an io-wq round trip for each of a
-            // million direct descriptors). The worker's drain time bounds it.
-            io.set_deadline(id, io.now_ms() + 2_000);
+            // million direct descriptors).
+            io.set_deadline(id, io.now_ms() + self.plan.close_timeout_ms);
         } else {
             io.close(id, CloseMode::Abort);
         }

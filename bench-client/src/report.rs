@@ -452,6 +452,16 @@ pub fn summary_text(r: &CellReport) -> String {
         c.conn_dropped,
         c.conn_up_at_end
     );
+    if c.conn_up_at_end > 0 {
+        let _ = writeln!(
+            s,
+            "closing at the end: closed by the server {}  no close within client.close_timeout_ms {} (aborted)  reset or failed {}",
+            c.closed_at_end,
+            c.close_timeouts_at_end,
+            c.conn_up_at_end
+                .saturating_sub(c.closed_at_end + c.close_timeouts_at_end)
+        );
+    }
     let _ = writeln!(s, "{}", latency_row("handshake latency", &r.handshake));
     if r.mode == "session" {
         let _ = writeln!(s, "--- sessions ---");

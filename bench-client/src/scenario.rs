@@ -374,6 +374,13 @@ pub struct ClientOpts {
     /// offered load gets burstier by as much (results/client-efficiency.md).
     /// 0 = every send on its own schedule.
     pub send_batch_us: u64,
+    /// At the end of the run each open connection sends a close frame and
+    /// waits this long for the server's close and FIN (k6's `gracefulStop`);
+    /// then it is aborted, and counted apart. Closing takes both ends' CPU:
+    /// a million connections on this 2-core box close at ~36,000/s
+    /// (results/million-connections.md), so large runs need more than the
+    /// default.
+    pub close_timeout_ms: u64,
     /// Largest message (and frame) accepted from the server; a larger one
     /// fails the connection with 1009, counted as a protocol error.
     pub max_message_bytes: usize,
@@ -393,7 +400,9 @@ impl ClientOpts {
             ring_entries: self.ring_entries,
             recv_buffers: self.recv_buffers,
             recv_buffer_size: self.recv_buffer_size,
-            drain_ms: 2_000,
+            // Each connection's own close deadline fires first and is
+            // counted; the worker's drain is the backstop.
+            drain_ms: self.close_timeout_ms + 1_000,
             file_table: if self.direct_descriptors {
                 engine::default_file_table()
             } else {
@@ -416,6 +425,7 @@ impl Default for ClientOpts {
             recv_buffers: 256,
             recv_buffer_size: 16 * 1024,
             send_batch_us: 50,
+            close_timeout_ms: 10_000,
             max_message_bytes: 16 << 20,
             direct_descriptors: true,
             incremental_recv: true,
@@ -920,6 +930,12 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
             "must be at most 100000 (0.1 s)",
         ));
     }
+    if !(1..=3_600_000).contains(&c.close_timeout_ms) {
+        return Err(invalid(
+            "client.close_timeout_ms",
+            "must be from 1 to 3600000 (an hour)",
+        ));
+    }
     if !(1..=(1 << 30)).contains(&c.max_message_bytes) {
         return Err(invalid(
             "client.max_message_bytes",
@@ -1129,6 +1145,11 @@ mod tests {
                 "[client]\nsend_batch_us = 200000\n",
                 vec![],
                 "client.send_batch_us",
+            ),
+            (
+                "[client]\nclose_timeout_ms = 0\n",
+                vec![],
+                "client.close_timeout_ms",
             ),
             (
                 "[client]\nrecv_buffers = 100\n",

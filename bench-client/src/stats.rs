@@ -149,6 +149,15 @@ pub struct Counts {
     /// Reconnect: of those, subscribers back with every subscription confirmed.
     #[serde(default)]
     pub failover_recovered: u64,
+    /// Connections open at the end that the server closed in order after
+    /// our close frame (its FIN, within `client.close_timeout_ms`).
+    #[serde(default)]
+    pub closed_at_end: u64,
+    /// Connections open at the end aborted after `client.close_timeout_ms`
+    /// without the server's close. The rest of `conn_up_at_end` ended
+    /// otherwise (a reset, a socket error).
+    #[serde(default)]
+    pub close_timeouts_at_end: u64,
     /// Close frames the server sent on open connections, by close code
     /// (1005: a close frame without a code). Connections that ended
     /// without one are `conn_dropped` minus the sum of these.
@@ -173,6 +182,8 @@ impl Counts {
             fail_other,
             conn_dropped,
             conn_up_at_end,
+            closed_at_end,
+            close_timeouts_at_end,
             msgs_sent,
             msgs_ok,
             msgs_timed_out,

@@ -178,6 +178,9 @@ fn quick_scenario_against_the_gateway_succeeds_fully() {
     assert!(cell["tps"].as_f64().unwrap() > 0.0);
     assert_eq!(cell["counts"]["conn_established"], 50);
     assert_eq!(cell["counts"]["msgs_lost"], 0);
+    // The run ends with a close handshake the gateway finishes.
+    assert_eq!(cell["counts"]["closed_at_end"], 50, "{cell}");
+    assert_eq!(cell["counts"]["close_timeouts_at_end"], 0, "{cell}");
     assert!(cell["latency"]["count"].as_u64().unwrap() > 0);
     for f in ["results.csv", "report.md"] {
         assert!(out.join(f).exists(), "{f} missing");
@@ -321,6 +324,67 @@ fn a_non_websocket_server_yields_bad_status() {
     let (o, _) = quick(&format!("127.0.0.1:{port}"), &["load.connections=5"], &out);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(summary(&out)["cells"][0]["counts"]["fail_bad_status"], 5);
+}
+
+#[test]
+fn a_server_that_never_closes_is_aborted_after_the_close_timeout() {
+    // Completes the WebSocket handshake, then reads and ignores everything:
+    // the close frame at the end of the run is never answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut s = s;
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let key = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                    .expect("a key")
+                    .trim();
+                let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let out = out_dir("never-closes");
+    let (o, took) = quick(
+        &format!("127.0.0.1:{port}"),
+        &[
+            "load.mode=connect-only",
+            "load.connections=5",
+            "load.duration_secs=0.5",
+            "client.close_timeout_ms=300",
+            "thresholds.min_tps=0",
+        ],
+        &out,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let c = &summary(&out)["cells"][0]["counts"];
+    assert_eq!(c["conn_up_at_end"], 5, "{c}");
+    assert_eq!(c["close_timeouts_at_end"], 5, "{c}");
+    assert_eq!(c["closed_at_end"], 0, "{c}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("no close within client.close_timeout_ms 5 (aborted)"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 #[test]

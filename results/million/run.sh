@@ -63,6 +63,10 @@ wait $BENCH || echo "bench exit status $?" | tee -a "$OUT/summary.txt"
 echo "bench finished at t=$(( $(date +%s) - t0 )) s (connect, hold, then closing every connection)" | tee -a "$OUT/summary.txt"
 curl -s http://127.0.0.1:9464/metrics > "$OUT/metrics-end.txt" || true
 echo "peak connections (gateway): $peak" | tee -a "$OUT/summary.txt"
+grep "closing at the end" "$OUT/bench.txt" | tee -a "$OUT/summary.txt" || true
+for m in gateway_close_frames_received_total gateway_close_frames_sent_total gateway_connections_closed_total gateway_connections_active; do
+    echo "$m $(awk -v m="$m" 'index($1, m) == 1 {s += $2} END {print s + 0}' "$OUT/metrics-end.txt")"
+done | tee -a "$OUT/summary.txt"
 stop0=$(date +%s.%N)
 kill -TERM $GW; wait $GW || true
 echo "gateway exited $(echo "$(date +%s.%N) - $stop0" | bc) s after SIGTERM" | tee -a "$OUT/summary.txt"
