@@ -86,9 +86,15 @@ if [ "${1:-}" = --inside ]; then
   ok "every host-wide key is a tmpfs stand-in, every per-namespace key is the private namespace's own"
 
   ALLKEYS=("${NETNS[@]}" "${GLOBAL[@]}" net.ipv4.tcp_tw_recycle)
-  snapshot() { # snapshot DIR: exact bytes of every key that exists
+  snapshot() { # snapshot DIR: every key that exists, as the kernel would read it back
     rm -rf "$1"; mkdir -p "$1"
-    local k; for k in "${ALLKEYS[@]}"; do [ -e "$(key_path "$k")" ] && cat "$(key_path "$k")" >"$1/$k"; done; true
+    # A stand-in keeps the bytes `sysctl -w` wrote ("a b c"); the kernel reads a
+    # vector back tab-separated ("a<TAB>b<TAB>c"). So blanks are compared as one
+    # tab: a host already tuned (net.ipv4.tcp_mem at the profile's value) made
+    # the drop-in's reload look like a change.
+    local k; for k in "${ALLKEYS[@]}"; do
+      [ -e "$(key_path "$k")" ] && tr -s ' \t' '\t' <"$(key_path "$k")" >"$1/$k"
+    done; true
   }
   # shellcheck disable=SC2317  # called through expect
   same() { diff -r "$1" "$2" >/dev/null; }
