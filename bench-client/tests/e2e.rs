@@ -969,34 +969,135 @@ impl Drop for Redis {
 /// with code 2500; with `load.reconnect` the bench subscribes again on the
 /// same connection, as the SDKs do, and what was published meanwhile is
 /// missed during reconnect, not missing.
-#[test]
-fn subscribe_mode_resubscribes_after_a_broker_restart() {
-    let Some(mut redis) = Redis::start() else {
-        return;
-    };
+/// A subscribe proxy backend (the part a user writes): answers every
+/// subscribe with `{"result":{}}`, except that while `fail` is above zero
+/// it answers 500 and counts it down. HTTP/1.1 keep-alive, bodies by
+/// Content-Length, as the gateway's client sends them.
+fn subscribe_backend(fail: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> SocketAddr {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let fail = fail.clone();
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let body_len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if buf.len() < end + 4 + body_len {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    }
+                    buf.drain(..end + 4 + body_len);
+                    let refuse = fail
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    let (status, body) = if refuse {
+                        ("500 Internal Server Error", "")
+                    } else {
+                        ("200 OK", "{\"result\":{}}")
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Subscribe mode with reconnect against one gateway over a real Redis
+/// (`extra` appended to its config), Redis restarted mid-run after
+/// `before_restart`: the counts of the run's cell.
+fn broker_restart_run(
+    tag: &str,
+    extra: &str,
+    before_restart: impl FnOnce(),
+) -> Option<serde_json::Value> {
+    let mut redis = Redis::start()?;
     let broker = format!(
         "[broker]\nkind = \"redis\"\naddresses = [\"127.0.0.1:{}\"]\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n",
         redis.port
     );
-    let Some(gw) = Gateway::start_with(&format!("{PUBSUB}{broker}")) else {
-        return;
-    };
+    let gw = Gateway::start_with(&format!("{PUBSUB}{broker}{extra}"))?;
     let (child, out) = failover_run(
         &gw,
         &[gw.addr],
-        "resubscribe",
+        tag,
         &["load.connections=20", "load.duration_secs=4"],
     );
     std::thread::sleep(Duration::from_millis(1500));
+    before_restart();
     redis.restart(Duration::from_millis(500));
     finish(child);
-    let cell = &summary(&out)["cells"][0];
+    Some(summary(&out)["cells"][0].clone())
+}
+
+/// Every one of the 20 subscriptions was ended by the server, subscribed
+/// again on its connection, and nothing published was missed.
+fn assert_all_resubscribed(cell: &serde_json::Value) {
     let c = &cell["counts"];
     assert_eq!(c["unsubscribed"], 20, "every subscription told: {c}");
     assert_eq!(c["resubscribed"], 20, "and subscribed again: {c}");
     assert_eq!(c["resubscribed_in_place"], 20, "on their connections: {c}");
+    assert_eq!(c["subs_failed"], 0, "{c}");
     assert_eq!(c["conn_dropped"], 0, "{c}");
     // Deliveries resumed after the restart, and nothing is missing.
     assert!(c["deliveries"].as_u64() > Some(20 * 150), "{c}");
     assert_eq!(cell["expected_deliveries"], c["deliveries"], "{cell}");
+}
+
+#[test]
+fn subscribe_mode_resubscribes_after_a_broker_restart() {
+    let Some(cell) = broker_restart_run("resubscribe", "", || {}) else {
+        return;
+    };
+    assert_all_resubscribed(&cell);
+    assert_eq!(cell["counts"]["resubscribe_retries"], 0, "{cell}");
+}
+
+#[test]
+fn subscribe_mode_retries_a_resubscribe_refused_for_now() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Subscriptions go through the subscribe proxy; once the broker is
+    // back, the backend refuses the first 10 resubscribes (error 100,
+    // temporary, to the client), which the bench must try again.
+    let fail = Arc::new(AtomicUsize::new(0));
+    let backend = subscribe_backend(fail.clone());
+    let extra = format!(
+        "[[backends]]\nname = \"app\"\naddress = \"{backend}\"\n\
+         [pubsub.proxy]\nbackend = \"app\"\nsubscribe_path = \"/subscribe\"\n"
+    );
+    let Some(cell) = broker_restart_run("resubscribe-retry", &extra, || {
+        fail.store(10, Ordering::SeqCst)
+    }) else {
+        return;
+    };
+    assert_eq!(fail.load(Ordering::SeqCst), 0, "the backend refused 10");
+    assert_all_resubscribed(&cell);
+    let retries = &cell["counts"]["resubscribe_retries"];
+    assert_eq!(retries, 10, "each refusal tried again: {cell}");
 }
